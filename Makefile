@@ -1,0 +1,36 @@
+# Two commands for a new machine: `make test` and `make demo`. Both build .venv first.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU wheel of torch; a bare `torch` requirement could pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+DEMO_OUT ?= demo-out
+
+.PHONY: venv install test test-all demo bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+venv: $(BIN)/python
+install: $(VENV)/.installed
+
+test: install
+	$(BIN)/python -m pytest
+
+test-all: install
+	$(BIN)/python -m pytest -m ""
+
+demo: install
+	$(BIN)/longrope inspect yarn:8 --compare pi:8,ntk:8,yarn:8 --plot $(DEMO_OUT)/factors.png
+
+bench: install
+	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""One module per subcommand; `longrope.cli` discovers them. Each defines `register(subparsers)`."""

@@ -1,0 +1,68 @@
+"""Find and load a causal LM and its tokenizer: `builtin` (shipped with the package) or a local folder.
+
+Nothing is ever fetched from a hub: a name that is not `builtin` must be an existing folder.
+Weights load from safetensors only; `trust_remote_code` is off unless the caller asks for it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from .errors import LongRopeError
+
+BUILTIN = "builtin"
+BUILTIN_DIR = Path(__file__).parent / "assets" / "builtin"
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+           "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve(model: str | Path | None) -> Path:
+    """The folder behind a model name: `builtin`/None -> the shipped model, else an existing path."""
+    if model is None or str(model) == BUILTIN:
+        if not (BUILTIN_DIR / "config.json").is_file():
+            raise LongRopeError(f"the built-in model is missing from this installation ({BUILTIN_DIR}); "
+                                "pass --model PATH or reinstall longrope")
+        return BUILTIN_DIR
+    path = Path(model).expanduser()
+    if not path.exists():
+        raise LongRopeError(f"model folder not found: {path} (models are loaded from local folders only)")
+    if not (path / "config.json").is_file():
+        raise LongRopeError(f"not a model folder (no config.json): {path}")
+    return path
+
+
+def torch_dtype(name: str | torch.dtype) -> torch.dtype:
+    if isinstance(name, torch.dtype):
+        return name
+    try:
+        return _DTYPES[name]
+    except KeyError:
+        raise LongRopeError(f"unknown dtype {name!r}; choose one of {', '.join(_DTYPES)}") from None
+
+
+def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype = "float32",
+               device: str | torch.device = "cpu", trust_remote_code: bool = False,
+               attn_implementation: str = "sdpa"):
+    """Load a causal LM from a local folder in eval mode (safetensors only, no downloads)."""
+    from transformers import AutoModelForCausalLM
+
+    path = resolve(model)
+    try:
+        lm = AutoModelForCausalLM.from_pretrained(
+            path, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code,
+            attn_implementation=attn_implementation, use_safetensors=True, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise LongRopeError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
+    return lm.to(device).eval()
+
+
+def load_tokenizer(model: str | Path | None = BUILTIN, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = resolve(model)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise LongRopeError(f"cannot load tokenizer from {path}: {str(e).splitlines()[0]}") from None
