@@ -1,0 +1,52 @@
+"""Argument groups shared by subcommands, so every command spells them the same way."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import LongRopeError
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="builtin",
+                   help="local model folder, or 'builtin' for the shipped small model (default)")
+    g.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
+    g.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="allow model code from the model folder (off by default)")
+
+
+def add_data_args(p: argparse.ArgumentParser, *, split: str) -> None:
+    g = p.add_argument_group("data")
+    g.add_argument("--data", default=None,
+                   help="'builtin' (stdlib sources, default), a .txt file, folder or glob of text files, "
+                        ".jsonl[:FIELD], .parquet, or a save_to_disk dataset folder")
+    g.add_argument("--split", default=split, help=f"split of the built-in corpus (default {split})")
+
+
+def load_model_from_args(args):
+    from ..models import load_model, load_tokenizer
+
+    model = load_model(args.model, dtype=args.dtype, device=args.device,
+                       trust_remote_code=args.trust_remote_code)
+    tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    return model, tok
+
+
+def int_list(text: str) -> list[int]:
+    """Parse '256,512,2k' into [256, 512, 2048]; an empty list is an error."""
+    out = []
+    for part in (t.strip() for t in text.split(",")):
+        if not part:
+            continue
+        mult = 1024 if part[-1] in "kK" else 1
+        try:
+            value = int(float(part[:-1] if mult > 1 else part) * mult)
+        except ValueError:
+            raise LongRopeError(f"not a length: {part!r}") from None
+        if value <= 0:
+            raise LongRopeError(f"lengths must be positive, got {value}")
+        out.append(value)
+    if not out:
+        raise LongRopeError("the list of lengths is empty")
+    return out
