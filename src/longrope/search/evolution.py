@@ -1,0 +1,221 @@
+"""The evolutionary search of LongRoPE, independent of models.
+
+`evolve(fitness, space, ...)` minimises a batch fitness (`fitness(list[Candidate]) -> list[float]`,
+lower is better, e.g. perplexity). Generation 0 scores a seeded population; every later generation
+keeps the top `parents` and adds `mutations` mutants and `crossovers` crossovers of them. A
+candidate is scored at most once (per fidelity); non-finite scores rank last.
+
+Faster mode (successive halving): with `screen` (a cheap fitness, e.g. perplexity on one document)
+new candidates are scored cheaply first and only the most promising (at most `promote` of them,
+and only those that beat the worst parent on the cheap score) get the full fitness. `patience`
+stops the search when the best full score has not improved for that many generations.
+
+After every generation `on_generation(state)` receives a JSON-serialisable state holding the
+parents, every evaluation, the random generator's state and the history; `evolve(..., state=s)`
+continues from it and ends exactly as the uninterrupted run would.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..errors import LongRopeError
+from .space import Candidate, Space
+
+Fitness = Callable[[list[Candidate]], Sequence[float]]
+FORMAT = "longrope-evolution/1"
+
+
+@dataclass(frozen=True)
+class Preset:
+    population: int
+    iterations: int
+    parents: int
+    mutations: int
+    crossovers: int
+    mutation_prob: float
+    screen_docs: int | None = None  # documents of the cheap fitness; None: no screening
+    promote: float = 1.0  # at most this fraction of new candidates gets the full fitness
+    patience: int | None = None  # stop after this many generations without improvement
+
+
+PRESETS = {
+    # The paper and its code: 64 + 40 * 32 = 1,344 evaluations, each on all documents.
+    "paper": Preset(64, 40, 32, 16, 16, 0.3),
+    # Default: a smaller population, cheap screening on one document, the best quarter of the new
+    # candidates promoted to all documents, early stop after 4 flat generations.
+    "fast": Preset(32, 24, 16, 12, 12, 0.3, screen_docs=1, promote=0.25, patience=4),
+}
+
+
+@dataclass
+class Result:
+    best: Candidate
+    score: float
+    parents: list[tuple[Candidate, float]]
+    generations: int  # generations run after the initial one
+    evaluations: int  # full-fidelity evaluations
+    screened: int  # cheap evaluations
+    stopped_early: bool
+    history: list[dict]
+    state: dict = field(repr=False)
+
+
+def _enc(x: float):
+    x = float(x)
+    return x if math.isfinite(x) else repr(x)  # "nan", "inf", "-inf": exact through JSON
+
+
+def _dec(x) -> float:
+    return float(x)
+
+
+def _rank_key(item: tuple[Candidate, float]):
+    s = item[1]
+    return (0, s) if math.isfinite(s) else (1, 0.0)
+
+
+def rank(items: list[tuple[Candidate, float]]) -> list[tuple[Candidate, float]]:
+    """Best first; stable, so ties keep their order; non-finite scores last."""
+    return sorted(items, key=_rank_key)
+
+
+class _Scorer:
+    """Memoised batch scoring at one fidelity; every call to the fitness is logged in order."""
+
+    def __init__(self, fn: Fitness, name: str, log: list):
+        self.fn, self.name, self.log, self.memo = fn, name, log, {}
+
+    def __call__(self, cands: list[Candidate], generation: int) -> list[float]:
+        new = [c for c in dict.fromkeys(cands) if c not in self.memo]
+        if new:
+            scores = list(self.fn(new))
+            if len(scores) != len(new):
+                raise LongRopeError(f"the fitness returned {len(scores)} scores for {len(new)} candidates")
+            for c, s in zip(new, scores):
+                s = float(s)
+                self.memo[c] = s
+                self.log.append({"generation": generation, "fidelity": self.name,
+                                 "candidate": c.to_json(), "score": _enc(s)})
+        return [self.memo[c] for c in cands]
+
+
+def _children(parents: list[Candidate], space: Space, rng: np.random.Generator, n_mut: int,
+              n_cross: int, seen, max_tries: int = 100) -> list[Candidate]:
+    """`n_mut` mutants and `n_cross` crossovers, all new; a crossover that keeps coming out
+    invalid or already seen (converged parents) is replaced by a mutant."""
+    out: list[Candidate] = []
+    fresh: set[Candidate] = set()
+
+    def new(c):
+        if c is not None and c not in fresh and not seen(c):
+            out.append(c)
+            fresh.add(c)
+            return True
+        return False
+
+    def mutant():
+        return any(new(space.mutate(parents[int(rng.integers(len(parents)))], rng)) for _ in range(max_tries))
+
+    for _ in range(n_mut):
+        mutant()
+    for _ in range(n_cross):
+        if len(parents) < 2 or not any(
+                new(space.crossover(*(parents[int(i)] for i in rng.choice(len(parents), size=2, replace=False)), rng))
+                for _ in range(max_tries)):
+            mutant()
+    return out
+
+
+def evolve(fitness: Fitness, space: Space, *, population: int = 64, iterations: int = 40,
+           parents: int = 32, mutations: int = 16, crossovers: int = 16, seed: int = 0,
+           seeds: Mapping[str, Sequence[float]] | None = None, screen: Fitness | None = None,
+           promote: float = 1.0, patience: int | None = None, tol: float = 0.0,
+           state: dict | None = None, on_generation: Callable[[dict], None] | None = None) -> Result:
+    """Minimise `fitness` over `space`; see the module docstring."""
+    if min(population, parents) < 1 or min(iterations, mutations, crossovers) < 0:
+        raise LongRopeError("population and parents must be >= 1; iterations, mutations, crossovers >= 0")
+    if parents > population:
+        raise LongRopeError(f"parents ({parents}) cannot exceed the population ({population})")
+    if not 0.0 < promote <= 1.0:
+        raise LongRopeError(f"promote must be in (0, 1], got {promote}")
+    settings = {"population": population, "iterations": iterations, "parents": parents,
+                "mutations": mutations, "crossovers": crossovers, "seed": seed,
+                "screen": screen is not None, "promote": promote, "patience": patience, "tol": tol,
+                "space": space.describe()}
+    log: list[dict] = []
+    full = _Scorer(fitness, "full", log)
+    cheap = _Scorer(screen, "screen", log) if screen is not None else None
+    seen = (lambda c: c in full.memo or c in cheap.memo) if cheap else (lambda c: c in full.memo)
+    rng = np.random.default_rng(seed)
+
+    if state is not None:
+        if state.get("format") != FORMAT:
+            raise LongRopeError("not a search state file (wrong format)")
+        if state["settings"] != settings:
+            diff = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+            raise LongRopeError(f"the saved state was made with different settings: {', '.join(diff)}")
+        for e in state["evaluations"]:
+            log.append(e)
+            (full if e["fidelity"] == "full" else cheap).memo[Candidate.from_json(e["candidate"])] = _dec(e["score"])
+        rng.bit_generator.state = state["rng"]
+        pars = [(Candidate.from_json(c), _dec(s)) for c, s in state["parents"]]
+        history = list(state["history"])
+        start, stall, seed_names = state["generation"] + 1, state["stall"], dict(state["seeds"])
+    else:
+        pop, named = space.initial(seeds or {}, population, rng)
+        seed_names = {k: v.to_json() for k, v in named.items()}
+        if cheap:
+            cs = cheap(pop, 0)
+            seeds_set = set(named.values())
+            ordered = [c for c, _ in rank(list(zip(pop, cs)))]
+            chosen = [c for c in pop if c in seeds_set]
+            chosen += [c for c in ordered if c not in seeds_set][:max(0, parents - len(chosen))]
+        else:
+            chosen = pop
+        pars = rank(list(zip(chosen, full(chosen, 0))))[:parents]
+        history = [_summary(0, pars, full, cheap)]
+        start, stall = 1, 0
+        if on_generation:
+            on_generation(_state(settings, 0, rng, pars, log, history, stall, seed_names))
+
+    stopped = False
+    gen = start - 1
+    for gen in range(start, iterations + 1):
+        if patience is not None and stall >= patience:
+            stopped, gen = True, gen - 1
+            break
+        kids = _children([c for c, _ in pars], space, rng, mutations, crossovers, seen)
+        if cheap and kids:
+            ks = cheap(kids, gen)
+            par_cheap = [cheap.memo.get(c, math.inf) for c, _ in pars]
+            bar = max((s for s in par_cheap if math.isfinite(s)), default=math.inf)
+            ranked = rank(list(zip(kids, ks)))[:max(1, math.ceil(promote * len(kids)))]
+            kids = [c for c, s in ranked if math.isfinite(s) and (s <= bar or len(pars) < parents)]
+        before = pars[0][1]
+        pars = rank(pars + list(zip(kids, full(kids, gen))))[:parents]
+        after = pars[0][1]
+        improved = math.isfinite(after) and (not math.isfinite(before) or after < before - tol * abs(before))
+        stall = 0 if improved else stall + 1
+        history.append(_summary(gen, pars, full, cheap))
+        if on_generation:
+            on_generation(_state(settings, gen, rng, pars, log, history, stall, seed_names))
+    final = _state(settings, gen, rng, pars, log, history, stall, seed_names)
+    return Result(best=pars[0][0], score=pars[0][1], parents=pars, generations=max(gen, 0),
+                  evaluations=len(full.memo), screened=len(cheap.memo) if cheap else 0,
+                  stopped_early=stopped, history=history, state=final)
+
+
+def _summary(gen: int, pars, full: _Scorer, cheap: _Scorer | None) -> dict:
+    best, score = pars[0]
+    return {"generation": gen, "best_score": _enc(score), "best": best.to_json(),
+            "evaluations": len(full.memo), "screened": len(cheap.memo) if cheap else 0}
+
+
+def _state(settings, gen, rng, pars, log, history, stall, seed_names) -> dict:
+    return {"format": FORMAT, "settings": settings, "generation": gen,
+            "rng": rng.bit_generator.state, "parents": [[c.to_json(), _enc(s)] for c, s in pars],
+            "evaluations": list(log), "history": list(history), "stall": stall, "seeds": seed_names}
