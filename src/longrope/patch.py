@@ -1,0 +1,155 @@
+"""Apply a RoPE scaling to a loaded Hugging Face causal LM, in place, for every RoPE family at once.
+
+Modern transformers models compute RoPE in one module (`model.model.rotary_emb`) whose
+`forward(x, position_ids)` returns `(cos, sin)` of shape [batch, seq, rotary_dim] that every
+decoder layer consumes. We swap that module (or each of them, for models with one per layer)
+for `ScaledRotaryEmbedding`, which has the same interface: no per-family code.
+
+Short/long factors: the long factors apply when max(position_ids) + 1 exceeds the original
+window. Keys cached while the sequence was short were rotated with the short factors, so when
+`generate` first crosses the window we drop the cache and re-prefill the whole sequence (the
+stock Phi-3 remedy, here for every family).
+"""
+from __future__ import annotations
+
+import types
+
+import torch
+from torch import nn
+
+from .errors import LongRopeError
+from .rope.methods import base_inv_freq
+from .rope.scaling import Scaling, parse_spec
+from .rope.tables import rotary_tables
+
+_STATE = "_longrope_state"
+
+
+def rope_dims(model: nn.Module) -> tuple[int, float, int]:
+    """(rotary_dim, base, original_window) of a loaded model; LongRopeError if it has no RoPE."""
+    modules = _rotary_modules(model)
+    if not modules:
+        raise LongRopeError(f"{type(model).__name__} has no rotary embedding module: longrope "
+                            "applies to models with rotary position embeddings (RoPE) only")
+    original_module = getattr(model, _STATE, {}).get("modules", [(None, None, modules[0][2])])[0][2]
+    dim = 2 * original_module.inv_freq.numel()
+    cfg = _text_config(model)
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    base = rope.get("rope_theta", getattr(cfg, "rope_theta", None))
+    if base is None:
+        raise LongRopeError(f"{type(model).__name__}: cannot find rope_theta in the config")
+    original = (getattr(cfg, "original_max_position_embeddings", None)
+                or rope.get("original_max_position_embeddings") or cfg.max_position_embeddings)
+    return dim, float(base), int(original)
+
+
+class ScaledRotaryEmbedding(nn.Module):
+    """Drop-in rotary module: forward(x, position_ids) -> (cos, sin) for a `Scaling`."""
+
+    def __init__(self, scaling: Scaling, *, dim: int, base: float, original: int, config=None):
+        super().__init__()
+        self.scaling, self.dim, self.base = scaling, dim, base
+        self.original = scaling.original_max_position or original
+        self.config = config
+        self.rope_type = scaling.method
+        self.n_hat = scaling.n_hat
+        inv_freq, self.attention_scaling = scaling.inv_freq(dim=dim, base=base, original=self.original)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self.register_buffer("original_inv_freq", base_inv_freq(dim, base), persistent=False)
+        if scaling.switches:
+            long_inv, _ = scaling.inv_freq(dim=dim, base=base, original=self.original,
+                                           seq_len=self.original + 1)
+            self.register_buffer("long_inv_freq", long_inv, persistent=False)
+        self._dynamic_cache: tuple[int, torch.Tensor] | None = None
+
+    def _inv_freq_for(self, position_ids: torch.Tensor) -> torch.Tensor:
+        if self.scaling.switches:  # a scalar choice, kept on device (no host sync)
+            seq_len = position_ids.max() + 1
+            return torch.where(seq_len > self.original, self.long_inv_freq, self.inv_freq)
+        if self.scaling.length_dependent:  # dynamic NTK: recomputed for the current length
+            seq_len = int(position_ids.max()) + 1
+            if self._dynamic_cache is None or self._dynamic_cache[0] != seq_len:
+                inv, _ = self.scaling.inv_freq(dim=self.dim, base=self.base, original=self.original,
+                                               seq_len=seq_len)
+                self._dynamic_cache = (seq_len, inv.to(self.inv_freq.device))
+            return self._dynamic_cache[1]
+        return self.inv_freq
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, *args, **kwargs):
+        inv_freq = self._inv_freq_for(position_ids).to(x.device)
+        cos, sin = rotary_tables(position_ids.to(x.device), inv_freq, self.attention_scaling,
+                                 n_hat=self.n_hat, start_inv_freq=self.original_inv_freq.to(x.device))
+        return cos.to(x.dtype), sin.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"{self.scaling.describe()}, dim={self.dim}, base={self.base:g}, original={self.original}"
+
+
+def apply(model: nn.Module, scaling: Scaling | str | None, *, default_factor: float | None = None) -> nn.Module:
+    """Patch `model` in place with `scaling` (a Scaling or a spec such as 'yarn:8'); returns it.
+    Applying again replaces the previous patch; `remove(model)` restores the original."""
+    scaling = parse_spec(scaling, default_factor=default_factor)
+    dim, base, original = rope_dims(model)
+    scaling.check_pairs(dim // 2)
+    remove(model)
+    state = {"modules": [], "scaling": scaling}
+    device = next((b.device for _, _, m in _rotary_modules(model) for b in m.buffers()), None)
+    for parent, name, module in _rotary_modules(model):
+        new = ScaledRotaryEmbedding(scaling, dim=dim, base=base, original=original,
+                                    config=getattr(module, "config", None))
+        if device is not None:
+            new.to(device)
+        setattr(parent, name, new)
+        state["modules"].append((parent, name, module))
+    if scaling.switches:
+        state["original_window"] = scaling.original_max_position or original
+        model.prepare_inputs_for_generation = types.MethodType(_prepare_across_window, model)
+    model.__dict__[_STATE] = state
+    return model
+
+
+def remove(model: nn.Module) -> nn.Module:
+    """Undo `apply`: the original rotary modules and generation behaviour come back."""
+    state = model.__dict__.pop(_STATE, None)
+    if state:
+        for parent, name, module in state["modules"]:
+            setattr(parent, name, module)
+        model.__dict__.pop("prepare_inputs_for_generation", None)
+    return model
+
+
+def current(model: nn.Module) -> Scaling | None:
+    """The scaling `apply` put on this model, or None."""
+    state = model.__dict__.get(_STATE)
+    return state["scaling"] if state else None
+
+
+def _prepare_across_window(self, input_ids, *args, past_key_values=None, **kwargs):
+    """Drop a cache built with the short factors once the sequence outgrows the original window,
+    so the whole sequence is re-encoded with the long factors."""
+    window = self.__dict__[_STATE]["original_window"]
+    if past_key_values is not None and input_ids.shape[1] > window:
+        past = past_key_values.get_seq_length()
+        if 0 < past <= window:
+            past_key_values = None  # the model starts a fresh cache; generate keeps it from here
+            kwargs["next_sequence_length"] = None
+    return type(self).prepare_inputs_for_generation(self, input_ids, *args,
+                                                    past_key_values=past_key_values, **kwargs)
+
+
+def _rotary_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
+    """(parent, attribute name, module) of every rotary embedding module in `model`."""
+    found = []
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            is_rotary = isinstance(child, ScaledRotaryEmbedding) or (
+                type(child).__name__.endswith("RotaryEmbedding") and hasattr(child, "inv_freq"))
+            if is_rotary:
+                found.append((parent, name, child))
+    return found
+
+
+def _text_config(model: nn.Module):
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
