@@ -1,0 +1,168 @@
+"""What the search minimises on a real model: perplexity at the target length, optionally counted
+only on the answer tokens of needles planted early (LongRoPE2), scored data-parallel over the
+processes of a `torchrun` launch.
+
+Also here: the exact seed factors of PI, NTK and YaRN (lambda_i = theta_i / theta'_i, computed
+from `longrope.rope.methods`) and LongRoPE2's theoretical critical dimension.
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from ..errors import LongRopeError
+from .space import Candidate
+
+NEEDLE = "The pass key is {k}. Remember it. {k} is the pass key."
+QUESTION = " What is the pass key? The pass key is"
+
+
+# ---- seeds and the critical dimension ---------------------------------------------------------
+def seed_factors(dim: int, base: float, original: int, scale: float) -> dict[str, np.ndarray]:
+    """{'pi', 'ntk', 'yarn'}: the exact per-pair factors each method implies."""
+    from ..rope import methods
+
+    out = {}
+    for name, fn in (("pi", methods.linear), ("ntk", methods.ntk), ("yarn", methods.yarn)):
+        inv, _ = fn(dim, base, original, factor=scale)
+        out[name] = methods.factors_of(inv, dim, base).numpy().astype(np.float64)
+    return out
+
+
+def critical_dim(dim: int, base: float, original: int) -> int:
+    """LongRoPE2's theoretical critical dimension d_tcd = 2*ceil((d/2) * log_b(L / (2*pi)))."""
+    return 2 * math.ceil((dim / 2) * math.log(original / (2 * math.pi)) / math.log(base))
+
+
+def resolve_critical(spec: str | int | None, dim: int, base: float, original: int) -> int | None:
+    """`--critical-dim auto|K` -> an even dimension 0 < K < dim, or None when not set."""
+    if spec is None or spec == "none":
+        return None
+    value = critical_dim(dim, base, original) if spec == "auto" else spec
+    try:
+        value = int(value)
+    except (TypeError, ValueError):
+        raise LongRopeError(f"--critical-dim must be 'auto' or an even number, got {spec!r}") from None
+    if value % 2 or not 0 < value < dim:
+        raise LongRopeError(f"critical dimension {value} must be even and between 2 and {dim - 2} "
+                            f"(rotary dim {dim})")
+    return value
+
+
+# ---- samples ----------------------------------------------------------------------------------
+def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, bos_id: int | None,
+                   seed: int = 0) -> tuple[list[torch.Tensor], tuple[int, int]]:
+    """`count` samples of `length` tokens: BOS, a pass-key needle, document text, the question and
+    the key as answer. Every answer has the same token count, so one position range covers them.
+    Returns (samples, (first answer position, length))."""
+    rng = random.Random(seed)
+
+    def enc(text):
+        return list(tokenizer.encode(text, add_special_tokens=False))
+
+    question = enc(QUESTION)
+    answer_len = None
+    out = []
+    docs = [d for d in ids if d]
+    pos = 0
+    for _ in range(count):
+        for _ in range(1000):
+            key = rng.randint(10000, 99999)
+            ans = enc(f" {key}")
+            if answer_len is None or len(ans) == answer_len:
+                answer_len = len(ans)
+                break
+        else:  # pragma: no cover - tokenizers give five-digit numbers a steady length
+            raise LongRopeError("cannot find pass keys of a steady token length for the needle objective")
+        head = ([bos_id] if bos_id is not None else []) + enc(NEEDLE.format(k=key) + " ")
+        body = length - len(head) - len(question) - len(ans)
+        if body < 1:
+            raise LongRopeError(f"target length {length} is too short for the needle objective")
+        if sum(len(d) for d in docs) < body:
+            raise LongRopeError(f"the data holds too few tokens for needle samples of {length} tokens")
+        text: list[int] = []
+        while len(text) < body:  # documents in turn, joined when one is too short
+            text.extend(docs[pos % len(docs)])
+            pos += 1
+        out.append(torch.tensor(head + text[:body] + question + ans, dtype=torch.long))
+    return out, (length - answer_len, length)
+
+
+# ---- data-parallel scoring --------------------------------------------------------------------
+def init_distributed(device: str) -> tuple[int, int, str]:
+    """(rank, world size, device) from the launcher's environment (torchrun sets WORLD_SIZE, RANK,
+    LOCAL_RANK, MASTER_ADDR/PORT); gloo on CPU, NCCL on GPU. A plain run is rank 0 of 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, device
+    import torch.distributed as dist
+
+    if device.startswith("cuda") and ":" not in device:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.startswith("cuda") else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+class Objective:
+    """Batch fitness: candidates -> perplexities, each candidate applied to the model in turn.
+
+    Candidates are dealt round-robin over the processes and the scores gathered, so every process
+    gets the full, identical list (a candidate's score does not depend on who computed it).
+    """
+
+    def __init__(self, model, samples: Sequence[torch.Tensor], *, original: int, target: int,
+                 positions: tuple[int, int] | None = None, chunk: int = 1024,
+                 rank: int = 0, world: int = 1, on_score=None):
+        self.model, self.samples, self.original, self.target = model, list(samples), original, target
+        self.positions, self.chunk = positions, chunk
+        self.rank, self.world, self.on_score = rank, world, on_score
+        self.scored = 0
+
+    def scaling(self, c: Candidate):
+        from ..rope.scaling import Scaling
+
+        return Scaling(method="longrope", long_factor=list(c.factors), n_hat=int(c.n_hat),
+                       original_max_position=self.original, target_length=self.target,
+                       factor=self.target / self.original,
+                       attention=c.attn)
+
+    def score_one(self, scaling) -> float:
+        from .. import patch
+        from ..eval.perplexity import perplexity
+
+        patch.apply(self.model, scaling)
+        try:
+            r = perplexity(self.model, self.samples, chunk=self.chunk,
+                           positions=[self.positions] if self.positions else None)
+        finally:
+            patch.remove(self.model)
+        self.scored += 1
+        if self.on_score:
+            self.on_score()
+        if self.positions:
+            nll = next(iter(r.by_range.values()))["nll"]
+            return math.exp(nll) if nll is not None and nll < 700 else float("inf")
+        return float(r.ppl)
+
+    def score_many(self, scalings: list) -> list[float]:
+        mine = [self.score_one(s) for s in scalings[self.rank::self.world]]
+        if self.world == 1:
+            return mine
+        import torch.distributed as dist
+
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, mine)
+        out: list = [None] * len(scalings)
+        for r, part in enumerate(parts):
+            out[r::self.world] = part
+        return out
+
+    def __call__(self, cands: list[Candidate]) -> list[float]:
+        return self.score_many([self.scaling(c) for c in cands])

@@ -1,0 +1,243 @@
+"""`longrope search` as a library call: load the model and data, build the space and the objective,
+run the evolution, and keep DIR/{state.json, history.jsonl, factors.json, search.png} current.
+
+Every output is written atomically after every generation (rank 0 only under torchrun), so a run
+killed at any moment resumes from its last generation and ends exactly as an uninterrupted one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from ..errors import LongRopeError
+from ..io import write_json, write_text
+from .evolution import PRESETS, evolve
+from .space import Candidate, Space
+
+FORMAT = "longrope-search/1"
+SEARCH_KEYS = ("population", "iterations", "parents", "mutations", "crossovers", "mutation_prob",
+               "screen_docs", "promote", "patience")
+
+
+@dataclass
+class SearchConfig:
+    target_length: int
+    model: str = "builtin"
+    data: str | None = None
+    split: str = "validation"
+    docs: int = 5
+    seed: int = 0
+    preset: str = "fast"
+    population: int | None = None
+    iterations: int | None = None
+    parents: int | None = None
+    mutations: int | None = None
+    crossovers: int | None = None
+    mutation_prob: float | None = None
+    screen_docs: int | None = None
+    promote: float | None = None
+    patience: int | None = None
+    step: float = 0.01
+    search_n_hat: bool = True
+    search_attention_scale: bool = False
+    objective: str = "ppl"
+    critical_dim: str | None = None
+    sample_mode: str = "auto"
+    dtype: str = "float32"
+    device: str = "cpu"
+    chunk: int = 1024
+    trust_remote_code: bool = False
+
+    def resolved(self) -> "SearchConfig":
+        """Preset values filled in where no explicit value was given; values checked. Idempotent.
+        `screen_docs` and `patience` 0 (or None after resolving) mean off."""
+        if self.preset not in PRESETS:
+            raise LongRopeError(f"unknown preset {self.preset!r}; choose one of {', '.join(PRESETS)}")
+        p = asdict(PRESETS[self.preset])
+        kw = asdict(self)
+        for k in SEARCH_KEYS:
+            if kw[k] is None:
+                kw[k] = p[k]
+        c = SearchConfig(**kw)
+        if c.target_length < 2 or c.docs < 1:
+            raise LongRopeError("--target-length and --docs must be positive")
+        if min(c.population, c.parents) < 1 or min(c.iterations, c.mutations, c.crossovers) < 0:
+            raise LongRopeError("population and parents must be >= 1, the other counts >= 0")
+        if c.parents > c.population:
+            raise LongRopeError(f"--parents ({c.parents}) cannot exceed --population ({c.population})")
+        if not 0 <= c.mutation_prob <= 1 or not 0 < c.promote <= 1 or not c.step > 0:
+            raise LongRopeError("--mutation-prob must be in [0, 1], --promote in (0, 1], --step > 0")
+        if (c.screen_docs or 0) < 0 or (c.patience or 0) < 0:
+            raise LongRopeError("--screen-docs and --patience must be >= 0 (0: off)")
+        if c.screen_docs and c.screen_docs >= c.docs:
+            c.screen_docs = 0  # screening on all documents is just the full fitness: off
+        if c.objective not in ("ppl", "needle"):
+            raise LongRopeError(f"unknown objective {c.objective!r}; choose ppl or needle")
+        return c
+
+
+def load_state(out: str | Path) -> dict:
+    path = Path(out) / "state.json"
+    if not path.is_file():
+        raise LongRopeError(f"nothing to resume: {path} does not exist")
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LongRopeError(f"cannot read {path}: {e}") from None
+    if state.get("format") != FORMAT:
+        raise LongRopeError(f"{path} is not a longrope search state")
+    return state
+
+
+def _samples(cfg: SearchConfig, tok, model, count: int):
+    from ..data import build_samples, load_documents, tokenize_documents
+    from .objective import needle_samples
+
+    docs = load_documents(cfg.data, cfg.split)
+    ids = tokenize_documents(docs, tok)
+    bos = getattr(tok, "bos_token_id", None)
+    if bos is None:
+        bos = getattr(model.config, "bos_token_id", None)
+    if cfg.objective == "needle":
+        return needle_samples(ids, tok, cfg.target_length, count, bos_id=bos, seed=cfg.seed)
+    s = build_samples(ids, cfg.target_length, count, mode=cfg.sample_mode, bos_id=bos,
+                      sep_id=getattr(tok, "eos_token_id", None), seed=cfg.seed)
+    return s.tensors, None
+
+
+def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
+               log=print, model=None, tokenizer=None) -> dict:
+    """Run (or resume) a search; returns a summary. `model`/`tokenizer` may be passed pre-loaded."""
+    from .. import patch
+    from ..models import load_model, load_tokenizer
+    from ..rope.methods import attention_scale
+    from .objective import Objective, init_distributed, resolve_critical, seed_factors
+
+    out = Path(out)
+    saved = load_state(out) if resume else None
+    if saved is not None:
+        cfg = SearchConfig(**saved["config"])
+    cfg = cfg.resolved()
+    rank, world, device = init_distributed(cfg.device)
+    if model is None:
+        model = load_model(cfg.model, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    dim, base, original = patch.rope_dims(model)
+    if cfg.target_length <= original:
+        raise LongRopeError(f"target length {cfg.target_length} is not above the model's window "
+                            f"({original}): nothing to extend")
+    scale = cfg.target_length / original
+    samples, positions = _samples(cfg, tokenizer, model, cfg.docs)
+    seeds = seed_factors(dim, base, original, scale)
+    crit = resolve_critical(cfg.critical_dim, dim, base, original)
+    attn = attention_scale("su", scale, original)
+    space_kw = dict(step=cfg.step, attn=attn, mutation_prob=cfg.mutation_prob,
+                    attn_bounds=(1.0, round(1.0 + 2 * (max(attn, attention_scale("yarn", scale, original)) - 1), 2))
+                    if cfg.search_attention_scale else None)
+    if crit is None:
+        space = Space.paper(dim // 2, scale, window=original, search_n_hat=cfg.search_n_hat, **space_kw)
+    else:
+        space = Space.critical(seeds["ntk"], crit // 2, scale, window=original,
+                               search_n_hat=cfg.search_n_hat, **space_kw)
+    bar = _Progress(progress and rank == 0, cfg)
+    full = Objective(model, samples, original=original, target=cfg.target_length, positions=positions,
+                     chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick)
+    screen = None
+    if cfg.screen_docs:
+        screen = Objective(model, samples[:cfg.screen_docs], original=original, target=cfg.target_length,
+                           positions=positions, chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick)
+    if saved is not None:
+        baselines = saved["baselines"]
+    else:
+        from ..rope.scaling import parse_spec
+        names = list(seeds)
+        vals = full.score_many([parse_spec(f"{n}:{scale:g}") for n in names])
+        baselines = {n: v for n, v in zip(names, vals)}
+    info = {"rotary_dim": dim, "base": base, "original": original, "scale": scale, "world": world,
+            "critical_dim": crit, "samples": len(samples), "sample_length": cfg.target_length,
+            "answer_positions": list(positions) if positions else None}
+    t0 = time.time()
+    prior = saved.get("seconds", 0.0) if saved else 0.0
+
+    def record(evo: dict, done: bool = False) -> None:
+        bar.generation(evo)
+        if rank != 0:
+            return
+        doc = {"format": FORMAT, "config": asdict(cfg), "info": info, "baselines": baselines,
+               "seeds": {k: v.tolist() for k, v in seeds.items()}, "done": done,
+               "seconds": prior + time.time() - t0, "evolution": evo}
+        _write_outputs(out, doc, space, cfg, final=done)
+        write_json(out / "state.json", doc)
+
+    result = evolve(full, space, population=cfg.population, iterations=cfg.iterations,
+                    parents=cfg.parents, mutations=cfg.mutations, crossovers=cfg.crossovers,
+                    seed=cfg.seed, seeds=seeds, screen=screen, promote=cfg.promote,
+                    patience=cfg.patience or None, state=saved["evolution"] if saved else None,
+                    on_generation=record)
+    record(result.state, done=True)
+    bar.close()
+    if not math.isfinite(result.score):
+        raise LongRopeError("every candidate scored a non-finite perplexity; check the model and data")
+    return {"best": result.best.to_json(), "ppl": result.score, "baselines": baselines,
+            "evaluations": result.evaluations, "screened": result.screened,
+            "generations": result.generations, "stopped_early": result.stopped_early,
+            "critical_dim": crit, "scale": scale, "original": original, "rank": rank, "world": world,
+            "seconds": prior + time.time() - t0}
+
+
+def scaling_of(doc: dict, best: Candidate):
+    """The `Scaling` a search state's best candidate stands for (what factors.json holds)."""
+    from ..rope.scaling import Scaling
+
+    cfg, info = doc["config"], doc["info"]
+    ev = doc["evolution"]
+    return Scaling(method="longrope", long_factor=list(best.factors), n_hat=int(best.n_hat),
+                   original_max_position=info["original"], target_length=cfg["target_length"],
+                   factor=info["scale"], attention=best.attn if cfg["search_attention_scale"] else "su",
+                   provenance={"tool": "longrope search", "model": cfg["model"], "data": cfg["data"],
+                               "split": cfg["split"], "docs": cfg["docs"], "objective": cfg["objective"],
+                               "preset": cfg["preset"], "seed": cfg["seed"],
+                               "ppl": ev["history"][-1]["best_score"], "baselines": doc["baselines"],
+                               "critical_dim": info["critical_dim"], "generation": ev["generation"],
+                               "attention_scale": best.attn})
+
+
+def _write_outputs(out: Path, doc: dict, space: Space, cfg: SearchConfig, *, final: bool) -> None:
+    ev = doc["evolution"]
+    best = Candidate.from_json(ev["parents"][0][0])
+    scaling_of(doc, best).save(out / "factors.json")
+    docs = {"full": cfg.docs, "screen": cfg.screen_docs}
+    lines = [json.dumps({"generation": e["generation"], "fidelity": e["fidelity"], "docs": docs[e["fidelity"]],
+                         "ppl": e["score"], **e["candidate"]}) for e in ev["evaluations"]]
+    write_text(out / "history.jsonl", "\n".join(lines) + ("\n" if lines else ""))
+    if final:
+        from .plot import plot_search
+        plot_search(out / "search.png", doc, best)
+
+
+class _Progress:
+    """A tqdm bar over candidate evaluations with the best perplexity so far (rank 0 only)."""
+
+    def __init__(self, on: bool, cfg: SearchConfig):
+        self.t = None
+        if on:
+            from tqdm.auto import tqdm
+            self.t = tqdm(desc=f"search {cfg.preset}", unit="eval", disable=None, dynamic_ncols=True)
+
+    def tick(self) -> None:
+        if self.t is not None:
+            self.t.update(1)
+
+    def generation(self, evo: dict) -> None:
+        if self.t is not None:
+            best = evo["history"][-1]["best_score"]
+            self.t.set_postfix_str(f"gen {evo['generation']} best ppl {float(best):.3f}")
+
+    def close(self) -> None:
+        if self.t is not None:
+            self.t.close()
+
