@@ -22,9 +22,11 @@ def plot_search(path: str | Path, doc: dict, best: Candidate) -> bool:
     best_ppl = [float(h["best_score"]) for h in hist]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(gens, best_ppl, marker="o", ms=3, label="search (best so far)")
+    colors = {"pi": "C1", "ntk": "C2", "yarn": "C3"}
     for name, v in doc["baselines"].items():
         if math.isfinite(float(v)):
-            a.axhline(float(v), ls="--", lw=1, label=f"{name.upper()} {float(v):.3f}")
+            a.axhline(float(v), ls="--", lw=1, color=colors.get(name, "grey"),
+                      label=f"{name.upper()} (exact) {float(v):.3f}")
     a.set_xlabel("generation")
     a.set_ylabel(f"perplexity at {doc['config']['target_length']} tokens")
     a.set_title(f"{doc['config']['preset']} preset, {hist[-1]['evaluations']} evaluations")
@@ -32,7 +34,7 @@ def plot_search(path: str | Path, doc: dict, best: Candidate) -> bool:
     pairs = range(len(best.factors))
     for name in ("pi", "ntk", "yarn"):
         if name in doc["seeds"]:
-            b.plot(pairs, doc["seeds"][name], lw=1, label=name.upper())
+            b.plot(pairs, doc["seeds"][name], lw=1, color=colors[name], label=name.upper())
     b.plot(pairs, best.factors, lw=2, color="black", label=f"searched (n_hat={best.n_hat})")
     crit = doc["info"].get("critical_dim")
     if crit:

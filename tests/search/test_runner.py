@@ -1,0 +1,134 @@
+"""`longrope search` end to end on a tiny model: outputs, their meaning, errors, LongRoPE2 modes."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from longrope import cli
+from longrope.errors import LongRopeError
+from longrope.search.runner import SearchConfig, _samples, run_search
+
+from _search_fixtures import save_tiny, write_texts
+
+SMALL = dict(population=8, parents=4, mutations=3, crossovers=3, iterations=3, docs=3)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models: threads only add contention
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("search")
+    return save_tiny(root / "model"), write_texts(root / "texts")
+
+
+def cfg(files, **kw):
+    model, texts = files
+    return SearchConfig(**{"model": str(model), "data": str(texts), "target_length": 128, **SMALL, **kw})
+
+
+def test_outputs_are_complete_and_factors_reproduce_the_reported_ppl(files, tmp_path):
+    from longrope import patch
+    from longrope.eval.perplexity import perplexity
+    from longrope.models import load_model, load_tokenizer
+    from longrope.rope.scaling import load_scaling
+
+    out = tmp_path / "out"
+    c = cfg(files)
+    s = run_search(c, out, progress=False)
+    assert {p.name for p in out.iterdir()} == {"factors.json", "history.jsonl", "state.json", "search.png"}
+    assert (out / "search.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    sc = load_scaling(out / "factors.json")
+    assert sc.method == "longrope" and len(sc.long_factor) == 8 and sc.factor == 4.0
+    assert sc.n_hat == s["best"]["n_hat"] and sc.long_factor == s["best"]["factors"]
+    assert all(a <= b for a, b in zip(sc.long_factor, sc.long_factor[1:]))
+    assert all(1.0 <= x <= 5.0 for x in sc.long_factor)
+    # the fitness is what it claims: the ppl of these factors on the validation samples
+    model, tok = load_model(str(files[0])), load_tokenizer(str(files[0]))
+    samples, _ = _samples(c.resolved(), tok, model, c.docs)
+    patch.apply(model, sc)
+    assert perplexity(model, samples).ppl == pytest.approx(s["ppl"], rel=1e-6)
+    # history: every evaluation once, the best full score is the reported one
+    lines = [json.loads(x) for x in (out / "history.jsonl").read_text().splitlines()]
+    assert len(lines) == s["evaluations"] + s["screened"]
+    full = [x["ppl"] for x in lines if x["fidelity"] == "full"]
+    assert min(full) == s["ppl"] and all(x["docs"] == 3 for x in lines if x["fidelity"] == "full")
+    keys = [(x["fidelity"], tuple(x["factors"]), x["n_hat"]) for x in lines]
+    assert len(keys) == len(set(keys))
+    state = json.loads((out / "state.json").read_text())
+    assert state["done"] and set(state["baselines"]) == {"pi", "ntk", "yarn"}
+
+
+def test_paper_preset_scores_every_candidate_on_all_documents(files, tmp_path):
+    s = run_search(cfg(files, preset="paper"), tmp_path / "o", progress=False)
+    assert s["screened"] == 0 and s["evaluations"] == 8 + 3 * 6 and not s["stopped_early"]
+
+
+def test_critical_dim_fixes_low_pairs_to_ntk_and_searches_the_rest(files, tmp_path):
+    from longrope.rope.scaling import load_scaling
+    from longrope.search.objective import seed_factors
+
+    s = run_search(cfg(files, critical_dim="auto"), tmp_path / "o", progress=False)
+    # d 16, b 1e4, L 32: 2*ceil(8 * log_1e4(32 / 2pi)) = 2*ceil(1.41) = 4
+    assert s["critical_dim"] == 4
+    f = load_scaling(tmp_path / "o" / "factors.json").long_factor
+    ntk = seed_factors(16, 10000.0, 32, 4.0)["ntk"]
+    assert f[:2] == ntk[:2].tolist() and all(4.0 <= x <= 8.0 for x in f[2:])
+
+
+def test_needle_objective_and_attention_scale_search(files, tmp_path):
+    from longrope.rope.scaling import load_scaling
+
+    s = run_search(cfg(files, objective="needle", search_attention_scale=True, target_length=160),
+                   tmp_path / "o", progress=False)
+    assert math.isfinite(s["ppl"])
+    sc = load_scaling(tmp_path / "o" / "factors.json")
+    assert isinstance(sc.attention, float) and 1.0 <= sc.attention <= 1.5
+    state = json.loads((tmp_path / "o" / "state.json").read_text())
+    assert state["info"]["answer_positions"][1] == 160
+
+
+def run_cli(argv, capsys):
+    rc = cli.main(["search", *map(str, argv)])
+    return rc, capsys.readouterr().err.strip()
+
+
+def test_one_line_errors_exit_2(files, tmp_path, capsys):
+    model, texts = files
+    base = ["--model", model, "--data", texts, "--out", tmp_path / "o"]
+    rc, err = run_cli([*base, "--target-length", 32], capsys)
+    assert rc == 2 and "not above the model's window (32)" in err and "\n" not in err
+    rc, err = run_cli([*base, "--target-length", 100000], capsys)
+    assert rc == 2 and "need" in err and "\n" not in err  # data too short for the target
+    rc, err = run_cli(["--model", model, "--out", tmp_path / "x", "--resume"], capsys)
+    assert rc == 2 and "nothing to resume" in err
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    norope = tmp_path / "gpt2"
+    GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=128, n_positions=64)).save_pretrained(norope)
+    from _search_fixtures import char_tokenizer
+    char_tokenizer().save_pretrained(norope)
+    rc, err = run_cli(["--model", norope, "--data", texts, "--out", tmp_path / "g", "--target-length", 128], capsys)
+    assert rc == 2 and "no rotary embedding" in err and "\n" not in err
+    rc, err = run_cli([*base, "--target-length", 128, "--parents", 9, "--population", 8], capsys)
+    assert rc == 2 and "cannot exceed" in err
+
+
+def test_resume_refuses_changed_settings_and_finished_resume_is_a_no_op(files, tmp_path, capsys):
+    model, texts = files
+    out = tmp_path / "o"
+    argv = ["--model", model, "--data", texts, "--out", out, "--target-length", 128,
+            *np.ravel([(f"--{k}", v) for k, v in SMALL.items()]).tolist()]
+    assert run_cli(argv, capsys)[0] == 0
+    first = (out / "factors.json").read_text()
+    rc, err = run_cli(["--out", out, "--resume", "--seed", 5], capsys)
+    assert rc == 2 and "--seed 5 differs from the saved search (0)" in err
+    assert run_cli(["--out", out, "--resume", "--seed", 0], capsys)[0] == 0
+    assert (out / "factors.json").read_text() == first
