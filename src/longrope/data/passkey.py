@@ -1,0 +1,105 @@
+"""Passkey retrieval prompts in the format the papers used (see the facts file).
+
+Lines joined with newlines: the intro; filler sentences ("The grass is green. The sky is blue.
+The sun is yellow. Here we go. There and back again." repeated); "The pass key is K. Remember it.
+K is the pass key." at `depth` (fraction of the filler before it); more filler; "What is the pass
+key? The pass key is". The amount of filler is chosen, by whole sentences, so the prompt is as long
+as possible without exceeding `length` tokens (special tokens the tokenizer adds included).
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import LongRopeError
+
+INTRO = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize "
+         "them. I will quiz you about the important information there.")
+FILLER = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here we go.",
+          "There and back again.")
+KEY_LINE = "The pass key is {k}. Remember it. {k} is the pass key."
+QUESTION = "What is the pass key? The pass key is"
+KEY_MIN, KEY_MAX = 1, 50000
+
+
+@dataclass
+class PasskeyPrompt:
+    input_ids: torch.Tensor  # 1-D LongTensor, at most `length` tokens
+    key: int
+    key_position: int  # index of the first token of the key line
+    depth: float
+
+
+def prompt_text(n_filler: int, depth: float, key: int, rotate: int = 0) -> tuple[str, int]:
+    """The prompt with `n_filler` filler sentences, and the character offset of the key line."""
+    sentences = [FILLER[(rotate + i) % len(FILLER)] for i in range(n_filler)]
+    n_pre = int(round(depth * n_filler))
+    parts = [INTRO]
+    if n_pre:
+        parts.append(" ".join(sentences[:n_pre]))
+    key_at = len("\n".join(parts)) + 1
+    parts.append(KEY_LINE.format(k=key))
+    if n_filler - n_pre:
+        parts.append(" ".join(sentences[n_pre:]))
+    parts.append(QUESTION)
+    return "\n".join(parts), key_at
+
+
+def _encode(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]] | None]:
+    try:
+        enc = tokenizer(text, return_offsets_mapping=True)
+        return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+    except (NotImplementedError, TypeError, ValueError):  # slow tokenizers have no offsets
+        return list(tokenizer(text)["input_ids"]), None
+
+
+def _key_token_index(tokenizer, text: str, ids, offsets, key_at: int) -> int:
+    if offsets is not None:
+        for i, (start, end) in enumerate(offsets):
+            if end > start and end > key_at:
+                return i
+    return len(tokenizer(text[:key_at].rstrip("\n"))["input_ids"])  # pragma: no cover
+
+
+def passkey_prompt(tokenizer, length: int, depth: float, key: int, *, seed: int = 0) -> PasskeyPrompt:
+    """A passkey prompt of at most `length` tokens with `key` at `depth` (0 = start, 1 = end of filler).
+
+    `seed` 0 gives the canonical filler; another seed starts the filler cycle at a sentence drawn
+    from `random.Random(seed)` (variety for training, same length rule).
+    """
+    if not 0.0 <= depth <= 1.0:
+        raise LongRopeError(f"passkey depth must be between 0 and 1, got {depth}")
+    if not isinstance(key, int) or key < 0:
+        raise LongRopeError(f"passkey must be a non-negative integer, got {key!r}")
+    rotate = 0 if seed == 0 else random.Random(seed).randrange(len(FILLER))
+
+    def size(n: int) -> int:
+        return len(_encode(tokenizer, prompt_text(n, depth, key, rotate)[0])[0])
+
+    base = size(0)
+    if base > length:
+        raise LongRopeError(f"a passkey prompt needs at least {base} tokens with this tokenizer, asked for {length}")
+    per = max((size(10) - base) / 10, 1.0)
+    n = max(int((length - base) / per), 0)
+    while n > 0 and size(n) > length:
+        n -= 1
+    while size(n + 1) <= length:
+        n += 1
+    text, key_at = prompt_text(n, depth, key, rotate)
+    ids, offsets = _encode(tokenizer, text)
+    pos = _key_token_index(tokenizer, text, ids, offsets, key_at)
+    return PasskeyPrompt(torch.tensor(ids, dtype=torch.long), key, pos, depth)
+
+
+def first_integer(text: str) -> int | None:
+    """The first integer in generated text (the passkey answer), or None."""
+    m = re.search(r"\d+", text)
+    return int(m.group()) if m else None
+
+
+def random_keys(count: int, seed: int = 0) -> list[int]:
+    rng = random.Random(seed)
+    return [rng.randint(KEY_MIN, KEY_MAX) for _ in range(count)]
