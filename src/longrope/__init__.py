@@ -22,6 +22,6 @@ def __getattr__(name):  # lazy: `import longrope` stays light, the CLI starts fa
         from . import patch
         return getattr(patch, name)
     if name == "export":
-        from .export import export
+        from .exporter import export
         return export
     raise AttributeError(name)

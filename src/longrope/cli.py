@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    _quiet_libraries()
     try:
         rc = args.func(args)
     except LongRopeError as e:
@@ -46,6 +47,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"longrope {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _quiet_libraries() -> None:
+    """Our own progress bars and messages only: transformers' load/save bars and warnings off."""
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
 
 
 if __name__ == "__main__":

@@ -33,8 +33,8 @@ def resolve(model: str | Path | None) -> Path:
     return path
 
 
-def torch_dtype(name: str | torch.dtype) -> torch.dtype:
-    if isinstance(name, torch.dtype):
+def torch_dtype(name: str | torch.dtype) -> torch.dtype | str:
+    if isinstance(name, torch.dtype) or name == "auto":
         return name
     try:
         return _DTYPES[name]

@@ -1,0 +1,83 @@
+"""Write a model folder that stock runtimes (transformers, vLLM, llama.cpp) load without longrope.
+
+The config carries the standard `longrope` entry (short and long factors, original window,
+factor, attention factor when it is not the default) under `rope_parameters` (transformers 5)
+and `rope_scaling` (the key older runtimes read). `n_hat > 0` has no stock spelling: export
+refuses unless the caller accepts dropping it.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from .errors import LongRopeError
+from .io import atomic_dir, write_json
+from .models import load_model, load_tokenizer, resolve
+from .patch import rope_dims
+from .rope.scaling import Scaling, parse_spec
+
+
+def check_n_hat(scaling: Scaling, drop_n_hat: bool) -> None:
+    if scaling.n_hat and not drop_n_hat:
+        raise LongRopeError(f"the stock config format cannot express n_hat={scaling.n_hat} (un-interpolated "
+                            "start positions); pass --drop-n-hat to export without it, accepting that "
+                            "positions below it are rotated with the scaled factors")
+
+
+def stock_rope_parameters(model, scaling: Scaling, *, drop_n_hat: bool = False) -> tuple[dict, int | None]:
+    """(rope_parameters, new max_position_embeddings or None) expressing `scaling` for `model`."""
+    check_n_hat(scaling, drop_n_hat)
+    dim, base, original = rope_dims(model)
+    scaling.check_pairs(dim // 2)
+    scaling = replace(scaling, n_hat=0)
+    rope = scaling.to_hf(dim=dim, base=base, original=original)
+    old = getattr(model.config, "rope_parameters", None) or {}
+    if "partial_rotary_factor" in old:
+        rope["partial_rotary_factor"] = old["partial_rotary_factor"]
+    orig = scaling.original_max_position or original
+    if scaling.method in ("none", "ntk", "dynamic"):  # dynamic reads the window from max_position_embeddings
+        return rope, (orig if scaling.method == "dynamic" else None)
+    target = scaling.target_length or (int(round(scaling.factor * orig)) if scaling.factor else None)
+    return rope, target
+
+
+def export(model: str | Path, scaling: Scaling | str, out: str | Path, *, drop_n_hat: bool = False,
+           trust_remote_code: bool = False) -> Path:
+    """Load `model`, write it to `out` (atomically) with `scaling` in its config. Returns `out`."""
+    scaling = parse_spec(scaling)
+    check_n_hat(scaling, drop_n_hat)
+    src = resolve(model)
+    lm = load_model(src, dtype="auto", trust_remote_code=trust_remote_code)
+    rope, max_pos = stock_rope_parameters(lm, scaling, drop_n_hat=drop_n_hat)
+    cfg = lm.config
+    original = rope.get("original_max_position_embeddings")
+    cfg.rope_parameters = rope
+    if max_pos:
+        cfg.max_position_embeddings = max_pos
+    if original and hasattr(cfg, "original_max_position_embeddings"):
+        cfg.original_max_position_embeddings = original  # Phi-3 reads it outside rope_parameters
+    out = Path(out)
+    with atomic_dir(out) as tmp:
+        lm.save_pretrained(tmp)
+        try:
+            load_tokenizer(src, trust_remote_code=trust_remote_code).save_pretrained(tmp)
+        except LongRopeError:
+            pass  # a model folder without a tokenizer exports without one
+        _add_legacy_rope_scaling(tmp / "config.json", rope)
+        record = scaling.to_dict()
+        record["provenance"] = {**scaling.provenance, "exported_from": str(src),
+                                "dropped_n_hat": scaling.n_hat if drop_n_hat else 0}
+        write_json(tmp / "longrope_scaling.json", record)
+    return out
+
+
+def _add_legacy_rope_scaling(config_path: Path, rope: dict) -> None:
+    """Older runtimes (vLLM, llama.cpp converters) read `rope_scaling` and a top-level rope_theta."""
+    cfg = json.loads(config_path.read_text())
+    if rope.get("rope_type") != "default":
+        legacy = {k: v for k, v in rope.items() if k not in ("rope_theta", "partial_rotary_factor")}
+        legacy["type"] = legacy["rope_type"]
+        cfg["rope_scaling"] = legacy
+    cfg.setdefault("rope_theta", rope["rope_theta"])
+    config_path.write_text(json.dumps(cfg, indent=2) + "\n")

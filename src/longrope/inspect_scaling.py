@@ -1,0 +1,95 @@
+"""Per-pair view of a scaling: factor, wavelength, and whether the pair is extrapolated or
+interpolated at the target length; optional PNG of several methods' factor curves."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import LongRopeError
+from .rope.methods import base_inv_freq, factors_of
+from .rope.scaling import Scaling, parse_spec
+
+
+@dataclass
+class Dims:
+    dim: int
+    base: float
+    original: int
+
+    @classmethod
+    def from_model(cls, model: str) -> "Dims":
+        from transformers import AutoConfig
+
+        from .models import resolve
+        cfg = AutoConfig.from_pretrained(resolve(model), local_files_only=True)
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        rope = getattr(cfg, "rope_parameters", None) or {}
+        head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        dim = int(head * rope.get("partial_rotary_factor", 1.0))
+        original = (getattr(cfg, "original_max_position_embeddings", None)
+                    or rope.get("original_max_position_embeddings") or cfg.max_position_embeddings)
+        return cls(dim, float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))), int(original))
+
+
+def factor_table(scaling: Scaling, dims: Dims, seq_len: int | None = None) -> list[dict]:
+    """One row per rotary pair: index, original wavelength, lambda, scaled wavelength, regime."""
+    inv, _ = scaling.inv_freq(dim=dims.dim, base=dims.base, original=dims.original, seq_len=seq_len)
+    lam = factors_of(inv, dims.dim, dims.base)
+    theta = base_inv_freq(dims.dim, dims.base).double()
+    full = max(lam.max().item(), scaling.factor or 1.0)
+    rows = []
+    for i, (t, f) in enumerate(zip(theta.tolist(), lam.tolist())):
+        wave = 2 * math.pi / t
+        regime = ("extrapolated" if abs(f - 1) < 1e-3 else
+                  "interpolated" if f >= full * (1 - 1e-3) else "blended")
+        rows.append({"pair": i, "wavelength": wave, "factor": f, "scaled_wavelength": wave * f,
+                     "regime": regime, "full_turn_in_window": wave <= dims.original})
+    return rows
+
+
+def format_table(spec: str, scaling: Scaling, rows: list[dict], dims: Dims) -> str:
+    head = (f"{spec}: {scaling.describe()}  (rotary dim {dims.dim}, base {dims.base:g}, "
+            f"original window {dims.original})")
+    lines = [head, f"{'pair':>4} {'wavelength':>12} {'factor':>8} {'scaled wl':>12}  regime"]
+    for r in rows:
+        turn = "" if r["full_turn_in_window"] else "  (no full turn in window)"
+        lines.append(f"{r['pair']:>4} {r['wavelength']:>12.1f} {r['factor']:>8.3f} "
+                     f"{r['scaled_wavelength']:>12.1f}  {r['regime']}{turn}")
+    return "\n".join(lines)
+
+
+def plot_factors(curves: dict[str, list[float]], path: str | Path, title: str) -> None:
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise LongRopeError("plots need matplotlib: pip install 'longrope[plot]'") from None
+    from .io import atomic_path
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, lam in curves.items():
+        ax.plot(range(len(lam)), lam, marker=".", label=name)
+    ax.set_xlabel("rotary pair i (high frequency -> low)")
+    ax.set_ylabel("factor lambda_i")
+    ax.set_yscale("log")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def inspect(specs: list[str], dims: Dims, *, seq_len: int | None = None,
+            plot: str | Path | None = None) -> str:
+    out, curves = [], {}
+    for spec in specs:
+        scaling = parse_spec(spec)
+        rows = factor_table(scaling, dims, seq_len)
+        out.append(format_table(spec, scaling, rows, dims))
+        curves[spec] = [r["factor"] for r in rows]
+    if plot:
+        plot_factors(curves, plot, f"factors, dim {dims.dim}, base {dims.base:g}, window {dims.original}")
+    return "\n\n".join(out)

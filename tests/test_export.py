@@ -1,0 +1,74 @@
+"""Export: a folder stock transformers loads, in a process that never imports longrope."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import make_tiny
+
+import longrope
+from longrope.cli import main
+from longrope.rope.scaling import Scaling
+
+LONG = [1.0 + 0.5 * i for i in range(8)]
+SHORT = [1.0 + 0.02 * i for i in range(8)]
+
+STOCK_LOAD = """
+import sys, torch
+from transformers import AutoModelForCausalLM
+m = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
+ids = torch.load(sys.argv[2], weights_only=True)
+with torch.no_grad():
+    torch.save(m(ids).logits, sys.argv[3])
+assert "longrope" not in sys.modules
+"""
+
+
+@pytest.mark.parametrize("family", ["llama", "phi3"])
+@pytest.mark.parametrize("attention", ["su", "yarn"])
+def test_exported_model_loads_stock_and_matches_apply(tmp_path, family, attention):
+    src = tmp_path / "src"
+    make_tiny(family, seed=2).save_pretrained(src)
+    scaling = Scaling("longrope", long_factor=LONG, short_factor=SHORT, factor=4.0, attention=attention)
+    out = longrope.export(src, scaling, tmp_path / "out")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["rope_scaling"]["rope_type"] == "longrope" and cfg["max_position_embeddings"] == 128
+    assert ("attention_factor" in cfg["rope_parameters"]) == (attention != "su")
+    ours = longrope.apply(make_tiny(family, seed=2), scaling)
+    for length in (20, 90):
+        ids = torch.randint(3, 128, (1, length), generator=torch.Generator().manual_seed(length))
+        torch.save(ids, tmp_path / "ids.pt")
+        subprocess.run([sys.executable, "-c", STOCK_LOAD, str(out), str(tmp_path / "ids.pt"),
+                        str(tmp_path / "logits.pt")], check=True)
+        with torch.no_grad():
+            torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), ours(ids).logits,
+                                       rtol=1e-5, atol=1e-5)
+
+
+def test_export_refuses_n_hat_unless_told(tmp_path, capsys):
+    src = tmp_path / "src"
+    make_tiny("llama").save_pretrained(src)
+    factors = tmp_path / "f.json"
+    Scaling("longrope", long_factor=LONG, factor=4.0, n_hat=4).save(factors)
+    capsys.readouterr()
+    rc = main(["export", "--model", str(src), "--scaling", f"longrope:{factors}", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "n_hat=4" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o").exists()
+    rc = main(["export", "--model", str(src), "--scaling", f"longrope:{factors}", "--out", str(tmp_path / "o"),
+               "--drop-n-hat"])
+    assert rc == 0
+    record = json.loads((tmp_path / "o" / "longrope_scaling.json").read_text())
+    assert record["provenance"]["dropped_n_hat"] == 4
+
+
+def test_export_of_baselines_uses_stock_types(tmp_path):
+    src = tmp_path / "src"
+    make_tiny("llama").save_pretrained(src)
+    for spec, kind in (("yarn:4", "yarn"), ("pi:4", "linear"), ("ntk:4", "default")):
+        out = longrope.export(src, spec, tmp_path / kind)
+        cfg = json.loads((out / "config.json").read_text())
+        assert cfg["rope_parameters"]["rope_type"] == kind
+    ntk = json.loads((tmp_path / "default" / "config.json").read_text())
+    assert ntk["rope_parameters"]["rope_theta"] == pytest.approx(10000 * 4 ** (16 / 14))
