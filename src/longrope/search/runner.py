@@ -180,6 +180,10 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, prog
                     on_generation=record)
     record(result.state, done=True)
     bar.close()
+    if world > 1:
+        import torch.distributed as dist
+        dist.barrier()  # no process leaves before rank 0 has written the outputs
+        dist.destroy_process_group()
     if not math.isfinite(result.score):
         raise LongRopeError("every candidate scored a non-finite perplexity; check the model and data")
     return {"best": result.best.to_json(), "ppl": result.score, "baselines": baselines,
