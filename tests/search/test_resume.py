@@ -37,6 +37,7 @@ def generation(out):
 def comparable(out):
     state = json.loads((out / "state.json").read_text())
     state.pop("seconds")
+    state.pop("scored_here")
     return (json.loads((out / "factors.json").read_text()), (out / "history.jsonl").read_text(), state)
 
 

@@ -169,7 +169,9 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, prog
             return
         doc = {"format": FORMAT, "config": asdict(cfg), "info": info, "baselines": baselines,
                "seeds": {k: v.tolist() for k, v in seeds.items()}, "done": done,
-               "seconds": prior + time.time() - t0, "evolution": evo}
+               "seconds": prior + time.time() - t0,
+               "scored_here": full.scored + (screen.scored if screen else 0),  # by rank 0, this run
+               "evolution": evo}
         _write_outputs(out, doc, space, cfg, final=done)
         write_json(out / "state.json", doc)
 

@@ -1,0 +1,49 @@
+"""`torchrun --nproc-per-node 2 longrope search` (gloo on CPU): candidates are shared between two
+processes and the result is identical to a single-process run with the same seed."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from longrope import cli
+
+from _search_fixtures import cli_env, save_tiny, write_texts
+
+ARGS = ["--target-length", "128", "--docs", "3", "--population", "10", "--parents", "5",
+        "--mutations", "4", "--crossovers", "4", "--iterations", "4", "--seed", "11"]
+
+
+def outputs(out: Path):
+    state = json.loads((out / "state.json").read_text())
+    state.pop("seconds")
+    scored = state.pop("scored_here")
+    world = state["info"].pop("world")
+    return json.loads((out / "factors.json").read_text()), (out / "history.jsonl").read_text(), state, world, scored
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_two_processes_give_the_single_process_result(tmp_path):
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    model, texts = save_tiny(tmp_path / "model"), write_texts(tmp_path / "texts", n=4)
+    common = ["--model", str(model), "--data", str(texts), *ARGS]
+    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "longrope", "search",
+                           *common, "--out", str(tmp_path / "two")], env=cli_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("best ppl") == 1  # only rank 0 reports (and writes)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(["search", *common, "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    two, one = outputs(tmp_path / "two"), outputs(tmp_path / "one")
+    assert two[3] == 2 and one[3] == 1
+    assert 0.4 * one[4] <= two[4] <= 0.6 * one[4]  # rank 0 scored about half of the candidates
+    assert two[0] == one[0] and two[1] == one[1] and two[2] == one[2]
