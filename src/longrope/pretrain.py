@@ -147,15 +147,17 @@ def evaluate(model, samples: list[torch.Tensor], batch: int = 8) -> float:
 
 
 def _corpus(cfg: PretrainConfig):
-    """Train and validation documents; user data (no splits) keeps every 20th document for validation."""
+    """Train and validation documents; user data (no splits) holds out every 20th document (or the last one)."""
     from .data import load_documents
 
     if cfg.data in (None, "builtin"):
         return load_documents(cfg.data, "train"), load_documents(cfg.data, "validation")
     docs = load_documents(cfg.data)
     if len(docs) < 2:
-        return docs, docs
-    return [d for i, d in enumerate(docs) if i % 20 != 19], docs[19::20] or docs[-1:]
+        raise LongRopeError(f"pre-training needs at least 2 documents (one held out for validation), found {len(docs)}")
+    if len(docs) < 20:
+        return docs[:-1], docs[-1:]
+    return [d for i, d in enumerate(docs) if i % 20 != 19], docs[19::20]
 
 
 def _save_checkpoint(ckpt: Path, model, opt, gen, step: int, tokens: int, seconds: float) -> None:
@@ -204,8 +206,9 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     stream = torch.tensor([t for i, ids in enumerate(train_ids) for t in ((sep if i else []) + ids)])
     if len(stream) < cfg.window * 4:
         raise LongRopeError(f"the training data holds {len(stream):,} tokens, too few for {cfg.window}-token samples")
-    val = build_samples(val_ids, cfg.window, cfg.eval_samples, mode="join", bos_id=tok.bos_token_id,
+    val = build_samples(val_ids, cfg.window, None, mode="join", bos_id=tok.bos_token_id,
                         sep_id=tok.eos_token_id, seed=cfg.seed)
+    val.tensors = val.tensors[:cfg.eval_samples]
     prep_seconds = time.time() - t0
 
     torch.manual_seed(cfg.seed)  # weight init draws from the global generator inside transformers

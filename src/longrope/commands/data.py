@@ -1,0 +1,65 @@
+"""`longrope data`: inspect document sources (split sizes, token counts) and sample building."""
+from __future__ import annotations
+
+from ..errors import LongRopeError
+from ._common import int_list
+
+
+def register(sub) -> None:
+    p = sub.add_parser("data", help="inspect a document source: split sizes, token counts, samples",
+                       description="Inspect the built-in corpus or a user data source.")
+    dsub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    for name, help_ in (("stats", "documents and tokens per split (built-in) or of a data source"),
+                        ("samples", "build LENGTH-token samples and say whether documents were selected or joined")):
+        q = dsub.add_parser(name, help=help_, description=help_)
+        q.add_argument("--data", default=None, help="'builtin' (stdlib sources, default), a .txt file, folder or "
+                                                    "glob of text files, .jsonl[:FIELD], .parquet, or a dataset folder")
+        q.add_argument("--model", default="builtin", help="model folder whose tokenizer counts tokens (default builtin)")
+        q.add_argument("--cache-dir", default=None, help="tokenization cache folder (default ~/.cache/longrope)")
+        if name == "stats":
+            q.add_argument("--split", default=None, help="only this split of the built-in corpus (default: all)")
+        else:
+            q.add_argument("--split", default="test", help="split of the built-in corpus (default test)")
+            q.add_argument("--length", required=True, help="sample length in tokens, e.g. 2048 or 2k")
+            q.add_argument("--count", type=int, default=None, help="number of samples (default: as many as possible)")
+            q.add_argument("--mode", default="auto", choices=("auto", "select", "join"),
+                           help="select long documents, join short ones, or auto (default)")
+            q.add_argument("--seed", type=int, default=0, help="seed of the document order (default 0)")
+        q.set_defaults(func=run_stats if name == "stats" else run_samples)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def _tokenized(args, split):
+    from ..data import load_documents, tokenize_documents
+    from ..models import load_tokenizer
+
+    tok = load_tokenizer(args.model)
+    docs = load_documents(args.data, split)
+    return tok, docs, tokenize_documents(docs, tok, args.cache_dir)
+
+
+def run_stats(args) -> int:
+    from ..data.sources import SPLITS
+
+    builtin = args.data in (None, "builtin")
+    splits = ([args.split] if args.split else list(SPLITS)) if builtin else [None]
+    print(f"{'split':<12}{'docs':>8}{'tokens':>14}{'longest':>10}{'>=2k':>7}{'>=8k':>7}")
+    for split in splits:
+        _, docs, ids = _tokenized(args, split or "test")
+        n = [len(x) for x in ids]
+        print(f"{split or 'all':<12}{len(docs):>8,}{sum(n):>14,}{max(n):>10,}"
+              f"{sum(x >= 2048 for x in n):>7,}{sum(x >= 8192 for x in n):>7,}")
+    return 0
+
+
+def run_samples(args) -> int:
+    from ..data import build_samples
+
+    lengths = int_list(args.length)
+    if len(lengths) != 1:
+        raise LongRopeError("--length takes one length")
+    tok, docs, ids = _tokenized(args, args.split)
+    s = build_samples(ids, lengths[0], args.count, mode=args.mode, bos_id=tok.bos_token_id,
+                      sep_id=tok.eos_token_id, seed=args.seed)
+    print(f"{s.mode}: {len(s)} samples of {lengths[0]:,} tokens; {s.info['reason']}")
+    return 0

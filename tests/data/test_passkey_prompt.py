@@ -1,0 +1,72 @@
+"""Passkey prompts: the facts-file format, the length rule, the key position, bad arguments."""
+from __future__ import annotations
+
+import pytest
+
+from _data_fixtures import small_tokenizer
+from longrope.data.passkey import (FILLER, INTRO, QUESTION, first_integer, passkey_prompt, prompt_text,
+                                   random_keys)
+from longrope.errors import LongRopeError
+
+
+@pytest.mark.parametrize("length", [256, 300, 1000])
+def test_length_is_as_close_as_possible_without_exceeding(length):
+    tok = small_tokenizer()
+    p = passkey_prompt(tok, length, 0.5, 31415)
+    n = len(p.input_ids)
+    assert n <= length
+    # one more filler sentence would not fit
+    text, _ = prompt_text(0, 0.5, 31415)
+    longest_sentence = max(len(tok(s, add_special_tokens=False)["input_ids"]) for s in FILLER) + 1
+    assert length - n <= longest_sentence
+    assert p.input_ids[0] == tok.bos_token_id
+
+
+def test_format_and_key_position():
+    tok = small_tokenizer()
+    p = passkey_prompt(tok, 400, 0.3, 4242)
+    text = tok.decode(p.input_ids, skip_special_tokens=True)
+    lines = text.split("\n")
+    assert lines[0] == INTRO and lines[-1] == QUESTION
+    assert "The pass key is 4242. Remember it. 4242 is the pass key." in lines
+    assert lines[1].startswith("The grass is green. The sky is blue.")
+    assert tok.decode(p.input_ids[p.key_position:]).lstrip().startswith("The pass key is 4242.")
+    assert p.key == 4242 and p.depth == 0.3
+
+
+def test_depth_moves_the_key():
+    tok = small_tokenizer()
+    pos = [passkey_prompt(tok, 600, d, 7).key_position for d in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    assert pos == sorted(pos) and pos[0] < pos[-1]
+    start = passkey_prompt(tok, 600, 0.0, 7)
+    assert tok.decode(start.input_ids[1:start.key_position], skip_special_tokens=True).strip() == INTRO
+    end = passkey_prompt(tok, 600, 1.0, 7)
+    assert tok.decode(end.input_ids[end.key_position:], skip_special_tokens=True).split("\n")[1] == QUESTION
+
+
+def test_seed_zero_is_canonical_and_other_seeds_rotate_filler():
+    tok = small_tokenizer()
+    canon = passkey_prompt(tok, 300, 0.5, 11)
+    assert passkey_prompt(tok, 300, 0.5, 11, seed=0).input_ids.tolist() == canon.input_ids.tolist()
+    starts = {tok.decode(passkey_prompt(tok, 300, 0.5, 11, seed=s).input_ids, skip_special_tokens=True)
+              .split("\n")[1].split(".")[0] for s in range(1, 12)}
+    assert len(starts) > 1
+    assert all(len(passkey_prompt(tok, 300, 0.5, 11, seed=s).input_ids) <= 300 for s in range(5))
+
+
+def test_bad_arguments():
+    tok = small_tokenizer()
+    with pytest.raises(LongRopeError, match="needs at least"):
+        passkey_prompt(tok, 10, 0.5, 1)
+    with pytest.raises(LongRopeError, match="between 0 and 1"):
+        passkey_prompt(tok, 300, 1.5, 1)
+    with pytest.raises(LongRopeError, match="non-negative integer"):
+        passkey_prompt(tok, 300, 0.5, -3)
+
+
+def test_first_integer_and_keys():
+    assert first_integer(" 12345. Remember") == 12345
+    assert first_integer(" is 0042 and 7") == 42
+    assert first_integer(" no digits") is None
+    keys = random_keys(200, seed=1)
+    assert keys == random_keys(200, seed=1) and all(1 <= k <= 50000 for k in keys)
