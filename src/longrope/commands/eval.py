@@ -1,0 +1,179 @@
+"""`longrope eval ppl|passkey|tasks`: perplexity, passkey retrieval and lm-evaluation-harness tasks
+of a model with a RoPE scaling applied."""
+from __future__ import annotations
+
+import sys
+
+from ..errors import LongRopeError
+from ._common import add_data_args, add_model_args, int_list
+
+SCALING_HELP = ("RoPE scaling: none (default), pi:8, ntk:8, dynamic:8, yarn:8, llama3:8, longrope:PATH; "
+                "a bare name takes the longest length / original window as its factor")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a (scaled) model: perplexity, passkey retrieval, harness tasks",
+                       description="Evaluate a model with a RoPE scaling applied.")
+    ev = p.add_subparsers(dest="eval_command", metavar="EVAL")
+    p.set_defaults(func=lambda args: _missing(p))
+
+    q = ev.add_parser("ppl", help="perplexity per length (truncate or sliding window)",
+                      description="Perplexity of the first L tokens of K documents (truncate, one forward "
+                                  "pass each, BOS first) or over sliding windows of L tokens (--stride).")
+    _common(q)
+    add_data_args(q, split="test")
+    q.add_argument("--lengths", required=True, help="evaluation lengths, e.g. 256,512,1k,2k")
+    q.add_argument("--docs", type=int, default=4, help="documents per length (default 4)")
+    mode = q.add_mutually_exclusive_group()
+    mode.add_argument("--truncate", action="store_true", help="one forward pass per document (default)")
+    mode.add_argument("--stride", type=int, help="sliding window of L tokens moved by this stride")
+    q.add_argument("--span", type=int, default=None,
+                   help="tokens per document scored with --stride (default 2 x length)")
+    q.add_argument("--batch-size", type=int, default=1, help="samples per forward pass (default 1)")
+    q.add_argument("--chunk", type=int, default=1024, help="positions per LM-head/loss chunk (default 1024)")
+    q.add_argument("--positions", default=None,
+                   help="also report ppl of target-position ranges, e.g. 0-256,1024-2048")
+    q.set_defaults(func=run_ppl)
+
+    k = ev.add_parser("passkey", help="passkey retrieval accuracy per length and depth",
+                      description="Greedy decoding (KV cache) of passkey prompts in the papers' format; "
+                                  "the answer is the first integer generated.")
+    _common(k)
+    k.add_argument("--lengths", required=True, help="prompt lengths in tokens, e.g. 256,1k,2k")
+    k.add_argument("--trials", type=int, default=5, help="prompts per length and depth (default 5)")
+    k.add_argument("--depths", default=None, help="key depths in [0,1] (default 0,0.25,0.5,0.75,1)")
+    k.add_argument("--max-new-tokens", type=int, default=8, help="tokens generated per prompt (default 8)")
+    k.set_defaults(func=run_passkey)
+
+    t = ev.add_parser("tasks", help="lm-evaluation-harness tasks on the patched model (needs longrope[eval])",
+                      description="Run lm-evaluation-harness in-process on the model with the scaling applied.")
+    _common(t)
+    t.add_argument("--tasks", required=True, help="comma-separated harness task names, e.g. hellaswag,arc_easy")
+    t.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
+    t.add_argument("--limit", type=float, default=None, help="examples per task (or a fraction) for a quick run")
+    t.add_argument("--batch-size", type=int, default=1, help="harness batch size (default 1)")
+    t.set_defaults(func=run_tasks)
+
+
+def _missing(p) -> int:
+    p.print_help(sys.stderr)
+    return 2
+
+
+def _common(p) -> None:
+    add_model_args(p)
+    p.add_argument("--scaling", default="none", help=SCALING_HELP)
+    p.add_argument("--factor", type=float, default=None, help="factor for a bare --scaling name")
+    p.add_argument("--seed", type=int, default=0, help="seed of sample selection / passkeys (default 0)")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+
+
+def _load_scaled(args, lengths):
+    from .. import patch
+    from ..eval.compare import default_factor
+    from ._common import load_model_from_args
+
+    model, tok = load_model_from_args(args)
+    fac = default_factor(model, lengths or [1], args.factor)
+    patch.apply(model, args.scaling, default_factor=fac)
+    return model, tok, patch.current(model)
+
+
+def _positions(text: str | None):
+    if not text:
+        return None
+    out = []
+    for part in text.split(","):
+        a, sep, b = part.strip().partition("-")
+        try:
+            out.append((int(a), int(b)))
+        except ValueError:
+            raise LongRopeError(f"bad position range {part!r}; use START-END, e.g. 0-256") from None
+        if not sep:
+            raise LongRopeError(f"bad position range {part!r}; use START-END, e.g. 0-256")
+    return out
+
+
+def _meta(args, scaling) -> dict:
+    return {"model": args.model, "scaling": scaling.describe() if scaling is not None else "none",
+            "dtype": args.dtype, "seed": args.seed}
+
+
+def run_ppl(args) -> int:
+    from ..eval.compare import load_token_ids, make_samples
+    from ..eval.perplexity import perplexity
+    from ..io import write_json
+
+    lengths = int_list(args.lengths)
+    positions = _positions(args.positions)
+    if args.docs < 1:
+        raise LongRopeError(f"--docs must be >= 1, got {args.docs}")
+    if args.stride is not None and args.stride < 1:
+        raise LongRopeError(f"--stride must be >= 1, got {args.stride}")
+    model, tok, scaling = _load_scaled(args, lengths)
+    ids = load_token_ids(tok, args.data, args.split)
+    spans = {n: (args.span or 2 * n) if args.stride else n for n in lengths}
+    for n in lengths:
+        if args.stride and (args.stride > n or spans[n] < n):
+            raise LongRopeError(f"with --stride, need stride <= length <= span (got {args.stride}, {n}, {spans[n]})")
+    samples = {n: make_samples(ids, tok, spans[n], args.docs, seed=args.seed) for n in lengths}
+    results = {}
+    print(f"{'length':>8} {'ppl':>10} {'docs':>5} {'tokens':>9} {'seconds':>8}")
+    for n in lengths:
+        r = perplexity(model, samples[n].tensors, stride=args.stride, window=n if args.stride else None,
+                       batch_size=args.batch_size, chunk=args.chunk, progress=True, positions=positions)
+        results[str(n)] = {**r.to_dict(), "sample_mode": samples[n].mode}
+        print(f"{n:>8} {r.ppl:>10.4f} {r.docs:>5} {r.tokens:>9} {r.seconds:>8.1f}", flush=True)
+        for rng, v in r.by_range.items():
+            print(f"{'':>8}   positions {rng}: ppl {v['ppl'] if v['ppl'] is None else round(v['ppl'], 4)}"
+                  f" ({v['tokens']} tokens)")
+    if args.out:
+        meta = {**_meta(args, scaling), "data": args.data or "builtin", "split": args.split,
+                "mode": "truncate" if args.stride is None else f"sliding window, stride {args.stride}",
+                "docs": args.docs}
+        write_json(args.out, {"ppl": results, "meta": meta})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def run_passkey(args) -> int:
+    from ..eval.passkey import passkey_eval
+    from ..eval.report import length_table
+    from ..io import write_json
+    from .compare import float_list
+
+    lengths = int_list(args.lengths)
+    depths = float_list(args.depths) if args.depths is not None else None
+    if args.trials < 1:
+        raise LongRopeError(f"--trials must be >= 1, got {args.trials}")
+    model, tok, scaling = _load_scaled(args, lengths)
+    res = passkey_eval(model, tok, lengths, trials=args.trials, depths=depths, seed=args.seed,
+                       max_new_tokens=args.max_new_tokens, progress=True)
+    print(length_table({"accuracy": res.by_length}, pct=True, corner=""))
+    print(length_table({f"depth {d}": {n: row.get(d) for n, row in res.grid.items()}
+                        for d in res.by_depth}, pct=True, corner="depth \\ length"))
+    print(f"overall {100 * res.accuracy:.1f}% ({len(res.trials)} trials, {res.seconds:.0f} s)")
+    if args.out:
+        write_json(args.out, {"passkey": res.to_dict(), "meta": {**_meta(args, scaling), "trials": args.trials}})
+        print(f"wrote {args.out}")
+    return 0
+
+
+def run_tasks(args) -> int:
+    from ..eval.tasks import run_tasks as harness
+    from ..io import write_json
+
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    if not tasks:
+        raise LongRopeError("the list of tasks is empty")
+    from ..eval.tasks import require_harness
+    require_harness()  # fail before loading the model
+    model, tok, scaling = _load_scaled(args, None)
+    res = harness(model, tok, tasks, num_fewshot=args.num_fewshot, limit=args.limit,
+                  batch_size=args.batch_size, seed=args.seed)
+    for task, metrics in res.items():
+        print(task + ": " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    if args.out:
+        write_json(args.out, {"tasks": res, "meta": _meta(args, scaling)})
+        print(f"wrote {args.out}")
+    return 0

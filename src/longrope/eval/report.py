@@ -1,0 +1,155 @@
+"""Markdown tables and PNG plots of evaluation results (the `compare` results dict).
+
+matplotlib is imported only when a plot is drawn (`pip install 'longrope[plot]'`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import re
+from pathlib import Path
+
+from ..errors import LongRopeError
+from ..io import atomic_path
+
+
+def _fmt(v, pct: bool = False) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if pct:
+        return f"{100 * v:.0f}%"
+    if isinstance(v, float) and math.isinf(v):
+        return "inf"
+    return f"{v:.3f}" if v < 100 else f"{v:.1f}" if v < 1e5 else f"{v:.3g}"
+
+
+def _lengths(table: dict) -> list[str]:
+    keys = {k for row in table.values() for k in row}
+    return sorted(keys, key=int)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def length_table(table: dict, *, pct: bool = False, corner: str = "method") -> str:
+    """A method x length table of {method: {length: value}}."""
+    lengths = _lengths(table)
+    rows = [[m] + [_fmt(vals.get(n), pct) for n in lengths] for m, vals in table.items()]
+    return markdown_table([corner] + lengths, rows)
+
+
+def ppl_table(results: dict) -> str:
+    return length_table(results["ppl"])
+
+
+def passkey_table(results: dict) -> str:
+    return length_table(results["passkey"], pct=True) if results.get("passkey") else ""
+
+
+def short_table(results: dict) -> str:
+    short = results.get("short") or {}
+    base = short.get("unscaled_ppl")
+    rows = []
+    for m, v in (results.get("short_ppl") or {}).items():
+        cost = short.get("relative_cost", {}).get(m)
+        rows.append([m, _fmt(v), _fmt(base), "-" if cost is None else f"{100 * cost:+.1f}%"])
+    return markdown_table(["method", f"ppl @ {short.get('length', '?')}", "unscaled", "cost"], rows)
+
+
+def render_report(results: dict, images: dict[str, str] | None = None) -> str:
+    meta = results.get("meta", {})
+    images = images or {}
+    out = ["# RoPE scaling comparison", ""]
+    out.append(f"Model `{meta.get('model', '?')}`, original window {meta.get('original_window', '?')}, "
+               f"baseline factor {meta.get('default_factor', 0):g}; data `{meta.get('data', '?')}` "
+               f"({meta.get('split', '?')}), {meta.get('docs', '?')} documents per length, perplexity "
+               f"mode: {meta.get('ppl_mode', '?')}; dtype {meta.get('dtype', '?')}; seed {meta.get('seed', '?')}.")
+    if meta.get("methods"):
+        out += ["", "Methods: " + "; ".join(f"`{k}` = {v}" for k, v in meta["methods"].items()) + "."]
+    out += ["", "## Perplexity by evaluation length", "", ppl_table(results)]
+    if "ppl" in images:
+        out += ["", f"![perplexity vs length]({images['ppl']})"]
+    if results.get("passkey"):
+        out += ["", f"## Passkey retrieval accuracy ({meta.get('passkey_trials', '?')} trials per length "
+                f"and depth, depths {', '.join(f'{d:g}' for d in meta.get('depths', []))})", "",
+                passkey_table(results)]
+        for m in results["passkey"]:
+            if m in images:
+                out += ["", f"![passkey {m}]({images[m]})"]
+    if results.get("short_ppl"):
+        out += ["", "## Short-context cost (perplexity at the original window)", "", short_table(results)]
+    return "\n".join(out) + "\n"
+
+
+def _plt():
+    try:
+        import matplotlib
+    except ImportError:
+        raise LongRopeError("plots need matplotlib: pip install 'longrope[plot]'") from None
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+
+
+def plot_ppl(results: dict, path: str | os.PathLike, title: str | None = None) -> Path:
+    """Perplexity against length, log-log, one line per method."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    try:
+        for m, vals in results["ppl"].items():
+            pts = sorted((int(n), v) for n, v in vals.items() if v is not None and math.isfinite(v))
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
+        window = results.get("meta", {}).get("original_window")
+        if window:
+            ax.axvline(window, color="grey", linestyle=":", linewidth=1, label=f"original window {window}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("evaluation length (tokens)")
+        ax.set_ylabel("perplexity")
+        ax.set_title(title or "Perplexity vs length")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def plot_passkey(grid: dict[str, dict[str, float]], path: str | os.PathLike, title: str) -> Path:
+    """Heat map of passkey accuracy: depth (rows) by length (columns)."""
+    plt = _plt()
+    lengths = sorted(grid, key=int)
+    depths = sorted({d for row in grid.values() for d in row}, key=float)
+    data = [[grid[n].get(d, float("nan")) for n in lengths] for d in depths]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.9 * len(lengths), 1.2 + 0.45 * len(depths)))
+    try:
+        im = ax.imshow(data, vmin=0, vmax=1, cmap="RdYlGn", aspect="auto")
+        ax.set_xticks(range(len(lengths)), lengths)
+        ax.set_yticks(range(len(depths)), depths)
+        ax.set_xlabel("length (tokens)")
+        ax.set_ylabel("key depth")
+        ax.set_title(title, fontsize=9)
+        for i, row in enumerate(data):
+            for j, v in enumerate(row):
+                if not math.isnan(v):
+                    ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=8)
+        fig.colorbar(im, ax=ax, label="accuracy")
+        _save(fig, path)
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def safe_name(label: str) -> str:
+    """A file-name-safe form of a method label ('longrope:runs/x.json' -> 'longrope_runs_x.json')."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", label).strip("_") or "method"

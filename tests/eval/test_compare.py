@@ -1,0 +1,128 @@
+"""compare() and `longrope compare` / `longrope eval` through longrope.cli.main on a tiny saved model."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from _eval_fixtures import char_tok, text_dir, tiny_model_dir  # noqa: F401  (fixtures)
+from conftest import make_tiny
+from longrope.cli import main
+from longrope.eval.compare import compare, original_window
+from longrope.eval.perplexity import perplexity
+
+
+def test_compare_library_matches_direct_perplexity(char_tok, text_dir):
+    import longrope
+    from longrope import patch
+    from longrope.data import build_samples, load_documents, tokenize_documents
+
+    model = make_tiny("llama")
+    res = compare(model, char_tok, ["none", "pi", "yarn:4"], [32, 128], data=str(text_dir), docs=2,
+                  passkey_trials=0, progress=False)
+    assert set(res["ppl"]) == {"none", "pi", "yarn:4"} and set(res["ppl"]["pi"]) == {"32", "128"}
+    assert res["meta"]["default_factor"] == 4.0 and res["meta"]["methods"]["pi"] == "linear:4"
+    assert res["passkey"] == {} and patch.current(model) is None  # patch removed afterwards
+    ids = tokenize_documents(load_documents(str(text_dir)), char_tok)
+    s = build_samples(ids, 128, 2, bos_id=char_tok.bos_token_id, sep_id=char_tok.eos_token_id, seed=0).tensors
+    assert res["ppl"]["none"]["128"] == pytest.approx(perplexity(model, s).ppl, rel=1e-6)
+    longrope.apply(model, "yarn:4")
+    assert res["ppl"]["yarn:4"]["128"] == pytest.approx(perplexity(model, s).ppl, rel=1e-6)
+    longrope.remove(model)
+    # methods differ beyond the window; the short-window check is at the original window (32)
+    assert res["ppl"]["pi"]["128"] != pytest.approx(res["ppl"]["none"]["128"], rel=1e-7)
+    assert res["short"]["length"] == original_window(model) == 32
+    assert res["short_ppl"]["none"] == pytest.approx(res["short"]["unscaled_ppl"])
+    assert res["short"]["relative_cost"]["none"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_cli_compare_writes_json_report_and_plots(tiny_model_dir, text_dir, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    rc = main(["compare", "--model", str(tiny_model_dir), "--methods", "none,pi,dynamic",
+               "--lengths", "320,640", "--data", str(text_dir), "--docs", "2", "--out", str(out),
+               "--passkey-trials", "1", "--depths", "0,1"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "| method" in printed and "320" in printed and "dynamic" in printed
+    res = json.loads((out / "results.json").read_text())
+    assert set(res) >= {"ppl", "passkey", "meta"}
+    for m in ("none", "pi", "dynamic"):
+        assert set(res["ppl"][m]) == {"320", "640"} and all(v > 1 for v in res["ppl"][m].values())
+        assert set(res["passkey"][m]) == {"320", "640"}
+        assert all(0 <= v <= 1 for v in res["passkey"][m].values())
+        assert set(res["passkey_depth"][m]["640"]) == {"0", "1"}
+        png = out / f"passkey_{m}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "ppl.png").read_bytes()[:4] == b"\x89PNG"
+    report = (out / "report.md").read_text()
+    assert "## Perplexity" in report and "## Passkey" in report and "Short-context cost" in report
+    assert "ppl.png" in report and f"{res['ppl']['pi']['640']:.3f}"[:5] in report
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--lengths", "32,100000"], "100,000"),          # longer than the data can supply
+    (["--methods", "none,bogus"], "bogus"),            # unknown method
+    (["--lengths", ","], "empty"),                      # empty lengths list
+    (["--methods", ""], "empty"),
+])
+def test_cli_compare_bad_input_one_line_exit_2(tiny_model_dir, text_dir, tmp_path, capsys, argv, msg):
+    base = {"--model": str(tiny_model_dir), "--data": str(text_dir), "--lengths": "32",
+            "--methods": "none", "--out": str(tmp_path / "o"), "--passkey-trials": "0"}
+    for k, v in zip(argv[::2], argv[1::2]):
+        base[k] = v
+    rc = main(["compare"] + [x for kv in base.items() for x in kv])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.count("\n") == 1 and err.startswith("longrope compare: error:") and msg in err
+    assert not (tmp_path / "o" / "results.json").exists()
+
+
+def test_cli_eval_ppl_truncate_and_sliding(tiny_model_dir, text_dir, tmp_path, capsys):
+    out = tmp_path / "ppl.json"
+    assert main(["eval", "ppl", "--model", str(tiny_model_dir), "--data", str(text_dir), "--lengths", "32,64",
+                 "--docs", "2", "--truncate", "--scaling", "pi", "--positions", "0-16,16-64",
+                 "--out", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["meta"]["scaling"] == "linear:2" and res["ppl"]["64"]["docs"] == 2
+    assert res["ppl"]["64"]["tokens"] == 2 * 63 and res["ppl"]["64"]["by_range"]["16-64"]["tokens"] == 2 * 48
+    out2 = tmp_path / "slide.json"
+    assert main(["eval", "ppl", "--model", str(tiny_model_dir), "--data", str(text_dir), "--lengths", "32",
+                 "--docs", "2", "--stride", "8", "--out", str(out2)]) == 0
+    res2 = json.loads(out2.read_text())
+    assert res2["ppl"]["32"]["tokens"] == 2 * 63  # span 2 x 32 tokens, every token but the first
+    assert "sliding" in res2["meta"]["mode"]
+    capsys.readouterr()
+    assert main(["eval", "ppl", "--model", str(tiny_model_dir), "--data", str(text_dir), "--lengths", ""]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+def test_cli_eval_passkey(tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "pk.json"
+    assert main(["eval", "passkey", "--model", str(tiny_model_dir), "--lengths", "300", "--trials", "1",
+                 "--depths", "0.5", "--max-new-tokens", "3", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["passkey"]
+    assert set(res["by_length"]) == {"300"} and len(res["trials"]) == 1
+    assert "overall" in capsys.readouterr().out
+
+
+def test_cli_eval_tasks_without_harness(tiny_model_dir, monkeypatch, capsys):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_lm_eval(name, *a, **k):
+        if name == "lm_eval" or name.startswith("lm_eval."):
+            raise ImportError("No module named 'lm_eval'")
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_lm_eval)
+    rc = main(["eval", "tasks", "--model", str(tiny_model_dir), "--tasks", "hellaswag"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "pip install 'longrope[eval]'" in err
+
+
+def test_eval_without_subcommand_shows_help(capsys):
+    assert main(["eval"]) == 2
+    assert "ppl" in capsys.readouterr().err
