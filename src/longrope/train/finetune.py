@@ -251,8 +251,10 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     main = acc.is_main_process
     torch.manual_seed(cfg.seed + acc.process_index)  # dropout, if the model has any
     if cfg.gradient_checkpointing:
-        enable = getattr(lm, "activation_checkpointing_enable", None) or lm.gradient_checkpointing_enable
-        enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.2x spelling
+            lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lm.config.use_cache = False
     lm.train()
     decay = [p for p in lm.parameters() if p.requires_grad and p.dim() >= 2]

@@ -1,0 +1,211 @@
+"""`longrope finetune` on a tiny Llama: chunked loss, loss going down, exact resume (in-process and
+after a real SIGKILL), the output folder, mixed-window training and one-line user errors."""
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from longrope import cli
+from longrope.train.finetune import BatchPlan, FinetuneConfig, lr_factor, short_pieces
+from longrope.train.loss import CausalLMLoss
+
+from _finetune_fixtures import cli_env, losses, save_tiny, write_texts
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import make_tiny  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ft")
+    return save_tiny(root / "model"), write_texts(root / "texts"), root / "cache"
+
+
+def args(model, texts, cache, out, *extra, steps=6, length=64):
+    return ["finetune", "--model", str(model), "--data", str(texts), "--cache-dir", str(cache),
+            "--scaling", "yarn:2", "--length", str(length), "--steps", str(steps), "--out", str(out),
+            "--batch-size", "2", "--lr", "1e-3", "--warmup", "1", "--no-progress", *extra]
+
+
+@pytest.mark.parametrize("scaling", ["none", "yarn:4"])
+@pytest.mark.parametrize("chunk", [0, 7, 64])
+def test_chunked_loss_matches_the_model_loss_and_gradients(scaling, chunk):
+    import longrope
+
+    lm = longrope.apply(make_tiny("llama", window=16), scaling).train()
+    ids = torch.randint(0, 128, (2, 45), generator=torch.Generator().manual_seed(3))
+    ref = lm(input_ids=ids, labels=ids).loss
+    ref.backward()
+    ref_grads = [p.grad.clone() for p in lm.parameters()]
+    lm.zero_grad(set_to_none=True)
+    nll, count = CausalLMLoss(lm, chunk)(ids)
+    loss = nll / count
+    loss.backward()
+    assert int(count) == 2 * 44
+    assert abs(loss.item() - ref.item()) < 1e-5
+    for p, g in zip(lm.parameters(), ref_grads):
+        torch.testing.assert_close(p.grad, g, atol=1e-5, rtol=1e-4)
+
+
+def test_lr_schedule_warms_up_then_decays_linearly():
+    cfg = FinetuneConfig(out="x", steps=10, warmup=2, lr=2e-5)
+    f = [lr_factor(s, cfg) for s in range(10)]
+    assert f[:3] == [0.5, 1.0, 1.0] and all(a > b for a, b in zip(f[2:], f[3:])) and f[-1] == pytest.approx(0.125)
+    assert FinetuneConfig(out="x", steps=500).warmup_steps == 20 and FinetuneConfig(out="x", steps=50).warmup_steps == 5
+
+
+def test_process_shares_make_up_the_single_process_batch():
+    samples = torch.arange(10 * 4).reshape(10, 4)
+    cfg = FinetuneConfig(out="x", length=4, steps=7, batch_size=4, micro_batch=1, seed=5)
+    one = BatchPlan(samples, cfg, 0, 1)
+    two = [BatchPlan(samples, cfg, r, 2) for r in range(2)]
+    seen = []
+    for step in range(7):  # 28 samples from 10: three epochs, each a different seeded order
+        single = torch.cat([x for x, _ in one.micro_batches(step)])
+        shared = torch.cat([x for r in two for x, _ in r.micro_batches(step)])
+        assert torch.equal(single, shared)
+        seen.append(single[:, 0] // 4)
+    order = torch.cat(seen)
+    assert sorted(order[:10].tolist()) == list(range(10)) and not torch.equal(order[:10], order[10:20])
+    with pytest.raises(Exception, match="cannot be split over 3 processes"):
+        BatchPlan(samples, cfg, 0, 3)
+
+
+def test_loss_decreases_and_the_output_folder_is_complete(assets, tmp_path, capsys):
+    from longrope.models import load_model
+    from longrope.rope.scaling import load_scaling
+
+    model, texts, cache = assets
+    out = tmp_path / "out"
+    assert cli.main(args(model, texts, cache, out, steps=12)) == 0
+    assert "wrote" in capsys.readouterr().out
+    log = losses(tmp_path / "out.work" / "log.jsonl")
+    assert len(log) == 12
+    assert sum(log[-3:]) / 3 < log[0] - 0.3, log
+    assert losses(out / "finetune_log.jsonl") == log
+    scaling = load_scaling(out / "longrope_scaling.json")
+    assert scaling.describe() == "yarn:2" and scaling.provenance["finetuned"]["length"] == 64
+    summary = json.loads((out / "finetune.json").read_text())
+    assert summary["steps"] == 12 and summary["tokens_seen"] == 12 * 2 * 63 and summary["processes"] == 1
+    tuned, base = load_model(out), load_model(model)
+    assert not torch.equal(tuned.lm_head.weight, base.lm_head.weight)
+    assert (out / "tokenizer.json").is_file()
+    # the folder is a plain model: loading it does not apply the scaling; `longrope export` makes it stock
+    assert cli.main(["export", "--model", str(out), "--scaling", f"longrope:{out / 'longrope_scaling.json'}",
+                     "--out", str(tmp_path / "stock")]) == 0
+    cfg = json.loads((tmp_path / "stock" / "config.json").read_text())
+    assert cfg["rope_parameters"]["rope_type"] == "yarn" and cfg["rope_parameters"]["factor"] == 2.0
+
+
+def test_resume_from_a_checkpoint_repeats_the_uninterrupted_run(assets, tmp_path):
+    from safetensors.torch import load_file
+
+    model, texts, cache = assets
+    out = tmp_path / "out"
+    run = args(model, texts, cache, out, "--checkpoint-every", "3", "--micro-batch", "1", steps=6)
+    assert cli.main(run) == 0
+    full = losses(tmp_path / "out.work" / "log.jsonl")
+    weights = load_file(str(out / "model.safetensors"))
+    state = json.loads((tmp_path / "out.work" / "checkpoint" / "state.json").read_text())
+    assert state["step"] == 3  # the last checkpoint before the end; steps 4..6 are redone below
+    assert cli.main(run + ["--resume"]) == 0
+    resumed = losses(tmp_path / "out.work" / "log.jsonl")
+    assert resumed == full  # bit-identical: steps 1-3 kept, 4-6 recomputed from the checkpoint
+    again = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(weights[k], again[k]) for k in weights)
+
+
+def test_resume_refuses_changed_settings_and_a_missing_checkpoint(assets, tmp_path, capsys):
+    model, texts, cache = assets
+    out = tmp_path / "out"
+    assert cli.main(args(model, texts, cache, out, "--checkpoint-every", "2", steps=3)) == 0
+    capsys.readouterr()
+    assert cli.main(args(model, texts, cache, out, "--checkpoint-every", "2", "--resume", steps=3,
+                         length=48)) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("longrope finetune: error: cannot resume") and "length" in err and "\n" not in err
+    assert cli.main(args(model, texts, cache, tmp_path / "new", "--resume")) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+
+
+def test_killed_finetune_resumes_and_finishes(assets, tmp_path):
+    model, texts, cache = assets
+    out, work = tmp_path / "out", tmp_path / "out.work"
+    run = args(model, texts, cache, out, "--checkpoint-every", "10", steps=80)
+    cmd = [sys.executable, "-m", "longrope", *run]
+    proc = subprocess.Popen(cmd, env=cli_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not (work / "checkpoint" / "state.json").is_file():
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        assert time.time() < deadline, "no checkpoint within 120 s"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    at_kill = json.loads((work / "checkpoint" / "state.json").read_text())["step"]
+    assert 10 <= at_kill < 80
+    done = subprocess.run(cmd + ["--resume"], env=cli_env(1), capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 81))
+    assert json.loads((out / "finetune.json").read_text())["steps"] == 80
+    # the same run without the kill, in this process on one thread, gives the same losses
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        ref = tmp_path / "ref"
+        assert cli.main(args(model, texts, cache, ref, "--checkpoint-every", "0", steps=80)) == 0
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(torch.tensor([r["loss"] for r in rows]),
+                               torch.tensor(losses(tmp_path / "ref.work" / "log.jsonl")), atol=1e-6, rtol=0)
+
+
+def test_mixed_window_trains_short_pieces_with_the_original_rotation(assets, tmp_path, monkeypatch):
+    import longrope
+
+    x = torch.arange(2 * 70).reshape(2, 70)
+    assert torch.equal(short_pieces(x, 32), torch.cat([x[:, :32], x[:, 32:64]], dim=1).reshape(4, 32))
+    cfg = FinetuneConfig(out="x", steps=50, batch_size=8, mixed_window=0.25, seed=1)
+    flags = [f for s in range(50) for f in BatchPlan(torch.zeros(8, 4), cfg, 0, 1).short_flags(s)]
+    assert 0.15 < sum(flags) / len(flags) < 0.35
+    seen = []  # (scaling in force, sequence length) of every forward pass
+    real = CausalLMLoss.forward
+
+    def spy(self, input_ids, *a, **k):
+        s = longrope.patch.current(self.lm)
+        seen.append((s.describe() if s else "original", input_ids.shape[1]))
+        return real(self, input_ids, *a, **k)
+
+    monkeypatch.setattr(CausalLMLoss, "forward", spy)
+    model, texts, cache = assets
+    assert cli.main(args(model, texts, cache, tmp_path / "o", "--mixed-window", "0.5", steps=4)) == 0
+    assert set(seen) == {("original", 32), ("yarn:2", 64)}, seen
+
+
+@pytest.mark.parametrize("change, message", [
+    (["--model", "MISSING"], "model folder not found"),
+    (["--steps", "0"], "--steps must be positive"),
+    (["--length", "20000"], "tokens to join into 20,000-token samples"),
+    (["--batch-size", "8", "--length", "3000"], "fewer than one batch of 8"),
+    (["--batch-size", "3", "--micro-batch", "2"], "not a multiple of --micro-batch"),
+    (["--scaling", "warp:2"], "warp"),
+])
+def test_bad_input_is_one_line_and_exit_2(assets, tmp_path, capsys, change, message):
+    model, texts, cache = assets
+    argv = args(model, texts, cache, tmp_path / "o")
+    for i in range(0, len(change), 2):
+        if change[i] in argv:
+            argv[argv.index(change[i]) + 1] = change[i + 1]
+        else:
+            argv += change[i:i + 2]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("longrope finetune: error: ") and "\n" not in err and message in err, err
+    assert not (tmp_path / "o").exists()
