@@ -52,3 +52,14 @@ def text_dir(tmp_path):
         text = " ".join(rng.choice(words) for _ in range(900))
         (d / f"doc{i}.txt").write_text(text + "\n", encoding="utf-8")
     return d
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run faster on one thread, above all on a busy machine; restored afterwards."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

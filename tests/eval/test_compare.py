@@ -6,11 +6,13 @@ import json
 import pytest
 import torch
 
-from _eval_fixtures import char_tok, text_dir, tiny_model_dir  # noqa: F401  (fixtures)
+from _eval_fixtures import char_tok, one_thread, text_dir, tiny_model_dir  # noqa: F401  (fixtures)
 from conftest import make_tiny
 from longrope.cli import main
 from longrope.eval.compare import compare, original_window
 from longrope.eval.perplexity import perplexity
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_compare_library_matches_direct_perplexity(char_tok, text_dir):
@@ -40,24 +42,24 @@ def test_compare_library_matches_direct_perplexity(char_tok, text_dir):
 def test_cli_compare_writes_json_report_and_plots(tiny_model_dir, text_dir, tmp_path, capsys):
     out = tmp_path / "cmp"
     rc = main(["compare", "--model", str(tiny_model_dir), "--methods", "none,pi,dynamic",
-               "--lengths", "320,640", "--data", str(text_dir), "--docs", "2", "--out", str(out),
+               "--lengths", "300,400", "--data", str(text_dir), "--docs", "2", "--out", str(out),
                "--passkey-trials", "1", "--depths", "0,1"])
     assert rc == 0
     printed = capsys.readouterr().out
-    assert "| method" in printed and "320" in printed and "dynamic" in printed
+    assert "| method" in printed and "300" in printed and "dynamic" in printed
     res = json.loads((out / "results.json").read_text())
     assert set(res) >= {"ppl", "passkey", "meta"}
     for m in ("none", "pi", "dynamic"):
-        assert set(res["ppl"][m]) == {"320", "640"} and all(v > 1 for v in res["ppl"][m].values())
-        assert set(res["passkey"][m]) == {"320", "640"}
+        assert set(res["ppl"][m]) == {"300", "400"} and all(v > 1 for v in res["ppl"][m].values())
+        assert set(res["passkey"][m]) == {"300", "400"}
         assert all(0 <= v <= 1 for v in res["passkey"][m].values())
-        assert set(res["passkey_depth"][m]["640"]) == {"0", "1"}
+        assert set(res["passkey_depth"][m]["400"]) == {"0", "1"}
         png = out / f"passkey_{m}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "ppl.png").read_bytes()[:4] == b"\x89PNG"
     report = (out / "report.md").read_text()
     assert "## Perplexity" in report and "## Passkey" in report and "Short-context cost" in report
-    assert "ppl.png" in report and f"{res['ppl']['pi']['640']:.3f}"[:5] in report
+    assert "ppl.png" in report and f"{res['ppl']['pi']['400']:.3f}"[:5] in report
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 

@@ -8,9 +8,11 @@ import pytest
 import torch
 
 from conftest import make_tiny
-from _eval_fixtures import char_tok  # noqa: F401  (fixture)
+from _eval_fixtures import char_tok, one_thread  # noqa: F401  (fixtures)
 from longrope.errors import LongRopeError
 from longrope.eval.passkey import parse_answer, passkey_eval, summarize, trial_key
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.mark.parametrize("text,expected", [

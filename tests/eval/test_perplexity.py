@@ -7,9 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from _eval_fixtures import one_thread  # noqa: F401  (fixture)
 from conftest import FAMILIES, make_tiny
 from longrope.errors import LongRopeError
 from longrope.eval.perplexity import perplexity
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _samples(n: int, length: int, vocab: int = 128, seed: int = 0) -> list[torch.Tensor]:
