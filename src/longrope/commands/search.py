@@ -71,6 +71,7 @@ def run(args) -> int:
             if _norm(k, getattr(cfg, k)) != _norm(k, v):
                 raise LongRopeError(f"--{k.replace('_', '-')} {v} differs from the saved search "
                                     f"({getattr(cfg, k)}); drop it or start a new --out")
+        cfg.device, cfg.trust_remote_code = args.device, args.trust_remote_code
     else:
         if "target_length" not in given:
             raise LongRopeError("--target-length is required (unless --resume)")

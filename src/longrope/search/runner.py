@@ -108,9 +108,10 @@ def _samples(cfg: SearchConfig, tok, model, count: int):
     return s.tensors, None
 
 
-def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, progress: bool = True,
+def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
                log=print, model=None, tokenizer=None) -> dict:
-    """Run (or resume) a search; returns a summary. `model`/`tokenizer` may be passed pre-loaded."""
+    """Run (or resume) a search; returns a summary. `model`/`tokenizer` may be passed pre-loaded.
+    With `resume`, the settings come from OUT/state.json (`cfg` may be None, or give the device)."""
     from .. import patch
     from ..models import load_model, load_tokenizer
     from ..rope.methods import attention_scale
@@ -118,8 +119,9 @@ def run_search(cfg: SearchConfig, out: str | Path, *, resume: bool = False, prog
 
     out = Path(out)
     saved = load_state(out) if resume else None
-    if saved is not None:
-        cfg = SearchConfig(**saved["config"])
+    if saved is not None:  # the saved settings rule; only where to run may change
+        where = {"device": cfg.device, "trust_remote_code": cfg.trust_remote_code} if cfg else {}
+        cfg = SearchConfig(**{**saved["config"], **where})
     cfg = cfg.resolved()
     rank, world, device = init_distributed(cfg.device)
     if model is None:
