@@ -7,7 +7,8 @@ Compared on the same model and the same random tokens:
 - eval:  `perplexity(model, [input_ids])` (truncate mode, one forward pass, loss in 1024-token chunks).
 
 Method. Every measurement runs in a fresh subprocess: it builds or loads the model, makes the input,
-then resets the kernel's peak-RSS counter (`echo 5 > /proc/self/clear_refs`, Linux) and records
+runs the same call on 64 tokens (so lazy imports and one-time initialisation are not counted), then
+resets the kernel's peak-RSS counter (`echo 5 > /proc/self/clear_refs`, Linux) and records
 RSS before; after the call it reads the peak (`VmHWM` in /proc/self/status). "Increase" = peak - RSS
 before, i.e. everything the evaluation allocated beyond the loaded model and its input. Throughput
 = scored tokens / wall seconds of the fastest of `--reps` identical calls (shared machine). Model FLOPs of a forward = 2 x (linear-layer
@@ -102,10 +103,11 @@ def worker(kind: str, length: int, method: str, reps: int) -> dict:
             "flops": _flops(model, length), "params": sum(p.numel() for p in model.parameters())}
     if method == "time":
         times = {"plain": [], "eval": []}
-        for _ in range(reps):
-            for m in ("plain", "eval"):
+        for i in range(reps):  # alternate which goes first
+            for m in (("plain", "eval") if i % 2 == 0 else ("eval", "plain")):
                 times[m].append(_call(model, ids, m)[1])
         return {**info, "times": times, "matmul_flops": max(matmul_rate() for _ in range(3))}
+    _call(model, ids[:64], method)  # warm-up: lazy imports and one-time initialisation excluded
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     before = _status("VmRSS")

@@ -124,3 +124,20 @@ def test_bad_arguments(tiny_llama):
         perplexity(tiny_llama, s, stride=30, window=16)
     with pytest.raises(LongRopeError):
         perplexity(tiny_llama, s, positions=[(5, 5)])
+
+
+@pytest.mark.parametrize("family", ["llama", "phi3"])
+def test_chunked_mlps_exact_and_restored(family):
+    model = make_tiny(family)
+    samples = _samples(2, 50, seed=7)
+    whole = perplexity(model, samples, mlp_chunk=None)
+    calls, inner = [], []
+    mlp = model.model.layers[0].mlp
+    mlp.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[-2]))
+    mlp.down_proj.register_forward_hook(lambda m, i, o: inner.append(i[0].shape[-2]))
+    chunked = perplexity(model, samples, mlp_chunk=16)
+    assert chunked.nll == pytest.approx(whole.nll, rel=1e-6)
+    assert calls == [50, 50] and inner == [16, 16, 16, 2] * 2  # one call per sample, chunked inside
+    assert "forward" not in mlp.__dict__  # restored
+    ref = _ref_truncate(model, samples)
+    assert chunked.nll == pytest.approx(ref, rel=1e-4)

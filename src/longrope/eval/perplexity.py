@@ -2,7 +2,9 @@
 
 The base model (the decoder without its LM head) runs once per window under `torch.inference_mode`
 with SDPA and no KV cache; the LM head is then applied to `chunk` positions at a time, the loss is
-taken in float32 and summed. Only the positions that are scored pass through the head.
+taken in float32 and summed. Only the positions that are scored pass through the head. In windows
+longer than `mlp_chunk` the layers' MLPs run on that many positions at a time (exact, as an MLP acts
+on each position alone), so the largest activations, [T, intermediate], never exist at full length.
 
 Two modes, both following the Hugging Face perplexity guide:
 - truncate (`stride=None`): each sample (already the evaluation length, BOS first) is scored in
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -77,6 +80,39 @@ def _base(model):
     return base
 
 
+def _mlp_forward(forward, size: int, x: torch.Tensor, *args, **kwargs):
+    n = x.shape[-2] if x.dim() >= 2 else 0
+    if n <= size or args or kwargs:
+        return forward(x, *args, **kwargs)
+    first = forward(x[..., :size, :])
+    out = first.new_empty(x.shape[:-1] + first.shape[-1:])
+    out[..., :size, :] = first
+    del first
+    for i in range(size, n, size):
+        out[..., i:i + size, :] = forward(x[..., i:i + size, :])
+    return out
+
+
+@contextmanager
+def chunked_mlps(base, size: int | None):
+    """Run the decoder layers' MLPs on `size` positions at a time. Exact: an MLP acts on each position
+    alone, so only its [T, intermediate] activations change shape, to [size, intermediate]. Applies
+    to modules named `*MLP` (Llama, Mistral, Qwen2/3, Phi-3, Gemma, ...); others run unchanged."""
+    patched = []
+    if size:
+        for layer in getattr(base, "layers", ()):
+            mlp = getattr(layer, "mlp", None)
+            if isinstance(mlp, torch.nn.Module) and type(mlp).__name__.endswith("MLP") \
+                    and "forward" not in mlp.__dict__:
+                mlp.forward = lambda x, *a, _f=mlp.forward, **k: _mlp_forward(_f, size, x, *a, **k)
+                patched.append(mlp)
+    try:
+        yield
+    finally:
+        for mlp in patched:
+            mlp.__dict__.pop("forward", None)
+
+
 def _parse_ranges(positions) -> list[tuple[int, int]]:
     out = []
     for r in positions or ():
@@ -110,10 +146,14 @@ class _Acc:
 
 
 def _score_span(base, head: _Head, ids: torch.Tensor, begin: int, lo: int, end: int, chunk: int,
-                acc: _Acc) -> None:
+                acc: _Acc, mlp_chunk: int | None) -> None:
     """Run the decoder on ids[:, begin:end] and add the NLL of target positions lo .. end-1."""
     window = ids[:, begin:end]
-    hidden = base(input_ids=window, use_cache=False).last_hidden_state
+    if mlp_chunk and end - begin > mlp_chunk:
+        with chunked_mlps(base, mlp_chunk):
+            hidden = base(input_ids=window, use_cache=False).last_hidden_state
+    else:
+        hidden = base(input_ids=window, use_cache=False).last_hidden_state
     # the prediction of target position t comes from the hidden state at t - 1
     for s in range(lo, end, chunk):
         e = min(s + chunk, end)
@@ -126,16 +166,16 @@ def _score_span(base, head: _Head, ids: torch.Tensor, begin: int, lo: int, end: 
 
 
 def _score_batch(base, head, ids: torch.Tensor, stride: int | None, window: int | None, chunk: int,
-                 acc: _Acc) -> None:
+                 acc: _Acc, mlp_chunk: int | None) -> None:
     n = ids.shape[1]
     if stride is None:
-        _score_span(base, head, ids, 0, 1, n, chunk, acc)
+        _score_span(base, head, ids, 0, 1, n, chunk, acc, mlp_chunk)
         return
     w = min(window or n, n)
     prev_end = 0
     for begin in range(0, n, stride):
         end = min(begin + w, n)
-        _score_span(base, head, ids, begin, max(prev_end, begin + 1), end, chunk, acc)
+        _score_span(base, head, ids, begin, max(prev_end, begin + 1), end, chunk, acc, mlp_chunk)
         prev_end = end
         if end == n:
             break
@@ -155,7 +195,8 @@ def _batches(samples: Sequence[torch.Tensor], batch_size: int):
 
 def perplexity(model, samples: Sequence[torch.Tensor], *, stride: int | None = None,
                window: int | None = None, batch_size: int = 1, chunk: int = 1024,
-               progress: bool = False, positions: Sequence[tuple[int, int]] | None = None) -> PplResult:
+               progress: bool = False, positions: Sequence[tuple[int, int]] | None = None,
+               mlp_chunk: int | None = 4096) -> PplResult:
     """Perplexity of `model` over `samples` (1-D LongTensors of token ids, BOS first).
 
     stride: None for truncate mode, else the sliding-window stride (<= window).
@@ -164,6 +205,8 @@ def perplexity(model, samples: Sequence[torch.Tensor], *, stride: int | None = N
     chunk: positions per LM-head/loss chunk (bounds the logits memory to chunk x vocab floats).
     positions: optional [(start, end), ...] target-position ranges; their perplexities are
         reported in `by_range` under "start-end".
+    mlp_chunk: windows longer than this run their MLPs this many positions at a time (exact; lower
+        peak memory at long lengths); None disables.
     """
     if not samples:
         raise LongRopeError("no samples to score")
@@ -190,7 +233,7 @@ def perplexity(model, samples: Sequence[torch.Tensor], *, stride: int | None = N
                 raise LongRopeError(f"a sample has {group[0].shape[-1]} tokens; need at least 2")
             ids = torch.stack([s.reshape(-1) for s in group]).to(device=device, dtype=torch.long)
             acc = _Acc(len(group), ranges)
-            _score_batch(base, head, ids, stride, window, chunk, acc)
+            _score_batch(base, head, ids, stride, window, chunk, acc, mlp_chunk)
             for s, c in zip(acc.doc_sum.tolist(), acc.doc_n.tolist()):
                 doc_nll.append(s / c)
             tot_sum += float(acc.doc_sum.sum())
