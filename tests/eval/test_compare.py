@@ -68,6 +68,7 @@ def test_cli_compare_writes_json_report_and_plots(tiny_model_dir, text_dir, tmp_
     (["--methods", "none,bogus"], "bogus"),            # unknown method
     (["--lengths", ","], "empty"),                      # empty lengths list
     (["--methods", ""], "empty"),
+    (["--passkey-trials", "1"], "passkey prompt needs at least"),  # 32 tokens cannot hold a prompt
 ])
 def test_cli_compare_bad_input_one_line_exit_2(tiny_model_dir, text_dir, tmp_path, capsys, argv, msg):
     base = {"--model": str(tiny_model_dir), "--data": str(text_dir), "--lengths": "32",

@@ -111,6 +111,9 @@ def compare(model, tokenizer, methods: Sequence[str], lengths: Sequence[int], *,
     for n in sorted(set(lengths) | {short}):  # every length fails fast, before any model work
         s = make_samples(ids, tokenizer, n, docs, seed=seed)
         samples[n], sample_info[str(n)] = s.tensors, s.info
+    if passkey_trials > 0:  # a length too short for a passkey prompt fails here, before any work
+        from ..data.passkey import passkey_prompt
+        passkey_prompt(tokenizer, min(lengths), 0.5, 1)
     was_patched = patch.current(model)
 
     out = {"ppl": {}, "passkey": {}, "passkey_depth": {}, "short_ppl": {}, "ppl_detail": {}}
