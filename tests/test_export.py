@@ -18,9 +18,9 @@ STOCK_LOAD = """
 import sys, torch
 from transformers import AutoModelForCausalLM
 m = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
-ids = torch.load(sys.argv[2], weights_only=True)
+batch = torch.load(sys.argv[2], weights_only=True)
 with torch.no_grad():
-    torch.save(m(ids).logits, sys.argv[3])
+    torch.save({k: m(ids).logits for k, ids in batch.items()}, sys.argv[3])
 assert "longrope" not in sys.modules
 """
 
@@ -36,14 +36,15 @@ def test_exported_model_loads_stock_and_matches_apply(tmp_path, family, attentio
     assert cfg["rope_scaling"]["rope_type"] == "longrope" and cfg["max_position_embeddings"] == 128
     assert ("attention_factor" in cfg["rope_parameters"]) == (attention != "su")
     ours = longrope.apply(make_tiny(family, seed=2), scaling)
-    for length in (20, 90):
-        ids = torch.randint(3, 128, (1, length), generator=torch.Generator().manual_seed(length))
-        torch.save(ids, tmp_path / "ids.pt")
-        subprocess.run([sys.executable, "-c", STOCK_LOAD, str(out), str(tmp_path / "ids.pt"),
-                        str(tmp_path / "logits.pt")], check=True)
-        with torch.no_grad():
-            torch.testing.assert_close(torch.load(tmp_path / "logits.pt", weights_only=True), ours(ids).logits,
-                                       rtol=1e-5, atol=1e-5)
+    batch = {f"len{n}": torch.randint(3, 128, (1, n), generator=torch.Generator().manual_seed(n))
+             for n in (20, 90)}  # inside and beyond the original window (32)
+    torch.save(batch, tmp_path / "ids.pt")
+    subprocess.run([sys.executable, "-c", STOCK_LOAD, str(out), str(tmp_path / "ids.pt"),
+                    str(tmp_path / "logits.pt")], check=True)
+    stock = torch.load(tmp_path / "logits.pt", weights_only=True)
+    with torch.no_grad():
+        for key, ids in batch.items():
+            torch.testing.assert_close(stock[key], ours(ids).logits, rtol=1e-5, atol=1e-5)
 
 
 def test_export_refuses_n_hat_unless_told(tmp_path, capsys):
