@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -178,33 +180,53 @@ def _rng_state() -> dict:
     return state
 
 
-def save_checkpoint(ckpt: Path, lm, opt, sched, state: dict) -> None:
-    from safetensors.torch import save_model
+def save_checkpoint(ckpt: Path, lm, opt, sched, state: dict, weights: dict | None = None) -> None:
+    """Weights (safetensors), optimizer, scheduler and RNG state, replaced atomically. `weights` is the
+    gathered full state dict under a sharded engine (FSDP, DeepSpeed), whose optimizer state is not
+    saved (it is sharded): a resume there restarts AdamW's moments."""
+    from safetensors.torch import save_file, save_model
 
     with atomic_dir(ckpt) as tmp:
-        save_model(lm, str(tmp / "model.safetensors"))
-        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        if weights is None:
+            save_model(lm, str(tmp / "model.safetensors"))
+            torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        else:
+            save_file({k: v.detach().cpu().contiguous().clone() for k, v in weights.items()},
+                      str(tmp / "model.safetensors"))
         torch.save(sched.state_dict(), tmp / "scheduler.pt")
         torch.save(_rng_state(), tmp / "rng.pt")
         write_json(tmp / "state.json", state)
 
 
-def load_checkpoint(ckpt: Path, lm, opt, sched, cfg: FinetuneConfig) -> dict:
-    from safetensors.torch import load_model
+def load_checkpoint_weights(ckpt: Path, lm, cfg: FinetuneConfig) -> dict:
+    """Check the checkpoint was made with these settings, load its weights into `lm` (before the
+    engine wraps it); returns state.json."""
+    from safetensors.torch import load_file, load_model
 
     state = json.loads((ckpt / "state.json").read_text())
     if state.get("config") != cfg.fingerprint():
         changed = sorted(k for k, v in cfg.fingerprint().items() if state.get("config", {}).get(k) != v)
         raise LongRopeError(f"cannot resume: the checkpoint in {ckpt} was made with different "
                             f"{', '.join(changed)}; use the same settings or a new --out/--work")
-    load_model(lm, str(ckpt / "model.safetensors"), device=str(next(lm.parameters()).device))
-    opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    if (ckpt / "optimizer.pt").is_file():
+        load_model(lm, str(ckpt / "model.safetensors"), device=str(next(lm.parameters()).device))
+    else:  # a gathered state dict from a sharded engine
+        lm.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
+    return state
+
+
+def load_checkpoint_state(ckpt: Path, opt, sched) -> bool:
+    """Optimizer (when saved), scheduler and RNG state, read with weights_only=True. Returns whether
+    the optimizer state was restored."""
+    has_opt = (ckpt / "optimizer.pt").is_file()
+    if has_opt:
+        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
     sched.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
     rng = torch.load(ckpt / "rng.pt", weights_only=True)
     torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng["cuda"])
-    return state
+    return has_opt
 
 
 def _truncate_log(log: Path, step: int) -> None:
@@ -219,7 +241,7 @@ def _truncate_log(log: Path, step: int) -> None:
 # -- the loop -----------------------------------------------------------------------------------
 def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> dict:
     """Fine-tune and write the model folder `cfg.out` (main process); returns the run summary."""
-    from accelerate import Accelerator, PartialState
+    from accelerate import Accelerator, DistributedType, PartialState
     from tqdm.auto import tqdm
 
     from ..models import load_model, load_tokenizer
@@ -245,7 +267,13 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     apply(lm, scaling)
     samples = training_samples(cfg, tok)
 
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise LongRopeError("--device cuda, but torch sees no CUDA device")
     state = PartialState(cpu=cfg.device == "cpu")
+    launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
+    if launched != state.num_processes:
+        raise LongRopeError(f"the launcher started {launched} processes but accelerate joined "
+                            f"{state.num_processes}; check the accelerate config (use_cpu, distributed_type)")
     plan = BatchPlan(samples, cfg, state.process_index, state.num_processes)
     acc = Accelerator(cpu=cfg.device == "cpu", gradient_accumulation_steps=plan.micros_per_rank)
     main = acc.is_main_process
@@ -262,12 +290,16 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    model, popt = acc.prepare(CausalLMLoss(lm, cfg.loss_chunk), opt)
-
     step, tokens, seconds = 0, 0, 0.0
     if resume:
-        st = load_checkpoint(ckpt, lm, opt, sched, cfg)
+        st = load_checkpoint_weights(ckpt, lm, cfg)
         step, tokens, seconds = st["step"], st["tokens"], st["seconds"]
+    model, popt = acc.prepare(CausalLMLoss(lm, cfg.loss_chunk), opt)
+    sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    if resume:
+        if not load_checkpoint_state(ckpt, opt, sched) and main:
+            print(f"longrope finetune: note: the checkpoint holds no optimizer state ({acc.distributed_type} "
+                  "shards it); AdamW moments restart", file=sys.stderr)
         if main:
             _truncate_log(log, step)
     elif main:
@@ -314,32 +346,40 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             acc.wait_for_everyone()
+            weights = _full_weights(acc, model) if sharded else None  # collective: every process
             if main:
                 save_checkpoint(ckpt, lm, opt, sched, {"step": step, "tokens": tokens, "seconds": last["seconds"],
-                                                       "config": cfg.fingerprint()})
+                                                       "config": cfg.fingerprint()}, weights)
             acc.wait_for_everyone()
     bar.close()
     summary = {"command": cfg.command, "config": {k: v for k, v in asdict(cfg).items() if k != "command"},
                "scaling": scaling.describe(), "original_window": original, "processes": acc.num_processes, "main": main,
+               "engine": str(acc.distributed_type).split(".")[-1],
                "samples": len(samples), "steps": step, "tokens_seen": tokens,
                "final_loss": last.get("loss"), "seconds": last.get("seconds", seconds),
                "torch": torch.__version__}
     acc.wait_for_everyone()
+    weights = _full_weights(acc, model) if sharded else None
     if main:
-        _write_output(out, lm, tok, scaling, summary, log)
+        _write_output(out, lm, tok, scaling, summary, log, weights)
     acc.wait_for_everyone()
     acc.end_training()
     return summary
 
 
-def _write_output(out: Path, lm, tok, scaling, summary: dict, log: Path) -> None:
+def _full_weights(acc, model) -> dict:
+    """The full (gathered) state dict of the LM under FSDP / DeepSpeed ZeRO-3; call on every process."""
+    return {k.removeprefix("lm."): v for k, v in acc.get_state_dict(model).items()}
+
+
+def _write_output(out: Path, lm, tok, scaling, summary: dict, log: Path, weights: dict | None = None) -> None:
     from dataclasses import replace
 
     lm.eval()
     record = replace(scaling, provenance={**scaling.provenance, "finetuned": {
         k: summary["config"][k] for k in ("model", "length", "steps", "lr", "batch_size", "data", "seed")}})
     with atomic_dir(out) as tmp:
-        lm.save_pretrained(tmp, safe_serialization=True)
+        lm.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tok.save_pretrained(tmp)
         record.save(tmp / "longrope_scaling.json")
         write_json(tmp / "finetune.json", summary)
