@@ -72,3 +72,28 @@ def test_resume_without_checkpoint_and_bad_sizes_exit_2(tmp_path, capsys):
     assert rc == 2 and "--hidden 96 must equal --heads 1 x head size 64" in err and err.count("\n") == 1
     rc = main(["pretrain", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "x"), *TINY])
     assert rc == 2 and "data not found" in capsys.readouterr().err
+
+
+def test_weighted_loss_matches_plain_mean_at_weight_1_and_upweights_answers():
+    import torch
+
+    from longrope.pretrain import _weighted_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 6, 11, generator=g)
+    labels = torch.tensor([[1, 4, 5, 6, -100, -100], [1, 3, 3, 3, 3, 3]])
+    answer = torch.tensor([[0, 0, 1, 1, 0, 0], [0] * 6], dtype=torch.bool)
+    plain = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1),
+                                              ignore_index=-100)
+    loss, ans = _weighted_loss(logits, labels, answer, 1.0)
+    assert torch.allclose(loss, plain)
+    nll = torch.nn.functional.cross_entropy(logits[0, 1:3], labels[0, 2:4], reduction="none")
+    assert abs(ans - float(nll.mean())) < 1e-6
+    heavy, _ = _weighted_loss(logits, labels, answer, 50.0)
+    assert abs(float(heavy) - float(nll.mean())) < abs(float(plain) - float(nll.mean()))
+    assert _weighted_loss(logits, labels, torch.zeros_like(answer), 5.0)[1] is None
+
+
+def test_passkey_weight_run_logs_answer_loss(tmp_path):
+    _, log = run(tmp_path, "w", "--passkey-weight", "10", steps=10)
+    assert all("passkey_answer_loss" in r for r in log)

@@ -48,6 +48,7 @@ class PretrainConfig:
     warmup: int = 100
     weight_decay: float = 0.1
     passkey_share: float = 0.1
+    passkey_weight: float = 1.0  # loss weight of the answer tokens of passkey samples (1 = plain mean)
     seed: int = 0
     threads: int = 2
     autocast: str = "none"  # "bfloat16": mixed precision (fp32 master weights), much faster on bf16 CPUs
@@ -95,32 +96,46 @@ class Batches:
     def _rand(self, hi: int) -> int:
         return int(torch.randint(hi, (1,), generator=self.gen))
 
-    def passkey_sample(self) -> tuple[list[int], list[int]]:
+    def passkey_sample(self) -> tuple[list[int], list[int], int]:
         w = self.cfg.window
         key = 1 + self._rand(50000)
         depth = self._rand(1001) / 1000
         answer = self.tok(f" {key}.", add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
         lo = self.min_len
         length = lo + self._rand(max(w - len(answer) - lo, 1) + 1)
-        ids = self._prompt(length, depth, key, 1 + self._rand(1 << 30)) + answer
-        ids = ids[:w]
+        prompt = self._prompt(length, depth, key, 1 + self._rand(1 << 30))
+        ids = (prompt + answer)[:w]
         labels = list(ids) + [-100] * (w - len(ids))
-        return ids + [self.pad] * (w - len(ids)), labels
+        return ids + [self.pad] * (w - len(ids)), labels, len(prompt)
 
-    def text_sample(self) -> tuple[list[int], list[int]]:
+    def text_sample(self) -> tuple[list[int], list[int], int]:
         body = self.cfg.window - 1
         start = self._rand(len(self.stream) - body)
         ids = [self.bos] + self.stream[start:start + body].tolist()
-        return ids, list(ids)
+        return ids, list(ids), len(ids)
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
-        rows, labels = [], []
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """input ids, labels (-100 = not scored), answer mask (label positions of passkey answers)."""
+        rows, labels, answers = [], [], []
         for _ in range(self.cfg.batch_size):
             is_key = float(torch.rand((1,), generator=self.gen)) < self.cfg.passkey_share
-            ids, lab = self.passkey_sample() if is_key else self.text_sample()
+            ids, lab, answer_at = self.passkey_sample() if is_key else self.text_sample()
             rows.append(ids)
             labels.append(lab)
-        return torch.tensor(rows), torch.tensor(labels)
+            answers.append([answer_at <= i < len(lab) and lab[i] != -100 for i in range(len(lab))])
+        return torch.tensor(rows), torch.tensor(labels), torch.tensor(answers)
+
+
+def _weighted_loss(logits, labels, answer, weight: float):
+    """Mean next-token loss with answer tokens weighted `weight`; also the plain answer-token loss."""
+    lg, lab, ans = logits[:, :-1].float(), labels[:, 1:], answer[:, 1:]
+    nll = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.size(-1)), lab.reshape(-1), ignore_index=-100,
+                                            reduction="none").view_as(lab)
+    scored = (lab != -100).float()
+    w = scored + (weight - 1.0) * ans.float() * scored
+    loss = (nll * w).sum() / w.sum()
+    n_ans = int(ans.sum())
+    return loss, (float(nll.detach()[ans].mean()) if n_ans else None)
 
 
 def _lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -230,15 +245,18 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     batches = Batches(stream, tok, cfg, gen)
     n_params = sum(p.numel() for p in model.parameters())
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or None, desc="pretrain", unit="step")
-    last = {}
+    last, answer_losses = {}, []
     t_start = time.time() - seconds
     cpu_start = time.process_time()
     while step < cfg.steps:
-        x, y = batches.next()
+        x, y, ans = batches.next()
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16"):
-            loss = model(input_ids=x, labels=y).loss
+            fwd = model(input_ids=x, labels=y if cfg.passkey_weight == 1.0 else None)
+        loss, answer_loss = _weighted_loss(fwd.logits, y, ans, cfg.passkey_weight)
+        if fwd.loss is not None:  # weight 1: transformers' own loss (plain mean over scored tokens)
+            loss = fwd.loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -246,8 +264,13 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         step += 1
         tokens += int((y != -100).sum())
         loss = float(loss.detach())
+        if answer_loss is not None:
+            answer_losses.append(answer_loss)
         last = {"step": step, "loss": round(loss, 6), "lr": opt.param_groups[0]["lr"], "tokens": tokens,
                 "seconds": round(time.time() - t_start, 2)}
+        if answer_losses and (step % cfg.log_every == 0 or step == cfg.steps):
+            last["passkey_answer_loss"] = round(sum(answer_losses) / len(answer_losses), 4)
+            answer_losses = []
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
             last["val_loss"] = round(evaluate(model, val.tensors), 6)
         if step % cfg.log_every == 0 or "val_loss" in last or step == cfg.steps:

@@ -30,6 +30,8 @@ def register(sub) -> None:
     t.add_argument("--lr", type=float, default=2e-3, help="peak learning rate, cosine decay to 10%% (default 2e-3)")
     t.add_argument("--warmup", type=int, default=100, help="warm-up steps (default 100)")
     t.add_argument("--passkey-share", type=float, default=0.1, help="share of synthetic passkey samples (default 0.1)")
+    t.add_argument("--passkey-weight", type=float, default=1.0,
+                   help="loss weight of passkey answer tokens relative to other tokens (default 1)")
     t.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     t.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     t.add_argument("--autocast", default="none", choices=("none", "bfloat16"),
@@ -56,7 +58,7 @@ def run(args) -> int:
         out=args.out, work=args.work, data=args.data, window=args.window, rope_theta=args.rope_theta,
         layers=args.layers, hidden=args.hidden, heads=args.heads, intermediate=args.intermediate,
         vocab_size=args.vocab_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-        warmup=min(args.warmup, args.steps), passkey_share=args.passkey_share, seed=args.seed,
+        warmup=min(args.warmup, args.steps), passkey_share=args.passkey_share, passkey_weight=args.passkey_weight, seed=args.seed,
         threads=args.threads, autocast=args.autocast, save_dtype=args.save_dtype,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, cache_dir=args.cache_dir,
         command="longrope " + shlex.join(sys.argv[1:] if sys.argv and "pretrain" in sys.argv else ["pretrain"]))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
+import os
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,12 @@ def stdlib_files(root: Path | None = None) -> list[tuple[str, Path]]:
     """Sorted (relative POSIX path, path) of the corpus files under `root` (default: the stdlib)."""
     root = Path(root) if root is not None else stdlib_root()
     out = []
-    for p in root.rglob("*.py"):
-        rel = p.relative_to(root)
-        if any(part in _SKIP_DIRS for part in rel.parts[:-1]) or not p.is_file():
-            continue
-        out.append((rel.as_posix(), p))
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if d not in _SKIP_DIRS]  # prune: site-packages alone is huge
+        for name in files:
+            if name.endswith(".py"):
+                p = Path(folder) / name
+                out.append((p.relative_to(root).as_posix(), p))
     out.sort(key=lambda t: t[0])
     return out
 
