@@ -26,8 +26,10 @@ def register(sub) -> None:
     p.add_argument("--resume", action="store_true", help="continue the search saved in --out/state.json")
     g = p.add_argument_group("evolution")
     g.add_argument("--preset", choices=("fast", "paper"), default=None,
-                   help="fast (default): population 32, screening on 1 document, best quarter promoted, "
-                        "early stop; paper: 64/40/32/16/16, p=0.3, every candidate on all documents")
+                   help="fast (default): population 16, 8 parents, 8 mutants + 8 crossovers, up to 40 "
+                        "generations, new candidates screened on 1 document and the best quarter scored on "
+                        "all, stop after 8 flat generations; paper: 64/40/32/16/16, p=0.3, every candidate "
+                        "on all documents")
     g.add_argument("--population", type=int, default=None, help="initial population size")
     g.add_argument("--iterations", type=int, default=None, help="generations after the initial one")
     g.add_argument("--parents", type=int, default=None, help="candidates kept each generation")

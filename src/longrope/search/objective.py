@@ -111,10 +111,14 @@ def init_distributed(device: str) -> tuple[int, int, str]:
 
 
 class Objective:
-    """Batch fitness: candidates -> perplexities, each candidate applied to the model in turn.
+    """Batch fitness: candidates -> perplexities at one of several fidelities (numbers of documents).
 
-    Candidates are dealt round-robin over the processes and the scores gathered, so every process
-    gets the full, identical list (a candidate's score does not depend on who computed it).
+    The score on the first `docs` samples is exp(mean of the per-sample NLL), the mean taken in
+    sample order, so it is the same number whichever way the per-sample NLLs were obtained. They
+    are cached per (candidate, sample): a candidate promoted from screening on one document to all
+    documents only runs the documents it has not seen. Candidates are dealt round-robin over the
+    processes and the scores gathered, so every process gets the full, identical list (a
+    candidate's per-sample NLL does not depend on which process computed it).
     """
 
     def __init__(self, model, samples: Sequence[torch.Tensor], *, original: int, target: int,
@@ -123,46 +127,65 @@ class Objective:
         self.model, self.samples, self.original, self.target = model, list(samples), original, target
         self.positions, self.chunk = positions, chunk
         self.rank, self.world, self.on_score = rank, world, on_score
-        self.scored = 0
+        self.scored = 0  # candidates scored by this process
+        self.docs_run = 0  # sample forward passes run by this process
+        self._nll: dict[tuple, float] = {}
 
     def scaling(self, c: Candidate):
         from ..rope.scaling import Scaling
 
         return Scaling(method="longrope", long_factor=list(c.factors), n_hat=int(c.n_hat),
                        original_max_position=self.original, target_length=self.target,
-                       factor=self.target / self.original,
-                       attention=c.attn)
+                       factor=self.target / self.original, attention=c.attn)
 
-    def score_one(self, scaling) -> float:
+    def fitness(self, docs: int | None = None):
+        """The batch fitness on the first `docs` samples (all by default)."""
+        n = len(self.samples) if docs is None else min(docs, len(self.samples))
+        return lambda cands: self.score_many([(self.scaling(c), c) for c in cands], n)
+
+    def _sample_nlls(self, scaling, key, docs: int) -> list[float]:
         from .. import patch
         from ..eval.perplexity import perplexity
 
-        patch.apply(self.model, scaling)
-        try:
-            r = perplexity(self.model, self.samples, chunk=self.chunk,
-                           positions=[self.positions] if self.positions else None)
-        finally:
-            patch.remove(self.model)
+        todo = [i for i in range(docs) if (key, i) not in self._nll]
+        if todo:
+            patch.apply(self.model, scaling)
+            try:
+                groups = [[i] for i in todo] if self.positions else [todo]
+                for g in groups:  # answer-only NLL is reported per call, so one sample per call
+                    r = perplexity(self.model, [self.samples[i] for i in g], chunk=self.chunk,
+                                   positions=[self.positions] if self.positions else None)
+                    if self.positions:
+                        nll = next(iter(r.by_range.values()))["nll"]
+                        vals = [float("inf") if nll is None else nll]
+                    else:
+                        vals = r.doc_nll
+                    for i, v in zip(g, vals):
+                        self._nll[(key, i)] = float(v)
+                    self.docs_run += len(g)
+            finally:
+                patch.remove(self.model)
+        return [self._nll[(key, i)] for i in range(docs)]
+
+    def score_one(self, scaling, key, docs: int) -> float:
+        nlls = self._sample_nlls(scaling, key, docs)
         self.scored += 1
         if self.on_score:
             self.on_score()
-        if self.positions:
-            nll = next(iter(r.by_range.values()))["nll"]
-            return math.exp(nll) if nll is not None and nll < 700 else float("inf")
-        return float(r.ppl)
+        nll = sum(nlls) / len(nlls)
+        return math.exp(nll) if nll < 700 else (float("inf") if nll == nll else nll)
 
-    def score_many(self, scalings: list) -> list[float]:
-        mine = [self.score_one(s) for s in scalings[self.rank::self.world]]
+    def score_many(self, items: list[tuple], docs: int | None = None) -> list[float]:
+        """Scores of [(scaling, cache key), ...] on the first `docs` samples, gathered over ranks."""
+        n = len(self.samples) if docs is None else docs
+        mine = [self.score_one(sc, key, n) for sc, key in items[self.rank::self.world]]
         if self.world == 1:
             return mine
         import torch.distributed as dist
 
         parts: list = [None] * self.world
         dist.all_gather_object(parts, mine)
-        out: list = [None] * len(scalings)
+        out: list = [None] * len(items)
         for r, part in enumerate(parts):
             out[r::self.world] = part
         return out
-
-    def __call__(self, cands: list[Candidate]) -> list[float]:
-        return self.score_many([self.scaling(c) for c in cands])

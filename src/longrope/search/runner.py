@@ -146,18 +146,16 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
         space = Space.critical(seeds["ntk"], crit // 2, scale, window=original,
                                search_n_hat=cfg.search_n_hat, **space_kw)
     bar = _Progress(progress and rank == 0, cfg)
-    full = Objective(model, samples, original=original, target=cfg.target_length, positions=positions,
-                     chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick)
-    screen = None
-    if cfg.screen_docs:
-        screen = Objective(model, samples[:cfg.screen_docs], original=original, target=cfg.target_length,
-                           positions=positions, chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick)
+    objective = Objective(model, samples, original=original, target=cfg.target_length, positions=positions,
+                          chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick)
+    full = objective.fitness()
+    screen = objective.fitness(cfg.screen_docs) if cfg.screen_docs else None
     if saved is not None:
         baselines = saved["baselines"]
     else:
         from ..rope.scaling import parse_spec
         names = list(seeds)
-        vals = full.score_many([parse_spec(f"{n}:{scale:g}") for n in names])
+        vals = objective.score_many([(parse_spec(f"{n}:{scale:g}"), n) for n in names])
         baselines = {n: v for n, v in zip(names, vals)}
     info = {"rotary_dim": dim, "base": base, "original": original, "scale": scale, "world": world,
             "critical_dim": crit, "samples": len(samples), "sample_length": cfg.target_length,
@@ -172,7 +170,7 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
         doc = {"format": FORMAT, "config": asdict(cfg), "info": info, "baselines": baselines,
                "seeds": {k: v.tolist() for k, v in seeds.items()}, "done": done,
                "seconds": prior + time.time() - t0,
-               "scored_here": full.scored + (screen.scored if screen else 0),  # by rank 0, this run
+               "scored_here": objective.docs_run,  # sample forward passes by rank 0, this run
                "evolution": evo}
         _write_outputs(out, doc, space, cfg, final=done)
         write_json(out / "state.json", doc)
