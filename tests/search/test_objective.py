@@ -54,3 +54,32 @@ def test_needle_samples_put_the_key_early_and_score_only_the_answer():
     assert all(torch.equal(x, y) for x, y in zip(samples, again))
     with pytest.raises(LongRopeError, match="too few tokens"):
         needle_samples([ids[0][:50]], tok, 300, 1, bos_id=1)
+
+
+def test_objective_reuses_screened_documents_and_matches_perplexity():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from conftest import make_tiny
+    from longrope import patch
+    from longrope.eval.perplexity import perplexity
+    from longrope.search.objective import Objective
+    from longrope.search.space import Space
+
+    model = make_tiny("llama")
+    g = torch.Generator().manual_seed(0)
+    samples = [torch.randint(3, 128, (96,), generator=g) for _ in range(3)]
+    obj = Objective(model, samples, original=32, target=96)
+    sp = Space.paper(8, 3.0, window=32)
+    a, b = sp.snap(np.linspace(1, 3, 8)), sp.snap(np.full(8, 3.0), n_hat=4)
+    cheap, full = obj.fitness(1), obj.fitness()
+    s1 = cheap([a, b])
+    assert obj.docs_run == 2
+    s3 = full([a, b])
+    assert obj.docs_run == 6  # two more documents each, not three
+    patch.apply(model, obj.scaling(a))
+    assert s3[0] == pytest.approx(perplexity(model, samples).ppl, rel=1e-9)
+    assert s1[0] == pytest.approx(perplexity(model, samples[:1]).ppl, rel=1e-9)
+    patch.remove(model)
+    assert full([b, a]) == [s3[1], s3[0]] and obj.docs_run == 6  # cached, order-independent
