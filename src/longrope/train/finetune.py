@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import sys
 import time
@@ -241,13 +240,13 @@ def _truncate_log(log: Path, step: int) -> None:
 # -- the loop -----------------------------------------------------------------------------------
 def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> dict:
     """Fine-tune and write the model folder `cfg.out` (main process); returns the run summary."""
-    from accelerate import Accelerator, DistributedType, PartialState
     from tqdm.auto import tqdm
 
     from ..models import load_model, load_tokenizer
     from ..patch import apply, remove, rope_dims
     from ..rope.scaling import parse_spec
-    from .loss import CausalLMLoss
+    from . import engine
+    from .loss import CausalLMLoss, shifted_targets
 
     cfg.validate()
     if cfg.threads:
@@ -267,15 +266,10 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     apply(lm, scaling)
     samples = training_samples(cfg, tok)
 
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise LongRopeError("--device cuda, but torch sees no CUDA device")
-    state = PartialState(cpu=cfg.device == "cpu")
-    launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
-    if launched != state.num_processes:
-        raise LongRopeError(f"the launcher started {launched} processes but accelerate joined "
-                            f"{state.num_processes}; check the accelerate config (use_cpu, distributed_type)")
-    plan = BatchPlan(samples, cfg, state.process_index, state.num_processes)
-    acc = Accelerator(cpu=cfg.device == "cpu", gradient_accumulation_steps=plan.micros_per_rank)
+    acc = engine.make_accelerator(cfg.device)
+    dp_rank, dp_world = engine.data_parallel_rank(acc)
+    plan = BatchPlan(samples, cfg, dp_rank, dp_world)
+    acc.gradient_accumulation_steps = plan.micros_per_rank
     main = acc.is_main_process
     torch.manual_seed(cfg.seed + acc.process_index)  # dropout, if the model has any
     if cfg.gradient_checkpointing:
@@ -294,11 +288,11 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     if resume:
         st = load_checkpoint_weights(ckpt, lm, cfg)
         step, tokens, seconds = st["step"], st["tokens"], st["seconds"]
-    model, popt = acc.prepare(CausalLMLoss(lm, cfg.loss_chunk), opt)
-    sharded = acc.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED)
+    model, popt = engine.prepare(acc, CausalLMLoss(lm, cfg.loss_chunk), opt, cfg.micro_batch)
+    sharded = engine.sharded(acc)
     if resume:
         if not load_checkpoint_state(ckpt, opt, sched) and main:
-            print(f"longrope finetune: note: the checkpoint holds no optimizer state ({acc.distributed_type} "
+            print("longrope finetune: note: the checkpoint holds no optimizer state (the engine "
                   "shards it); AdamW moments restart", file=sys.stderr)
         if main:
             _truncate_log(log, step)
@@ -319,8 +313,12 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
             if short:
                 remove(lm)
                 x = short_pieces(x, original)
-            with acc.accumulate(model), torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
-                nll, count = model(x.to(acc.device))
+            x = x.to(acc.device)
+            y = shifted_targets(x)  # shifted before any sequence split, so every slice has its targets
+            pos = torch.arange(x.shape[1], device=acc.device).expand_as(x).contiguous()
+            with acc.accumulate(model), engine.context_parallel(acc, x, y, pos), \
+                    torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
+                nll, count = model(x, targets=y, position_ids=pos)
                 loss = nll / count  # every micro-batch has the same weight
                 acc.backward(loss)
             if short:
@@ -335,7 +333,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
         total = acc.reduce(local, reduction="sum")
         step += 1
         tokens += int(total[1])
-        loss_value = float(total[0]) / (cfg.batch_size // cfg.micro_batch)
+        loss_value = float(total[0]) / (cfg.batch_size // cfg.micro_batch * engine.copies_per_sample(acc))
         if not math.isfinite(loss_value):
             raise LongRopeError(f"the loss became {loss_value} at step {step}; lower --lr or turn off --bf16")
         last = {"step": step, "loss": loss_value, "lr": lr_used, "tokens": tokens,
@@ -346,7 +344,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
         bar.set_postfix(loss=f"{loss_value:.4f}")
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
             acc.wait_for_everyone()
-            weights = _full_weights(acc, model) if sharded else None  # collective: every process
+            weights = engine.full_weights(acc, model) if sharded else None  # collective: every process
             if main:
                 save_checkpoint(ckpt, lm, opt, sched, {"step": step, "tokens": tokens, "seconds": last["seconds"],
                                                        "config": cfg.fingerprint()}, weights)
@@ -359,17 +357,12 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
                "final_loss": last.get("loss"), "seconds": last.get("seconds", seconds),
                "torch": torch.__version__}
     acc.wait_for_everyone()
-    weights = _full_weights(acc, model) if sharded else None
+    weights = engine.full_weights(acc, model) if sharded else None
     if main:
         _write_output(out, lm, tok, scaling, summary, log, weights)
     acc.wait_for_everyone()
     acc.end_training()
     return summary
-
-
-def _full_weights(acc, model) -> dict:
-    """The full (gathered) state dict of the LM under FSDP / DeepSpeed ZeRO-3; call on every process."""
-    return {k.removeprefix("lm."): v for k, v in acc.get_state_dict(model).items()}
 
 
 def _write_output(out: Path, lm, tok, scaling, summary: dict, log: Path, weights: dict | None = None) -> None:

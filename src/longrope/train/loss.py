@@ -39,11 +39,18 @@ def chunked_nll(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chu
     return total
 
 
+def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Next-token targets aligned with the positions: targets[:, t] = labels[:, t+1], the last -100."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+
+
 class CausalLMLoss(nn.Module):
-    """`forward(input_ids[, labels, position_ids]) -> (nll_sum, scored_tokens)` for the wrapped LM.
+    """`forward(input_ids[, labels, position_ids, targets]) -> (nll_sum, scored_tokens)` for the LM.
 
     Labels default to `input_ids`; as in transformers, position t predicts token t+1 and label
-    -100 is not scored. The LM stays reachable as `.lm` (save it, patch it, switch checkpointing)."""
+    -100 is not scored. `targets` are labels already shifted (`shifted_targets`): the form that
+    survives a split of the sequence over processes (context parallelism). The LM stays reachable
+    as `.lm` (save it, patch it, switch checkpointing)."""
 
     def __init__(self, lm: nn.Module, chunk: int = 1024):
         super().__init__()
@@ -51,11 +58,12 @@ class CausalLMLoss(nn.Module):
         self.chunk = chunk
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                position_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = input_ids if labels is None else labels
+                position_ids: torch.Tensor | None = None,
+                targets: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if targets is None:
+            targets = shifted_targets(input_ids if labels is None else labels)
         decoder = self.lm.get_decoder()
         out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
         hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-        shifted = labels[:, 1:]
-        nll = chunked_nll(self.lm.get_output_embeddings(), hidden[:, :-1], shifted, self.chunk)
-        return nll, (shifted != IGNORE).sum()
+        nll = chunked_nll(self.lm.get_output_embeddings(), hidden, targets, self.chunk)
+        return nll, (targets != IGNORE).sum()
