@@ -109,7 +109,7 @@ def _samples(cfg: SearchConfig, tok, model, count: int):
 
 
 def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
-               log=print, model=None, tokenizer=None) -> dict:
+               model=None, tokenizer=None) -> dict:
     """Run (or resume) a search; returns a summary. `model`/`tokenizer` may be passed pre-loaded.
     With `resume`, the settings come from OUT/state.json (`cfg` may be None, or give the device)."""
     from .. import patch
@@ -153,9 +153,9 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
     if saved is not None:
         baselines = saved["baselines"]
     else:
-        from ..rope.scaling import parse_spec
-        names = list(seeds)
-        vals = objective.score_many([(parse_spec(f"{n}:{scale:g}"), n) for n in names])
+        from ..rope.scaling import Scaling
+        names = list(seeds)  # the exact methods the seeds come from, scored as they are
+        vals = objective.score_many([(Scaling(method=n, factor=scale), n) for n in names])
         baselines = {n: v for n, v in zip(names, vals)}
     info = {"rotary_dim": dim, "base": base, "original": original, "scale": scale, "world": world,
             "critical_dim": crit, "samples": len(samples), "sample_length": cfg.target_length,
