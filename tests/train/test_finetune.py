@@ -209,3 +209,12 @@ def test_bad_input_is_one_line_and_exit_2(assets, tmp_path, capsys, change, mess
     err = capsys.readouterr().err.strip()
     assert err.startswith("longrope finetune: error: ") and "\n" not in err and message in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_bf16_autocast_trains_close_to_float32(assets, tmp_path):
+    model, texts, cache = assets
+    assert cli.main(args(model, texts, cache, tmp_path / "f32", steps=3)) == 0
+    assert cli.main(args(model, texts, cache, tmp_path / "b16", "--bf16", steps=3)) == 0
+    f32, b16 = losses(tmp_path / "f32.work" / "log.jsonl"), losses(tmp_path / "b16.work" / "log.jsonl")
+    assert b16 != f32  # autocast really ran in bfloat16 ...
+    torch.testing.assert_close(torch.tensor(b16), torch.tensor(f32), atol=0.05, rtol=0)  # ... and trains the same
