@@ -26,8 +26,10 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -m ""
 
+# The main job: the built-in model from 256 to 2,048 tokens (recipe builtin-8x), into $(DEMO_OUT)/.
 demo: install
-	$(BIN)/longrope inspect yarn:8 --compare pi:8,ntk:8,yarn:8 --plot $(DEMO_OUT)/factors.png
+	$(BIN)/longrope extend --recipe builtin-8x --out $(DEMO_OUT) --resume
+	@echo; cat $(DEMO_OUT)/*-compare/report.md
 
 bench: install
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
