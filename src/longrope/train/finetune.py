@@ -316,13 +316,15 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
             x = x.to(acc.device)
             y = shifted_targets(x)  # shifted before any sequence split, so every slice has its targets
             pos = torch.arange(x.shape[1], device=acc.device).expand_as(x).contiguous()
-            with acc.accumulate(model), engine.context_parallel(acc, x, y, pos), \
-                    torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
-                nll, count = model(x, targets=y, position_ids=pos)
-                loss = nll / count  # every micro-batch has the same weight
-                acc.backward(loss)
-            if short:
-                apply(lm, scaling)
+            try:
+                with acc.accumulate(model), engine.context_parallel(acc, x, y, pos), \
+                        torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
+                    nll, count = model(x, targets=y, position_ids=pos)
+                    loss = nll / count  # every micro-batch has the same weight
+                    acc.backward(loss)
+            finally:
+                if short:
+                    apply(lm, scaling)
             local += torch.stack([loss.detach().float(), count.float()])
             if acc.sync_gradients:
                 if cfg.max_grad_norm > 0:
