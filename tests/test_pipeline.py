@@ -117,3 +117,27 @@ def test_killed_extend_resumes_and_finishes(tmp_path):
     r = subprocess.run(cmd + ["--resume"], env=cli_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming" in r.stderr and (out / "03-compare" / "done.json").is_file()
+
+
+PROGRESSIVE = """name: tiny-progressive
+stages:
+  - search: {target_length: 64, docs: 2, population: 4, iterations: 1, parents: 2, mutations: 1, crossovers: 1, screen_docs: 0, patience: 0}
+  - finetune: {length: 64, steps: 2, batch_size: 2, lr: 1.0e-3, checkpoint_every: 1}
+  - search: {target_length: 96, docs: 2, population: 4, iterations: 1, parents: 2, mutations: 1, crossovers: 1, screen_docs: 0, patience: 0}
+  - compare: {lengths: [96], methods: [none, yarn], docs: 2, passkey_trials: 0, plots: false, baselines_on: initial}
+"""
+
+
+def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
+    model = save_tiny(tmp_path / "m")
+    data = write_texts(tmp_path / "docs", n=8, words=400)
+    recipe = tmp_path / "p.yaml"
+    recipe.write_text(PROGRESSIVE)
+    ctx = run(load_recipe(str(recipe)), tmp_path / "out", model=str(model), data=str(data), log=lambda m: None)
+    finetuned = str(tmp_path / "out" / "02-finetune" / "model")
+    assert ctx["model"] == finetuned
+    results = json.loads((tmp_path / "out" / "04-compare" / "results.json").read_text())
+    models = results["meta"]["models"]
+    assert models["yarn"] == str(model) and models["none (final model)"] == finetuned
+    ours = f"longrope:{tmp_path / 'out' / '03-search' / 'factors.json'}"
+    assert models[ours] == finetuned and set(results["ppl"]) == {"none", "yarn", "none (final model)", ours}

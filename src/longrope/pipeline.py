@@ -32,7 +32,7 @@ from .io import write_json
 RECIPES_DIR = Path(__file__).parent / "recipes"
 KINDS = ("search", "short", "finetune", "export", "compare")
 COMPARE_KEYS = {"lengths", "methods", "docs", "passkey_trials", "depths", "factor", "stride",
-                "batch_size", "short_length", "split", "plots"}
+                "batch_size", "short_length", "split", "plots", "baselines_on"}
 
 
 @dataclass
@@ -192,7 +192,7 @@ def _run_search(recipe, stage, ctx, work, resume, log):
     if ctx.get("original") is None:
         ctx["original"] = rope_dims(models.load_model(ctx["model"]))[2]
     cfg = _search_config(recipe, stage, ctx)
-    summary = run_search(cfg, work, resume=resume and (work / "state.json").is_file(), log=log)
+    summary = run_search(cfg, work, resume=resume and (work / "state.json").is_file())
     ctx["scaling"] = str(work / "factors.json")
     log(f"[{stage.name}] best perplexity {summary['ppl']:.3f}; baselines "
         + ", ".join(f"{k} {v:.3f}" for k, v in summary["baselines"].items()))
@@ -217,18 +217,40 @@ def _run_export(recipe, stage, ctx, work, resume, log):
 
 
 def _run_compare(recipe, stage, ctx, work, resume, log):
+    """Baselines and the found factors on the same data. `baselines_on: initial` scores the
+    baselines on the recipe's starting model (what a user would otherwise run), the found factors
+    on the final (fine-tuned) model; the default scores everything on the final model."""
     from .commands.compare import write_outputs
     from .eval.compare import compare
     from .eval.report import ppl_table
     from .models import load_model, load_tokenizer
     opts = dict(stage.options)
     plots = opts.pop("plots", True)
+    where = opts.pop("baselines_on", "final")
+    if where not in ("initial", "final"):
+        raise LongRopeError(f"stage {stage.name}: baselines_on must be 'initial' or 'final'")
     methods = list(opts.pop("methods", ["none", "pi", "ntk", "dynamic", "yarn"]))
-    if ctx.get("scaling"):
-        methods.append(f"longrope:{ctx['scaling']}")
-    model, tok = load_model(ctx["model"]), load_tokenizer(ctx["model"])
-    results = compare(model, tok, methods, opts.pop("lengths"), data=recipe.data, seed=recipe.seed,
-                      log=log, **opts)
+    ours = [f"longrope:{ctx['scaling']}"] if ctx.get("scaling") else []
+    lengths = opts.pop("lengths")
+    runs = [(ctx["model"], methods + ours)]
+    if where == "initial" and recipe.model != ctx["model"]:
+        runs = [(recipe.model, methods), (ctx["model"], ["none"] + ours)]
+    results: dict = {}
+    for i, (model_name, names) in enumerate(runs):
+        model, tok = load_model(model_name), load_tokenizer(model_name)
+        part = compare(model, tok, names, lengths, data=recipe.data, seed=recipe.seed, log=log, **opts)
+        if i == 0:
+            results = part
+            results["meta"]["models"] = {m: model_name for m in names}
+            continue
+        for key in ("ppl", "passkey", "passkey_depth", "short_ppl", "ppl_detail"):
+            for m, v in part.get(key, {}).items():
+                label = m if m != "none" else "none (final model)"
+                results.setdefault(key, {})[label] = v
+        for m in names:
+            results["meta"]["models"][m if m != "none" else "none (final model)"] = model_name
+        base = results["short"]["unscaled_ppl"]
+        results["short"]["relative_cost"] = {m: v / base - 1 for m, v in results["short_ppl"].items()}
     results["meta"]["recipe"] = recipe.name
     write_outputs(results, work, plots=plots)
     ctx["report"] = str(work / "report.md")
