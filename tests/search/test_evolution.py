@@ -150,3 +150,13 @@ def test_paper_preset_runs_1344_evaluations_on_a_large_space():
                population=p.population, iterations=p.iterations, parents=p.parents,
                mutations=p.mutations, crossovers=p.crossovers)
     assert r.evaluations == 1344 and fit.calls == 41
+
+
+def test_the_algorithm_imports_no_model_code():
+    import subprocess
+    import sys
+
+    code = ("import sys, longrope.search, longrope.search.evolution, longrope.search.space; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
