@@ -25,7 +25,7 @@ def test_tables_values_and_order():
     t = length_table(RESULTS["ppl"])
     lines = t.splitlines()
     assert [c.strip() for c in lines[0].split("|")[1:-1]] == ["method", "256", "512", "1024"]
-    assert [c.strip() for c in lines[2].split("|")[1:-1]] == ["none", "10.000", "250.5", "12345.0"]
+    assert [c.strip() for c in lines[2].split("|")[1:-1]] == ["none", "10.000", "250.50", "12345.0"]
     assert "12.250" in lines[3]
     assert "80%" in length_table(RESULTS["passkey"], pct=True)
     s = short_table(RESULTS)

@@ -89,5 +89,5 @@ def run(args) -> int:
     meta = results["meta"]
     print(f"perplexity ({meta['ppl_mode']}, {meta['docs']} docs per length, data {meta['data']}):")
     print(ppl_table(results))
-    print(f"wrote {args.out}/results.json, report.md" + ("" if args.no_plots else ", ppl.png, passkey_*.png"))
+    print(f"wrote {args.out}/: " + ", ".join(meta["files"]))
     return 0

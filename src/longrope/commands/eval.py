@@ -125,8 +125,8 @@ def run_ppl(args) -> int:
         results[str(n)] = {**r.to_dict(), "sample_mode": samples[n].mode}
         print(f"{n:>8} {r.ppl:>10.4f} {r.docs:>5} {r.tokens:>9} {r.seconds:>8.1f}", flush=True)
         for rng, v in r.by_range.items():
-            print(f"{'':>8}   positions {rng}: ppl {v['ppl'] if v['ppl'] is None else round(v['ppl'], 4)}"
-                  f" ({v['tokens']} tokens)")
+            ppl = "-" if v["ppl"] is None else f"{v['ppl']:.4f}"
+            print(f"{'':>8}   positions {rng}: ppl {ppl} ({v['tokens']} tokens)")
     if args.out:
         meta = {**_meta(args, scaling), "data": args.data or "builtin", "split": args.split,
                 "mode": "truncate" if args.stride is None else f"sliding window, stride {args.stride}",

@@ -20,7 +20,12 @@ def _fmt(v, pct: bool = False) -> str:
         return f"{100 * v:.0f}%"
     if isinstance(v, float) and math.isinf(v):
         return "inf"
-    return f"{v:.3f}" if v < 100 else f"{v:.1f}" if v < 1e5 else f"{v:.3g}"
+    return f"{v:.3f}" if v < 100 else f"{v:.2f}" if v < 1e4 else f"{v:.1f}" if v < 1e6 else f"{v:.4g}"
+
+
+def _pct(v: float) -> str:
+    text = f"{100 * v:+.1f}%"
+    return "+0.0%" if text == "-0.0%" else text
 
 
 def _lengths(table: dict) -> list[str]:
@@ -56,7 +61,7 @@ def short_table(results: dict) -> str:
     rows = []
     for m, v in (results.get("short_ppl") or {}).items():
         cost = short.get("relative_cost", {}).get(m)
-        rows.append([m, _fmt(v), _fmt(base), "-" if cost is None else f"{100 * cost:+.1f}%"])
+        rows.append([m, _fmt(v), _fmt(base), "-" if cost is None else _pct(cost)])
     return markdown_table(["method", f"ppl @ {short.get('length', '?')}", "unscaled", "cost"], rows)
 
 
