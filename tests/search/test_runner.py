@@ -132,3 +132,19 @@ def test_resume_refuses_changed_settings_and_finished_resume_is_a_no_op(files, t
     assert rc == 2 and "--seed 5 differs from the saved search (0)" in err
     assert run_cli(["--out", out, "--resume", "--seed", 0], capsys)[0] == 0
     assert (out / "factors.json").read_text() == first
+
+
+def test_short_factor_search_keeps_the_long_factors(files, tmp_path):
+    from longrope.rope.scaling import load_scaling
+
+    run_search(cfg(files), tmp_path / "long", progress=False)
+    long = load_scaling(tmp_path / "long" / "factors.json")
+    s = run_search(cfg(files, short_of=str(tmp_path / "long" / "factors.json"), target_length=32),
+                   tmp_path / "short", progress=False)
+    sc = load_scaling(tmp_path / "short" / "factors.json")
+    assert sc.long_factor == long.long_factor and sc.n_hat == long.n_hat and sc.factor == long.factor
+    assert sc.short_factor == s["best"]["factors"] and all(1.0 <= x <= 1.25 for x in sc.short_factor)
+    assert set(s["baselines"]) == {"none", "long"} and s["ppl"] <= s["baselines"]["none"]
+    with pytest.raises(LongRopeError, match="up to the window"):
+        run_search(cfg(files, short_of=str(tmp_path / "long" / "factors.json"), target_length=64),
+                   tmp_path / "bad", progress=False)

@@ -8,7 +8,7 @@ from ._common import add_data_args, add_model_args
 _SEARCH = ("population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
            "screen_docs", "promote", "patience", "docs", "seed", "preset", "objective", "critical_dim",
            "target_length", "data", "split", "model", "dtype", "sample_mode", "search_attention_scale",
-           "search_n_hat")
+           "search_n_hat", "short_of")
 
 
 def register(sub) -> None:
@@ -54,6 +54,9 @@ def register(sub) -> None:
     g.add_argument("--critical-dim", default=None,
                    help="'auto' (theoretical d_tcd) or an even dimension K: pairs below K/2 get NTK "
                         "factors, the rest are searched in [s, 2s]")
+    g.add_argument("--short-of", default=None, metavar="FACTORS",
+                   help="search the short factors (used up to the original window) of this long-factor "
+                        "file, at --target-length <= the window; writes both into factors.json")
     g.add_argument("--sample-mode", choices=("auto", "select", "join"), default=None,
                    help="select long documents, join short ones, or auto (default)")
     p.set_defaults(func=run)

@@ -123,8 +123,9 @@ class Objective:
 
     def __init__(self, model, samples: Sequence[torch.Tensor], *, original: int, target: int,
                  positions: tuple[int, int] | None = None, chunk: int = 1024,
-                 rank: int = 0, world: int = 1, on_score=None):
+                 rank: int = 0, world: int = 1, on_score=None, make_scaling=None):
         self.model, self.samples, self.original, self.target = model, list(samples), original, target
+        self.make_scaling = make_scaling  # Candidate -> Scaling; default: long factors at the target
         self.positions, self.chunk = positions, chunk
         self.rank, self.world, self.on_score = rank, world, on_score
         self.scored = 0  # candidates scored by this process
@@ -133,6 +134,9 @@ class Objective:
 
     def scaling(self, c: Candidate):
         from ..rope.scaling import Scaling
+
+        if self.make_scaling is not None:
+            return self.make_scaling(c)
 
         return Scaling(method="longrope", long_factor=list(c.factors), n_hat=int(c.n_hat),
                        original_max_position=self.original, target_length=self.target,

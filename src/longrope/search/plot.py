@@ -32,9 +32,8 @@ def plot_search(path: str | Path, doc: dict, best: Candidate) -> bool:
     a.set_title(f"{doc['config']['preset']} preset, {hist[-1]['evaluations']} evaluations")
     a.legend(fontsize=8)
     pairs = range(len(best.factors))
-    for name in ("pi", "ntk", "yarn"):
-        if name in doc["seeds"]:
-            b.plot(pairs, doc["seeds"][name], lw=1, color=colors[name], label=name.upper())
+    for k, (name, values) in enumerate(doc["seeds"].items()):
+        b.plot(pairs, values, lw=1, color=colors.get(name, f"C{4 + k}"), label=name.upper())
     b.plot(pairs, best.factors, lw=2, color="black", label=f"searched (n_hat={best.n_hat})")
     crit = doc["info"].get("critical_dim")
     if crit:

@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import LongRopeError
 from ..io import write_json, write_text
 from .evolution import PRESETS, evolve
@@ -45,6 +47,7 @@ class SearchConfig:
     search_attention_scale: bool = False
     objective: str = "ppl"
     critical_dim: str | None = None
+    short_of: str | None = None  # a long-factor file: search its short factors (target <= window)
     sample_mode: str = "auto"
     dtype: str = "float32"
     device: str = "cpu"
@@ -129,25 +132,37 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
     dim, base, original = patch.rope_dims(model)
-    if cfg.target_length <= original:
+    long = _long_scaling(cfg, dim) if cfg.short_of else None
+    if long is not None:
+        original = long.original_max_position or original
+        if cfg.target_length > original:
+            raise LongRopeError(f"short factors are for lengths up to the window ({original}); "
+                                f"got target length {cfg.target_length}")
+    elif cfg.target_length <= original:
         raise LongRopeError(f"target length {cfg.target_length} is not above the model's window "
                             f"({original}): nothing to extend")
     scale = cfg.target_length / original
     samples, positions = _samples(cfg, tokenizer, model, cfg.docs)
-    seeds = seed_factors(dim, base, original, scale)
-    crit = resolve_critical(cfg.critical_dim, dim, base, original)
+    crit = None if long else resolve_critical(cfg.critical_dim, dim, base, original)
     attn = attention_scale("su", scale, original)
     space_kw = dict(step=cfg.step, attn=attn, mutation_prob=cfg.mutation_prob,
                     attn_bounds=(1.0, round(1.0 + 2 * (max(attn, attention_scale("yarn", scale, original)) - 1), 2))
                     if cfg.search_attention_scale else None)
-    if crit is None:
+    if long is not None:  # short factors in [1, 1.25*max(1, s)]; n_hat and attention stay the long file's
+        seeds = {"none": np.ones(dim // 2), "long": np.asarray(long.long_factor, dtype=np.float64)}
+        space = Space([1.0] * (dim // 2), [1.25 * max(1.0, scale)] * (dim // 2), step=cfg.step,
+                      n_hats=(long.n_hat,), mutation_prob=cfg.mutation_prob)
+    elif crit is None:
+        seeds = seed_factors(dim, base, original, scale)
         space = Space.paper(dim // 2, scale, window=original, search_n_hat=cfg.search_n_hat, **space_kw)
     else:
+        seeds = seed_factors(dim, base, original, scale)
         space = Space.critical(seeds["ntk"], crit // 2, scale, window=original,
                                search_n_hat=cfg.search_n_hat, **space_kw)
     bar = _Progress(progress and rank == 0, cfg)
     objective = Objective(model, samples, original=original, target=cfg.target_length, positions=positions,
-                          chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick)
+                          chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick,
+                          make_scaling=(lambda c: _with_short(long, c.factors)) if long else None)
     full = objective.fitness()
     screen = objective.fitness(cfg.screen_docs) if cfg.screen_docs else None
     if saved is not None:
@@ -155,11 +170,16 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
     else:
         from ..rope.scaling import Scaling
         names = list(seeds)  # the exact methods the seeds come from, scored as they are
-        vals = objective.score_many([(Scaling(method=n, factor=scale), n) for n in names])
+        if long is not None:
+            exact = [_with_short(long, [1.0] * (dim // 2)), long]
+        else:
+            exact = [Scaling(method=n, factor=scale) for n in names]
+        vals = objective.score_many(list(zip(exact, names)))
         baselines = {n: v for n, v in zip(names, vals)}
     info = {"rotary_dim": dim, "base": base, "original": original, "scale": scale, "world": world,
             "critical_dim": crit, "samples": len(samples), "sample_length": cfg.target_length,
-            "answer_positions": list(positions) if positions else None}
+            "answer_positions": list(positions) if positions else None,
+            "short_of": long.to_dict() if long is not None else None}
     t0 = time.time()
     prior = saved.get("seconds", 0.0) if saved else 0.0
 
@@ -201,6 +221,15 @@ def scaling_of(doc: dict, best: Candidate):
 
     cfg, info = doc["config"], doc["info"]
     ev = doc["evolution"]
+    if info.get("short_of"):
+        long = Scaling.from_dict(info["short_of"])
+        prov = dict(long.provenance, short_search={"model": cfg["model"], "length": cfg["target_length"],
+                                                   "docs": cfg["docs"], "seed": cfg["seed"],
+                                                   "ppl": ev["history"][-1]["best_score"],
+                                                   "baselines": doc["baselines"]})
+        out = _with_short(long, best.factors)
+        out.provenance = prov
+        return out
     return Scaling(method="longrope", long_factor=list(best.factors), n_hat=int(best.n_hat),
                    original_max_position=info["original"], target_length=cfg["target_length"],
                    factor=info["scale"], attention=best.attn if cfg["search_attention_scale"] else "su",
@@ -210,6 +239,27 @@ def scaling_of(doc: dict, best: Candidate):
                                "ppl": ev["history"][-1]["best_score"], "baselines": doc["baselines"],
                                "critical_dim": info["critical_dim"], "generation": ev["generation"],
                                "attention_scale": best.attn})
+
+
+def _long_scaling(cfg: SearchConfig, dim: int):
+    from ..rope.scaling import load_scaling
+
+    if cfg.critical_dim or cfg.search_attention_scale:
+        raise LongRopeError("a short-factor search takes neither --critical-dim nor --search-attention-scale")
+    long = load_scaling(cfg.short_of)
+    if long.method != "longrope":
+        raise LongRopeError(f"{cfg.short_of} is a {long.method} scaling; short factors need longrope factors")
+    long.check_pairs(dim // 2)
+    return long
+
+
+def _with_short(long, factors):
+    """The long scaling with these short factors (used up to the original window)."""
+    from ..rope.scaling import Scaling
+
+    d = long.to_dict()
+    d["short_factor"] = [float(x) for x in factors]
+    return Scaling.from_dict(d)
 
 
 def _write_outputs(out: Path, doc: dict, space: Space, cfg: SearchConfig, *, final: bool) -> None:
