@@ -97,3 +97,17 @@ def test_weighted_loss_matches_plain_mean_at_weight_1_and_upweights_answers():
 def test_passkey_weight_run_logs_answer_loss(tmp_path):
     _, log = run(tmp_path, "w", "--passkey-weight", "10", steps=10)
     assert all("passkey_answer_loss" in r for r in log)
+
+
+def test_init_continues_from_a_model_folder(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    first, _ = run(tmp_path, "stage1", steps=10)
+    out, log = run(tmp_path, "stage2", "--init", str(first), "--passkey-share", "0.5", steps=10)
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["init_from"] == str(first) and prov["init_provenance"]["steps"] == 10
+    assert prov["config"]["layers"] == 1 and prov["config"]["passkey_share"] == 0.5
+    a = AutoModelForCausalLM.from_pretrained(first, local_files_only=True).model.embed_tokens.weight
+    b = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).model.embed_tokens.weight
+    assert a.shape == b.shape and not bool((a == b).all())
+    assert log[0]["loss"] < 6.0  # starts from trained weights, not from a random init (~ln 400 = 6.0)

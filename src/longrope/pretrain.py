@@ -58,6 +58,7 @@ class PretrainConfig:
     checkpoint_every: int = 200
     save_dtype: str = "float32"
     cache_dir: str | None = None
+    init: str | None = None  # continue from this model folder (its tokenizer, config and weights)
     command: str = ""
     extra: dict = field(default_factory=dict)
 
@@ -209,7 +210,15 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     from .data import build_samples, tokenize_documents
 
     train_docs, val_docs = _corpus(cfg)
-    if resume and (tok_dir / "tokenizer.json").is_file():
+    init_info = None
+    if cfg.init:
+        from .models import resolve
+
+        init = resolve(cfg.init)
+        tok = AutoTokenizer.from_pretrained(init, local_files_only=True)
+        if (init / "provenance.json").is_file():
+            init_info = json.loads((init / "provenance.json").read_text())
+    elif resume and (tok_dir / "tokenizer.json").is_file():
         tok = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
     else:
         tok = train_bpe([d.text for d in train_docs], cfg.vocab_size)
@@ -227,7 +236,16 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     prep_seconds = time.time() - t0
 
     torch.manual_seed(cfg.seed)  # weight init draws from the global generator inside transformers
-    model = LlamaForCausalLM(model_config(cfg, len(tok)))
+    if cfg.init:  # a second stage: the given model's config and weights, in float32
+        model = LlamaForCausalLM.from_pretrained(init, dtype=torch.float32, local_files_only=True)
+        if model.config.max_position_embeddings != cfg.window:
+            raise LongRopeError(f"--window {cfg.window} differs from the window of {init} "
+                                f"({model.config.max_position_embeddings})")
+        mc = model.config
+        cfg.layers, cfg.hidden, cfg.heads = mc.num_hidden_layers, mc.hidden_size, mc.num_attention_heads
+        cfg.intermediate, cfg.vocab_size, cfg.head_dim = mc.intermediate_size, mc.vocab_size, mc.head_dim
+    else:
+        model = LlamaForCausalLM(model_config(cfg, len(tok)))
     model.train()
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -294,6 +312,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         "corpus": {"source": cfg.data or "builtin",
                    "train": {"docs": len(train_ids), "tokens": sum(map(len, train_ids))},
                    "validation": {"docs": len(val_ids), "tokens": sum(map(len, val_ids))}},
+        **({"init_from": str(cfg.init), "init_provenance": init_info} if cfg.init else {}),
         **cfg.extra,
     }
     _write_output(out, model, tok, cfg, summary, log)

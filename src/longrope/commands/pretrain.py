@@ -15,6 +15,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output model folder (written atomically)")
     p.add_argument("--work", default=None, help="folder for log.jsonl, checkpoint and tokenizer (default OUT.work)")
     p.add_argument("--data", default=None, help="'builtin' (stdlib corpus, default) or a data path (see `longrope data`)")
+    p.add_argument("--init", default=None, help="start from this model folder (its tokenizer, config and weights; "
+                                                "size options are then ignored) instead of from scratch")
     p.add_argument("--cache-dir", default=None, help="tokenization cache folder (default ~/.cache/longrope)")
     g = p.add_argument_group("model size")
     g.add_argument("--layers", type=int, default=4, help="decoder layers (default 4)")
@@ -60,7 +62,7 @@ def run(args) -> int:
         vocab_size=args.vocab_size, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
         warmup=min(args.warmup, args.steps), passkey_share=args.passkey_share, passkey_weight=args.passkey_weight, seed=args.seed,
         threads=args.threads, autocast=args.autocast, save_dtype=args.save_dtype,
-        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, cache_dir=args.cache_dir,
+        eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, cache_dir=args.cache_dir, init=args.init,
         command="longrope " + shlex.join(sys.argv[1:] if sys.argv and "pretrain" in sys.argv else ["pretrain"]))
     s = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"wrote {args.out}: {s['parameters']:,} parameters, {s['tokens_seen']:,} tokens, "
