@@ -212,7 +212,7 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
             "evaluations": result.evaluations, "screened": result.screened,
             "generations": result.generations, "stopped_early": result.stopped_early,
             "critical_dim": crit, "scale": scale, "original": original, "rank": rank, "world": world,
-            "seconds": prior + time.time() - t0}
+            "forward_passes": objective.docs_run, "seconds": prior + time.time() - t0}
 
 
 def scaling_of(doc: dict, best: Candidate):
