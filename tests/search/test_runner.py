@@ -128,6 +128,8 @@ def test_resume_refuses_changed_settings_and_finished_resume_is_a_no_op(files, t
             *np.ravel([(f"--{k}", v) for k, v in SMALL.items()]).tolist()]
     assert run_cli(argv, capsys)[0] == 0
     first = (out / "factors.json").read_text()
+    rc, err = run_cli(argv, capsys)  # the same command again must not overwrite the finished search
+    assert rc == 2 and "already holds a search" in err
     rc, err = run_cli(["--out", out, "--resume", "--seed", 5], capsys)
     assert rc == 2 and "--seed 5 differs from the saved search (0)" in err
     assert run_cli(["--out", out, "--resume", "--seed", 0], capsys)[0] == 0

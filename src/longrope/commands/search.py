@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 
+from pathlib import Path
+
 from ..errors import LongRopeError
 from ._common import add_data_args, add_model_args
 
@@ -80,6 +82,9 @@ def run(args) -> int:
     else:
         if "target_length" not in given:
             raise LongRopeError("--target-length is required (unless --resume)")
+        if (Path(args.out) / "state.json").exists():
+            raise LongRopeError(f"{args.out} already holds a search; pass --resume to continue it "
+                                "or choose another --out")
         cfg = SearchConfig(**given, device=args.device, trust_remote_code=args.trust_remote_code)
     summary = run_search(cfg, args.out, resume=args.resume, progress=True)
     if summary["rank"] == 0:
