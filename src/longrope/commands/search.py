@@ -1,7 +1,6 @@
 """`longrope search`: evolutionary search of LongRoPE rescale factors and start tokens."""
 from __future__ import annotations
 
-
 from pathlib import Path
 
 from ..errors import LongRopeError
