@@ -1,7 +1,7 @@
 """Write PROVENANCE.md of the built-in model from its provenance.json (written by `longrope pretrain`)
 and the figures of scripts/measure_builtin.py (measurements.json), so no figure is copied by hand.
 
-    PYTHONPATH=src .venv/bin/python scripts/builtin_provenance.py src/longrope/assets/builtin
+    PYTHONPATH=src .venv/bin/python scripts/builtin_provenance.py src/longrope/assets/builtin [COMMIT]
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from longrope.io import write_text  # noqa: E402
 
 
-def render(folder: Path) -> str:
+def render(folder: Path, commit: str | None = None) -> str:
     p = json.loads((folder / "provenance.json").read_text())
     m = json.loads((folder / "measurements.json").read_text())
     c = p["config"]
@@ -32,7 +32,8 @@ def render(folder: Path) -> str:
         "",
         "## Training",
         "",
-        f"- command: `{p['command']}`",
+        f"- command: `{p['command']}`" + (f" (code at commit {commit})" if commit else ""),
+        "  (`--out`, `--work` and `--cache-dir` pointed at scratch folders; the output folder was then copied here)",
         f"- seed: {p['seed']}; Python {p['python']}; torch {p['torch']}; {p['threads']} torch thread(s); "
         f"platform {p['platform']}",
         f"- model: LlamaForCausalLM, {c['layers']} layers, hidden {c['hidden']}, {c['heads']} heads of "
@@ -47,7 +48,8 @@ def render(folder: Path) -> str:
         f"{c['warmup']}, cosine to {c['min_lr_ratio']:g}x), {c['passkey_share']:.0%} synthetic passkey samples, "
         f"autocast {c['autocast']}; tokens seen (scored): {p['tokens_seen']:,}",
         f"- final train loss (mean of the last 20 logged steps, text and passkey samples): {p['final_train_loss']}; "
-        f"final validation loss {p['final_val_loss']} (ppl {p['final_val_ppl_256']})",
+        f"final validation loss during training {p['final_val_loss']} (ppl {p['final_val_ppl_256']}; only the "
+        f"first {c['eval_samples']} validation samples, a noisy subset: the figure below covers the whole split)",
         f"- wall time {p['train_seconds'] / 60:.1f} min of training (+{p['prep_seconds']:.0f} s tokenizer and "
         f"data preparation), CPU time of the single training thread {p['train_cpu_seconds_this_process'] / 60:.1f} "
         "min; the machine (2 cores) was shared with other engineers' test runs, so wall time is inflated",
@@ -79,5 +81,5 @@ def render(folder: Path) -> str:
 
 if __name__ == "__main__":
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "src/longrope/assets/builtin")
-    write_text(folder / "PROVENANCE.md", render(folder))
+    write_text(folder / "PROVENANCE.md", render(folder, sys.argv[2] if len(sys.argv) > 2 else None))
     print(f"wrote {folder / 'PROVENANCE.md'}")

@@ -4,8 +4,9 @@
         --out results.json
 
 Figures (no RoPE scaling anywhere):
-- validation perplexity at 256 tokens: validation split, samples built with build_samples(mode auto,
-  BOS first), each scored in one forward pass, mean NLL over all predicted tokens;
+- validation perplexity at 256 tokens: the whole validation split joined into 256-token samples
+  (build_samples, BOS first, EOS BOS between documents), each scored in one forward pass, mean NLL
+  over all predicted tokens;
 - passkey accuracy at the window (prompt <= 256 tokens) and at 2,048 tokens: `--trials` prompts,
   keys uniform in 1..50000, depth uniform in [0, 1], greedy decoding of 8 tokens, correct when the
   first integer in the generated text equals the key;
@@ -100,7 +101,7 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--long", type=int, default=2048)
     ap.add_argument("--trials", type=int, default=100)
-    ap.add_argument("--val-samples", type=int, default=64)
+    ap.add_argument("--val-samples", type=int, default=None, help="default: the whole validation split")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--cache-dir", default=None)
@@ -115,7 +116,8 @@ def main() -> None:
                  "command": "python " + " ".join(sys.argv)}
 
     val_ids = tokenize_documents(load_documents("builtin", "validation"), tok, args.cache_dir)
-    val = build_samples(val_ids, args.window, args.val_samples, bos_id=bos, sep_id=eos, seed=args.seed)
+    val = build_samples(val_ids, args.window, args.val_samples, mode="join", bos_id=bos, sep_id=eos,
+                        seed=args.seed)
     nll = position_nll(model, val.tensors)
     res["val_ppl_256"] = {"ppl": round(math.exp(float(nll.mean())), 4), "samples": len(val),
                           "mode": val.mode, "tokens": nll.numel()}

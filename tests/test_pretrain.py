@@ -111,3 +111,31 @@ def test_init_continues_from_a_model_folder(tmp_path):
     b = AutoModelForCausalLM.from_pretrained(out, local_files_only=True).model.embed_tokens.weight
     assert a.shape == b.shape and not bool((a == b).all())
     assert log[0]["loss"] < 6.0  # starts from trained weights, not from a random init (~ln 400 = 6.0)
+
+
+def test_shipped_builtin_model_loads_and_meets_its_recorded_targets():
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from longrope.data.passkey import first_integer, passkey_prompt
+    from longrope.models import BUILTIN_DIR, load_model, load_tokenizer
+
+    size = sum(f.stat().st_size for f in BUILTIN_DIR.iterdir() if f.is_file())
+    assert size <= 12e6
+    model, tok = load_model("builtin"), load_tokenizer("builtin")
+    stock = AutoModelForCausalLM.from_pretrained(BUILTIN_DIR, local_files_only=True)
+    assert AutoTokenizer.from_pretrained(BUILTIN_DIR, local_files_only=True)("x 1")["input_ids"] == tok("x 1")["input_ids"]
+    cfg = model.config
+    assert (cfg.max_position_embeddings, cfg.head_dim, cfg.rope_parameters["rope_theta"]) == (256, 64, 10000.0)
+    assert type(stock).__name__ == "LlamaForCausalLM" and model.dtype == torch.float32
+    for key, depth in ((31337, 0.2), (4242, 0.8), (50000, 0.5)):  # retrieval inside the window
+        p = passkey_prompt(tok, 240, depth, key)
+        out = model.generate(p.input_ids[None], attention_mask=torch.ones(1, len(p.input_ids), dtype=torch.long),
+                             max_new_tokens=7, do_sample=False, pad_token_id=tok.pad_token_id)
+        assert first_integer(tok.decode(out[0, len(p.input_ids):], skip_special_tokens=True)) == key
+    m = json.loads((BUILTIN_DIR / "measurements.json").read_text())
+    assert m["passkey_window"]["accuracy"] >= 0.95 and m["passkey_window"]["trials"] >= 100
+    assert m["long_ppl"]["ratio"] >= 1.5 and m["passkey_long"]["accuracy"] <= 0.5
+    prov = json.loads((BUILTIN_DIR / "provenance.json").read_text())
+    assert prov["command"].startswith("longrope pretrain") and prov["train_seconds"] <= 30 * 60
+    assert "val_ppl_256" in m and (BUILTIN_DIR / "PROVENANCE.md").is_file()
