@@ -29,6 +29,8 @@ def test_compare_library_matches_direct_perplexity(char_tok, text_dir):
     ids = tokenize_documents(load_documents(str(text_dir)), char_tok)
     s = build_samples(ids, 128, 2, bos_id=char_tok.bos_token_id, sep_id=char_tok.eos_token_id, seed=0).tensors
     assert res["ppl"]["none"]["128"] == pytest.approx(perplexity(model, s).ppl, rel=1e-6)
+    # every length scores the same documents: the 32-token figure is over prefixes of those samples
+    assert res["ppl"]["none"]["32"] == pytest.approx(perplexity(model, [t[:32] for t in s]).ppl, rel=1e-6)
     longrope.apply(model, "yarn:4")
     assert res["ppl"]["yarn:4"]["128"] == pytest.approx(perplexity(model, s).ppl, rel=1e-6)
     longrope.remove(model)
@@ -129,3 +131,12 @@ def test_cli_eval_tasks_without_harness(tiny_model_dir, monkeypatch, capsys):
 def test_eval_without_subcommand_shows_help(capsys):
     assert main(["eval"]) == 2
     assert "ppl" in capsys.readouterr().err
+
+
+def test_compare_sliding_window_uses_windows_of_length(char_tok, text_dir):
+    model = make_tiny("llama")
+    res = compare(model, char_tok, ["none"], [32, 64], data=str(text_dir), docs=2, passkey_trials=0,
+                  stride=16, progress=False)
+    d = res["ppl_detail"]["none"]
+    assert d["32"]["tokens"] == 2 * 63 and d["64"]["tokens"] == 2 * 127  # 2L-token samples, all scored
+    assert "sliding" in res["meta"]["ppl_mode"]

@@ -116,13 +116,14 @@ def run_ppl(args) -> int:
     for n in lengths:
         if args.stride and (args.stride > n or spans[n] < n):
             raise LongRopeError(f"with --stride, need stride <= length <= span (got {args.stride}, {n}, {spans[n]})")
-    samples = {n: make_samples(ids, tok, spans[n], args.docs, seed=args.seed) for n in lengths}
+    base = make_samples(ids, tok, max(spans.values()), args.docs, seed=args.seed)  # same docs at every length
+    samples = {n: [t[:spans[n]] for t in base.tensors] for n in lengths}
     results = {}
     print(f"{'length':>8} {'ppl':>10} {'docs':>5} {'tokens':>9} {'seconds':>8}")
     for n in lengths:
-        r = perplexity(model, samples[n].tensors, stride=args.stride, window=n if args.stride else None,
+        r = perplexity(model, samples[n], stride=args.stride, window=n if args.stride else None,
                        batch_size=args.batch_size, chunk=args.chunk, progress=True, positions=positions)
-        results[str(n)] = {**r.to_dict(), "sample_mode": samples[n].mode}
+        results[str(n)] = {**r.to_dict(), "sample_mode": base.mode}
         print(f"{n:>8} {r.ppl:>10.4f} {r.docs:>5} {r.tokens:>9} {r.seconds:>8.1f}", flush=True)
         for rng, v in r.by_range.items():
             ppl = "-" if v["ppl"] is None else f"{v['ppl']:.4f}"

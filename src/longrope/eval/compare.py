@@ -107,10 +107,13 @@ def compare(model, tokenizer, methods: Sequence[str], lengths: Sequence[int], *,
 
     if ids is None:
         ids = load_token_ids(tokenizer, data, split)
-    samples, sample_info = {}, {}
-    for n in sorted(set(lengths) | {short}):  # every length fails fast, before any model work
-        s = make_samples(ids, tokenizer, n, docs, seed=seed)
-        samples[n], sample_info[str(n)] = s.tensors, s.info
+    # the same documents at every length: samples of the longest length, cut to each shorter one
+    # (the papers' "first L tokens of each document"); too little data fails here, before any work
+    # with a stride, length n means windows of n tokens sliding over 2n-token samples
+    span = (lambda n: 2 * n) if stride else (lambda n: n)
+    base = make_samples(ids, tokenizer, span(max(max(lengths), short)), docs, seed=seed)
+    samples = {n: [t[:span(n)] for t in base.tensors] for n in set(lengths) | {short}}
+    sample_info = {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"}
     if passkey_trials > 0:  # a length too short for a passkey prompt fails here, before any work
         from ..data.passkey import passkey_prompt
         passkey_prompt(tokenizer, min(lengths), 0.5, 1)
@@ -120,19 +123,21 @@ def compare(model, tokenizer, methods: Sequence[str], lengths: Sequence[int], *,
     t0 = time.perf_counter()
     try:
         patch.remove(model)
-        none_short = perplexity(model, samples[short], stride=stride, batch_size=batch_size, chunk=chunk)
+        none_short = perplexity(model, samples[short], stride=stride, window=short if stride else None,
+                                batch_size=batch_size, chunk=chunk)
         for label, scaling in scalings.items():
             say(f"{label}: {scaling.describe() if hasattr(scaling, 'describe') else scaling}")
             patch.apply(model, scaling)
             try:
                 out["ppl"][label], out["ppl_detail"][label] = {}, {}
                 for n in lengths:
-                    r = perplexity(model, samples[n], stride=stride, batch_size=batch_size, chunk=chunk,
-                                   progress=progress)
+                    r = perplexity(model, samples[n], stride=stride, window=n if stride else None,
+                                   batch_size=batch_size, chunk=chunk, progress=progress)
                     out["ppl"][label][str(n)] = r.ppl
                     out["ppl_detail"][label][str(n)] = r.to_dict()
                     say(f"  ppl @ {n}: {r.ppl:.3f} ({r.docs} docs, {r.tokens} tokens, {r.seconds:.1f} s)")
-                r = perplexity(model, samples[short], stride=stride, batch_size=batch_size, chunk=chunk)
+                r = perplexity(model, samples[short], stride=stride, window=short if stride else None,
+                               batch_size=batch_size, chunk=chunk)
                 out["short_ppl"][label] = r.ppl
                 if passkey_trials > 0:
                     pk = passkey_eval(model, tokenizer, lengths, trials=passkey_trials, depths=depths,
@@ -152,7 +157,7 @@ def compare(model, tokenizer, methods: Sequence[str], lengths: Sequence[int], *,
         "original_window": window, "default_factor": fac,
         "methods": {m: (s.describe() if hasattr(s, "describe") else str(s)) for m, s in scalings.items()},
         "lengths": lengths, "docs": docs, "data": data or "builtin", "split": split,
-        "ppl_mode": "truncate" if stride is None else f"sliding window, stride {stride}",
+        "ppl_mode": "truncate" if stride is None else f"sliding window of L over 2L tokens, stride {stride}",
         "samples": sample_info, "passkey_trials": passkey_trials, "depths": depths, "seed": seed,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "seconds": time.perf_counter() - t0, "python": platform.python_version(),
