@@ -64,6 +64,21 @@ def test_export_refuses_n_hat_unless_told(tmp_path, capsys):
     assert record["provenance"]["dropped_n_hat"] == 4
 
 
+def test_export_refuses_a_short_attention_scale_unless_told(tmp_path, capsys):
+    src = tmp_path / "src"
+    make_tiny("llama").save_pretrained(src)
+    factors = tmp_path / "f.json"
+    Scaling("longrope", long_factor=LONG, short_factor=SHORT, factor=4.0, short_attention=1.0).save(factors)
+    capsys.readouterr()
+    argv = ["export", "--model", str(src), "--scaling", f"longrope:{factors}", "--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "short_attention=1.0" in err and len(err.strip().splitlines()) == 1
+    assert main(argv + ["--drop-short-attention"]) == 0
+    cfg = json.loads((tmp_path / "o" / "config.json").read_text())
+    assert "attention_factor" not in cfg["rope_parameters"]  # the long policy (su) everywhere
+
+
 def test_export_of_baselines_uses_stock_types(tmp_path):
     src = tmp_path / "src"
     make_tiny("llama").save_pretrained(src)

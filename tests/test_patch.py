@@ -182,3 +182,20 @@ def test_model_without_rope_is_a_clear_error():
 def test_wrong_factor_count_is_a_clear_error(tiny_llama):
     with pytest.raises(LongRopeError, match="rotary pairs"):
         longrope.apply(tiny_llama, Scaling("longrope", long_factor=[1.0] * 5, factor=2.0))
+
+
+def test_short_attention_applies_inside_the_window_only():
+    long, short = long_short()
+    model = make_tiny("llama")
+    longrope.apply(model, Scaling("longrope", long_factor=long, short_factor=short, factor=4.0, short_attention=1.0))
+    rot = model.model.rotary_emb
+    x = torch.zeros(1)
+    cos_short, _ = rot(x, torch.arange(WINDOW)[None])
+    cos_long, _ = rot(x, torch.arange(WINDOW + 1)[None])
+    theta = 1.0 / (10000.0 ** (torch.arange(0, 16, 2).float() / 16))
+    su = (1 + torch.log(torch.tensor(4.0)) / torch.log(torch.tensor(float(WINDOW)))).sqrt()
+    torch.testing.assert_close(cos_short[0, 5, :8], (5 * theta / torch.tensor(short)).cos())  # scale 1
+    torch.testing.assert_close(cos_long[0, 5, :8], (5 * theta / torch.tensor(long)).cos() * su)
+    # generation across the window still equals recomputation
+    cached, recomputed, worst = _generate_vs_recompute(model)
+    assert worst < 1e-4 and torch.equal(cached, recomputed)

@@ -2,8 +2,10 @@
 
 The config carries the standard `longrope` entry (short and long factors, original window,
 factor, attention factor when it is not the default) under `rope_parameters` (transformers 5)
-and `rope_scaling` (the key older runtimes read). `n_hat > 0` has no stock spelling: export
-refuses unless the caller accepts dropping it.
+and `rope_scaling` (the key older runtimes read). Two things have no stock spelling: `n_hat > 0`
+and a separate short-mode attention scale. Export refuses them unless the caller accepts
+dropping them (the exported model then uses the scaled rotation from position 0, and the long
+attention scale at short lengths too).
 """
 from __future__ import annotations
 
@@ -18,19 +20,23 @@ from .patch import rope_dims
 from .rope.scaling import Scaling, parse_spec
 
 
-def check_n_hat(scaling: Scaling, drop_n_hat: bool) -> None:
+def stock_form(scaling: Scaling, drop_n_hat: bool = False, drop_short_attention: bool = False) -> Scaling:
+    """`scaling` without what stock runtimes cannot express, if the caller accepts dropping it."""
     if scaling.n_hat and not drop_n_hat:
         raise LongRopeError(f"the stock config format cannot express n_hat={scaling.n_hat} (un-interpolated "
                             "start positions); pass --drop-n-hat to export without it, accepting that "
                             "positions below it are rotated with the scaled factors")
+    if scaling.short_attention is not None and not drop_short_attention:
+        raise LongRopeError(f"the stock config format has one attention scale for short and long factors; "
+                            f"short_attention={scaling.short_attention} cannot be expressed: pass "
+                            "--drop-short-attention to export with the long one at every length")
+    return replace(scaling, n_hat=0, short_attention=None)
 
 
-def stock_rope_parameters(model, scaling: Scaling, *, drop_n_hat: bool = False) -> tuple[dict, int | None]:
-    """(rope_parameters, new max_position_embeddings or None) expressing `scaling` for `model`."""
-    check_n_hat(scaling, drop_n_hat)
+def stock_rope_parameters(model, scaling: Scaling) -> tuple[dict, int | None]:
+    """(rope_parameters, new max_position_embeddings or None) expressing `scaling` (in stock form)."""
     dim, base, original = rope_dims(model)
     scaling.check_pairs(dim // 2)
-    scaling = replace(scaling, n_hat=0)
     rope = scaling.to_hf(dim=dim, base=base, original=original)
     old = getattr(model.config, "rope_parameters", None) or {}
     if "partial_rotary_factor" in old:
@@ -43,13 +49,13 @@ def stock_rope_parameters(model, scaling: Scaling, *, drop_n_hat: bool = False) 
 
 
 def export(model: str | Path, scaling: Scaling | str, out: str | Path, *, drop_n_hat: bool = False,
-           trust_remote_code: bool = False) -> Path:
+           drop_short_attention: bool = False, trust_remote_code: bool = False) -> Path:
     """Load `model`, write it to `out` (atomically) with `scaling` in its config. Returns `out`."""
     scaling = parse_spec(scaling)
-    check_n_hat(scaling, drop_n_hat)
+    stock = stock_form(scaling, drop_n_hat, drop_short_attention)
     src = resolve(model)
     lm = load_model(src, dtype="auto", trust_remote_code=trust_remote_code)
-    rope, max_pos = stock_rope_parameters(lm, scaling, drop_n_hat=drop_n_hat)
+    rope, max_pos = stock_rope_parameters(lm, stock)
     cfg = lm.config
     original = rope.get("original_max_position_embeddings")
     cfg.rope_parameters = rope
@@ -67,7 +73,7 @@ def export(model: str | Path, scaling: Scaling | str, out: str | Path, *, drop_n
         _add_legacy_rope_scaling(tmp / "config.json", rope)
         record = scaling.to_dict()
         record["provenance"] = {**scaling.provenance, "exported_from": str(src),
-                                "dropped_n_hat": scaling.n_hat if drop_n_hat else 0}
+                                "dropped_n_hat": scaling.n_hat, "dropped_short_attention": scaling.short_attention}
         write_json(tmp / "longrope_scaling.json", record)
     return out
 

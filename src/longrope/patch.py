@@ -57,15 +57,22 @@ class ScaledRotaryEmbedding(nn.Module):
         self.register_buffer("inv_freq", inv_freq, persistent=False)
         self.register_buffer("original_inv_freq", base_inv_freq(dim, base), persistent=False)
         if scaling.switches:
-            long_inv, _ = scaling.inv_freq(dim=dim, base=base, original=self.original,
-                                           seq_len=self.original + 1)
+            long_inv, long_scale = scaling.inv_freq(dim=dim, base=base, original=self.original,
+                                                    seq_len=self.original + 1)
             self.register_buffer("long_inv_freq", long_inv, persistent=False)
+            self.register_buffer("scales", torch.tensor([self.attention_scaling, long_scale]),
+                                 persistent=False)  # [short, long]
         self._dynamic_cache: tuple[int, torch.Tensor] | None = None
 
-    def _inv_freq_for(self, position_ids: torch.Tensor) -> torch.Tensor:
+    def _tables_for(self, position_ids: torch.Tensor):
+        """(inv_freq, attention scale) for these positions."""
         if self.scaling.switches:  # a scalar choice, kept on device (no host sync)
-            seq_len = position_ids.max() + 1
-            return torch.where(seq_len > self.original, self.long_inv_freq, self.inv_freq)
+            is_long = (position_ids.max() + 1) > self.original
+            return (torch.where(is_long, self.long_inv_freq, self.inv_freq),
+                    torch.where(is_long, self.scales[1], self.scales[0]))
+        return self._inv_freq_for(position_ids), self.attention_scaling
+
+    def _inv_freq_for(self, position_ids: torch.Tensor) -> torch.Tensor:
         if self.scaling.length_dependent:  # dynamic NTK: recomputed for the current length
             seq_len = int(position_ids.max()) + 1
             if self._dynamic_cache is None or self._dynamic_cache[0] != seq_len:
@@ -77,8 +84,8 @@ class ScaledRotaryEmbedding(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor, *args, **kwargs):
-        inv_freq = self._inv_freq_for(position_ids).to(x.device)
-        cos, sin = rotary_tables(position_ids.to(x.device), inv_freq, self.attention_scaling,
+        inv_freq, scale = self._tables_for(position_ids)
+        cos, sin = rotary_tables(position_ids.to(x.device), inv_freq.to(x.device), scale,
                                  n_hat=self.n_hat, start_inv_freq=self.original_inv_freq.to(x.device))
         return cos.to(x.dtype), sin.to(x.dtype)
 

@@ -141,7 +141,7 @@ def validate(recipe: Recipe) -> None:
             if unknown:
                 raise LongRopeError(f"stage {st.name}: unknown option(s) {', '.join(sorted(unknown))}")
         elif st.kind == "export":
-            unknown = set(st.options) - {"drop_n_hat"}
+            unknown = set(st.options) - {"drop_n_hat", "drop_short_attention"}
             if unknown:
                 raise LongRopeError(f"stage {st.name}: unknown option(s) {', '.join(sorted(unknown))}")
             if not seen_search:
@@ -210,7 +210,8 @@ def _run_finetune(recipe, stage, ctx, work, resume, log):
 def _run_export(recipe, stage, ctx, work, resume, log):
     from .exporter import export
     path = export(ctx["model"], f"longrope:{ctx['scaling']}", work / "model",
-                  drop_n_hat=bool(stage.options.get("drop_n_hat", False)))
+                  drop_n_hat=bool(stage.options.get("drop_n_hat", False)),
+                  drop_short_attention=bool(stage.options.get("drop_short_attention", False)))
     ctx["exported"] = str(path)
     log(f"[{stage.name}] wrote {path}")
     return {"model": str(path)}

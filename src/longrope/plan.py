@@ -92,7 +92,8 @@ def stage_cost(stage, shape: Shape, original: int, last_target: int) -> tuple[st
         return (f"compare {methods} methods at {', '.join(map(str, lengths))} tokens, {docs} docs, "
                 f"passkey {trials} x {depths} depths"), sum(
                     forward_flops(shape, methods * (docs + trials * depths) * n, n) for n in lengths) or tokens
-    return f"export the model with the final factors (drop_n_hat={bool(o.get('drop_n_hat', False))})", 0.0
+    return (f"export the model with the final factors (drop_n_hat={bool(o.get('drop_n_hat', False))}, "
+            f"drop_short_attention={bool(o.get('drop_short_attention', False))})"), 0.0
 
 
 def describe_plan(recipe: Recipe) -> str:

@@ -102,3 +102,7 @@ def test_scaling_validation():
         Scaling("yarn", factor=4, n_hat=4)
     with pytest.raises(LongRopeError, match="attention"):
         Scaling("longrope", long_factor=[1.0], factor=2, attention="loud")
+    with pytest.raises(LongRopeError, match="short_attention needs"):
+        Scaling("longrope", long_factor=[1.0], factor=2, short_attention=1.0)
+    with pytest.raises(LongRopeError, match="positive"):
+        Scaling("longrope", long_factor=[1.0], short_factor=[1.0], factor=2, short_attention=-1)

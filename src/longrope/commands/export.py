@@ -11,6 +11,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument("--drop-n-hat", action="store_true",
                    help="accept exporting without n_hat (the stock format cannot express it)")
+    p.add_argument("--drop-short-attention", action="store_true",
+                   help="accept exporting with the long attention scale at short lengths too")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the folder")
     p.set_defaults(func=run)
 
@@ -19,6 +21,6 @@ def run(args) -> int:
     from ..exporter import export
 
     out = export(args.model, args.scaling, args.out, drop_n_hat=args.drop_n_hat,
-                 trust_remote_code=args.trust_remote_code)
+                 drop_short_attention=args.drop_short_attention, trust_remote_code=args.trust_remote_code)
     print(f"wrote {out}")
     return 0

@@ -121,12 +121,15 @@ def llama3(dim: int, base: float, original: int, *, factor: float, low_freq_fact
 
 
 @register("longrope", aliases=("su",), hf_type="longrope",
-          params=("long_factor", "short_factor", "factor", "attention"), length_dependent=True)
+          params=("long_factor", "short_factor", "factor", "attention", "short_attention"),
+          length_dependent=True)
 def longrope(dim: int, base: float, original: int, *, long_factor: Sequence[float],
              short_factor: Sequence[float] | None = None, factor: float | None = None,
-             attention: str | float = "su", seq_len: int | None = None):
+             attention: str | float = "su", short_attention: str | float | None = None,
+             seq_len: int | None = None):
     """LongRoPE: theta_i / lambda_i with searched lambda_i. The long factors apply when the
-    sequence is longer than the original window (or always, without short factors)."""
+    sequence is longer than the original window (or always, without short factors). The attention
+    scale is `attention` in both modes (as stock runtimes do) unless `short_attention` is given."""
     use_long = short_factor is None or (seq_len is not None and seq_len > original)
     lam = torch.tensor(list(long_factor if use_long else short_factor), dtype=torch.float32)
     if lam.numel() != dim // 2:
@@ -135,4 +138,5 @@ def longrope(dim: int, base: float, original: int, *, long_factor: Sequence[floa
     if factor is None:
         factor = float(lam.max())
     exponents = torch.arange(0, dim, 2, dtype=torch.int64).float() / dim
-    return 1.0 / (lam * base ** exponents), attention_scale(attention, factor, original)
+    policy = attention if use_long or short_attention is None else short_attention
+    return 1.0 / (lam * base ** exponents), attention_scale(policy, factor, original)

@@ -6,9 +6,12 @@ Our factor file (JSON, `"format": "longrope-scaling", "version": 1`):
     {"format": "longrope-scaling", "version": 1, "method": "longrope",
      "long_factor": [...], "short_factor": [...] | null, "n_hat": 0,
      "original_max_position": 256, "target_length": 2048, "factor": 8.0,
-     "attention": "su" | "yarn" | 1.17, "params": {}, "provenance": {...}}
+     "attention": "su" | "yarn" | 1.17, "short_attention": null | 1.0,
+     "params": {}, "provenance": {...}}
 
 `original_max_position` null means "the model's own window"; `factor` is s = target / original.
+`short_attention` (null: same as `attention`) is the attention scale while the short factors are
+in use; stock runtimes apply one scale to both, so a different value does not export exactly.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ class Scaling:
     original_max_position: int | None = None
     target_length: int | None = None
     attention: str | float = "su"
+    short_attention: str | float | None = None
     params: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -60,18 +64,18 @@ class Scaling:
             raise LongRopeError(f"n_hat must be a non-negative integer, got {self.n_hat!r}")
         if self.n_hat and self.method != "longrope":
             raise LongRopeError("n_hat (un-interpolated start positions) applies to longrope only")
-        if isinstance(self.attention, str) and self.attention not in ("su", "yarn"):
-            try:
-                self.attention = float(self.attention)
-            except ValueError:
-                raise LongRopeError(f"attention must be 'su', 'yarn' or a number, got {self.attention!r}") from None
+        self.attention = _check_attention(self.attention, "attention")
+        if self.short_attention is not None:
+            if self.method != "longrope" or self.short_factor is None:
+                raise LongRopeError("short_attention needs a longrope scaling with short factors")
+            self.short_attention = _check_attention(self.short_attention, "short_attention")
 
     # -- the math --------------------------------------------------------------------------
     @property
     def switches(self) -> bool:
         """True when short and long factors differ, so the tables depend on the sequence length."""
         return (self.method == "longrope" and self.short_factor is not None
-                and self.short_factor != self.long_factor)
+                and (self.short_factor != self.long_factor or self.short_attention is not None))
 
     @property
     def length_dependent(self) -> bool:
@@ -82,7 +86,7 @@ class Scaling:
             return {}
         if self.method == "longrope":
             return dict(long_factor=self.long_factor, short_factor=self.short_factor,
-                        factor=self.factor, attention=self.attention)
+                        factor=self.factor, attention=self.attention, short_attention=self.short_attention)
         return dict(factor=self.factor, **self.params)
 
     def inv_freq(self, *, dim: int, base: float, original: int, seq_len: int | None = None):
@@ -134,6 +138,9 @@ class Scaling:
         Raises for what the stock format cannot express (n_hat > 0)."""
         if self.n_hat:
             raise LongRopeError(f"the stock longrope format cannot express n_hat={self.n_hat}")
+        if self.short_attention is not None:
+            raise LongRopeError("the stock longrope format has one attention scale for short and long "
+                                f"factors; it cannot express short_attention={self.short_attention}")
         orig = self.original_max_position or original
         if self.method == "none":
             return {"rope_type": "default", "rope_theta": base}
@@ -155,6 +162,18 @@ class Scaling:
             out["original_max_position_embeddings"] = orig
         out.update(self.params)
         return out
+
+
+def _check_attention(value, name: str) -> str | float:
+    if isinstance(value, str) and value in ("su", "yarn"):
+        return value
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise LongRopeError(f"{name} must be 'su', 'yarn' or a number, got {value!r}") from None
+    if not (math.isfinite(out) and out > 0):
+        raise LongRopeError(f"{name} must be a positive number, got {out}")
+    return out
 
 
 def _check_factors(values, name: str) -> list[float]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 
-def rotary_tables(position_ids: torch.Tensor, inv_freq: torch.Tensor, attention_scale: float = 1.0,
+def rotary_tables(position_ids: torch.Tensor, inv_freq: torch.Tensor, attention_scale: "float | torch.Tensor" = 1.0,
                   *, n_hat: int = 0, start_inv_freq: torch.Tensor | None = None):
     """(cos, sin), each float32 [batch, seq, 2 * len(inv_freq)], for integer `position_ids` [batch, seq]."""
     pos = position_ids[..., None].float()                  # [b, n, 1]
