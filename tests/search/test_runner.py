@@ -150,3 +150,18 @@ def test_short_factor_search_keeps_the_long_factors(files, tmp_path):
     with pytest.raises(LongRopeError, match="up to the window"):
         run_search(cfg(files, short_of=str(tmp_path / "long" / "factors.json"), target_length=64),
                    tmp_path / "bad", progress=False)
+
+
+def test_short_search_can_tune_the_short_attention_scale(files, tmp_path):
+    from longrope.rope.scaling import load_scaling
+
+    run_search(cfg(files), tmp_path / "long", progress=False)
+    long = load_scaling(tmp_path / "long" / "factors.json")
+    s = run_search(cfg(files, short_of=str(tmp_path / "long" / "factors.json"), target_length=32,
+                       search_attention_scale=True), tmp_path / "short", progress=False)
+    sc = load_scaling(tmp_path / "short" / "factors.json")
+    assert sc.long_factor == long.long_factor and sc.attention == long.attention
+    assert sc.short_attention == s["best"]["attn"] and 1.0 <= sc.short_attention
+    # the unscaled model is a baseline, and the search can only do at least as well as its best seed
+    assert set(s["baselines"]) == {"none", "long", "unscaled"}
+    assert s["ppl"] <= min(s["baselines"]["none"], s["baselines"]["unscaled"]) + 1e-9

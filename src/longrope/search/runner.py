@@ -148,10 +148,14 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
     space_kw = dict(step=cfg.step, attn=attn, mutation_prob=cfg.mutation_prob,
                     attn_bounds=(1.0, round(1.0 + 2 * (max(attn, attention_scale("yarn", scale, original)) - 1), 2))
                     if cfg.search_attention_scale else None)
-    if long is not None:  # short factors in [1, 1.25*max(1, s)]; n_hat and attention stay the long file's
+    if long is not None:  # short factors in [1, 1.25*max(1, s)]; n_hat stays the long file's
         seeds = {"none": np.ones(dim // 2), "long": np.asarray(long.long_factor, dtype=np.float64)}
+        long_attn = long.inv_freq(dim=dim, base=base, original=original, seq_len=original + 1)[1]
+        # with --search-attention-scale the short mode gets its own scale, from 1 (the model's own
+        # rotation) up to the long one; without, it keeps the long scale as stock runtimes do
+        short_attn = dict(attn=1.0, attn_bounds=(1.0, max(1.0, long_attn))) if cfg.search_attention_scale else {}
         space = Space([1.0] * (dim // 2), [1.25 * max(1.0, scale)] * (dim // 2), step=cfg.step,
-                      n_hats=(long.n_hat,), mutation_prob=cfg.mutation_prob)
+                      n_hats=(long.n_hat,), mutation_prob=cfg.mutation_prob, **short_attn)
     elif crit is None:
         seeds = seed_factors(dim, base, original, scale)
         space = Space.paper(dim // 2, scale, window=original, search_n_hat=cfg.search_n_hat, **space_kw)
@@ -162,7 +166,8 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
     bar = _Progress(progress and rank == 0, cfg)
     objective = Objective(model, samples, original=original, target=cfg.target_length, positions=positions,
                           chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick,
-                          make_scaling=(lambda c: _with_short(long, c.factors)) if long else None)
+                          make_scaling=(lambda c: _with_short(long, c.factors, _short_attn(cfg, c)))
+                          if long else None)
     full = objective.fitness()
     screen = objective.fitness(cfg.screen_docs) if cfg.screen_docs else None
     if saved is not None:
@@ -172,6 +177,9 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
         names = list(seeds)  # the exact methods the seeds come from, scored as they are
         if long is not None:
             exact = [_with_short(long, [1.0] * (dim // 2)), long]
+            if cfg.search_attention_scale:  # the unscaled model itself: ones at scale 1
+                names.append("unscaled")
+                exact.append(_with_short(long, [1.0] * (dim // 2), 1.0))
         else:
             exact = [Scaling(method=n, factor=scale) for n in names]
         vals = objective.score_many(list(zip(exact, names)))
@@ -227,7 +235,7 @@ def scaling_of(doc: dict, best: Candidate):
                                                    "docs": cfg["docs"], "seed": cfg["seed"],
                                                    "ppl": ev["history"][-1]["best_score"],
                                                    "baselines": doc["baselines"]})
-        out = _with_short(long, best.factors)
+        out = _with_short(long, best.factors, _short_attn(cfg, best))
         out.provenance = prov
         return out
     return Scaling(method="longrope", long_factor=list(best.factors), n_hat=int(best.n_hat),
@@ -244,8 +252,8 @@ def scaling_of(doc: dict, best: Candidate):
 def _long_scaling(cfg: SearchConfig, dim: int):
     from ..rope.scaling import load_scaling
 
-    if cfg.critical_dim or cfg.search_attention_scale:
-        raise LongRopeError("a short-factor search takes neither --critical-dim nor --search-attention-scale")
+    if cfg.critical_dim:
+        raise LongRopeError("a short-factor search takes no --critical-dim")
     long = load_scaling(cfg.short_of)
     if long.method != "longrope":
         raise LongRopeError(f"{cfg.short_of} is a {long.method} scaling; short factors need longrope factors")
@@ -253,12 +261,19 @@ def _long_scaling(cfg: SearchConfig, dim: int):
     return long
 
 
-def _with_short(long, factors):
-    """The long scaling with these short factors (used up to the original window)."""
+def _short_attn(cfg, cand: Candidate) -> float | None:
+    search = cfg["search_attention_scale"] if isinstance(cfg, dict) else cfg.search_attention_scale
+    return float(cand.attn) if search else None
+
+
+def _with_short(long, factors, short_attention: float | None = None):
+    """The long scaling with these short factors (used up to the original window) and, when
+    given, their own attention scale."""
     from ..rope.scaling import Scaling
 
     d = long.to_dict()
     d["short_factor"] = [float(x) for x in factors]
+    d["short_attention"] = short_attention
     return Scaling.from_dict(d)
 
 
