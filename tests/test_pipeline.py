@@ -86,8 +86,8 @@ def test_tiny_recipe_end_to_end(tmp_path):
     for name in ("01-search", "02-export", "03-compare"):
         assert (out / name / "done.json").is_file()
     results = json.loads((out / "03-compare" / "results.json").read_text())
-    label = f"longrope:{out / '01-search' / 'factors.json'}"
-    assert set(results["ppl"]) == {"none", "pi", "yarn", label}
+    assert set(results["ppl"]) == {"none", "pi", "yarn", "longrope"}
+    assert results["meta"]["longrope_factors"] == str(out / "01-search" / "factors.json")
     assert (Path(ctx["exported"]) / "config.json").is_file()
     with pytest.raises(LongRopeError, match="not empty"):
         run(load_recipe(str(recipe)), out, model=str(model), data=str(data), log=lambda m: None)
@@ -139,5 +139,5 @@ def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
     results = json.loads((tmp_path / "out" / "04-compare" / "results.json").read_text())
     models = results["meta"]["models"]
     assert models["yarn"] == str(model) and models["none (final model)"] == finetuned
-    ours = f"longrope:{tmp_path / 'out' / '03-search' / 'factors.json'}"
-    assert models[ours] == finetuned and set(results["ppl"]) == {"none", "yarn", "none (final model)", ours}
+    assert models["longrope"] == finetuned
+    assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "longrope"}

@@ -252,11 +252,28 @@ def _run_compare(recipe, stage, ctx, work, resume, log):
             results["meta"]["models"][m if m != "none" else "none (final model)"] = model_name
         base = results["short"]["unscaled_ppl"]
         results["short"]["relative_cost"] = {m: v / base - 1 for m, v in results["short_ppl"].items()}
+    if ours:
+        _rename(results, ours[0], "longrope")
+        results["meta"]["longrope_factors"] = ctx["scaling"]
     results["meta"]["recipe"] = recipe.name
     write_outputs(results, work, plots=plots)
     ctx["report"] = str(work / "report.md")
     log(ppl_table(results))
     return {"report": str(work / "report.md")}
+
+
+def _rename(results: dict, old: str, new: str) -> None:
+    """Show the found factors as `new` instead of their long `longrope:PATH` spec."""
+    for key in ("ppl", "passkey", "passkey_depth", "short_ppl", "ppl_detail"):
+        if old in results.get(key, {}):
+            results[key][new] = results[key].pop(old)
+    short = results.get("short", {}).get("relative_cost", {})
+    if old in short:
+        short[new] = short.pop(old)
+    for key in ("methods", "models"):
+        table = results["meta"].get(key, {})
+        if old in table:
+            table[new] = table.pop(old)
 
 
 RUNNERS = {"search": _run_search, "short": _run_search, "finetune": _run_finetune,
