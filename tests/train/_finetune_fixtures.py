@@ -1,62 +1,17 @@
-"""Helpers for the fine-tuning tests (imported, not a conftest): a tiny model folder with a character
-tokenizer, a folder of seeded text documents, and the environment for `longrope` subprocesses."""
+"""The fine-tuning tests' helpers: the shared ones from tests/helpers.py (tokenizer without a BOS
+template: samples get their BOS from build_samples) and the loss log reader."""
 from __future__ import annotations
 
 import json
-import os
-import random
-import string
-import sys
 from pathlib import Path
 
-SRC = Path(__file__).resolve().parents[2] / "src"
-TESTS = Path(__file__).resolve().parents[1]
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>"]  # ids 0..3 match the tiny configs' pad/bos/eos
-
-
-def char_tokenizer():
-    """One token per printable character (vocab 104 < the tiny models' 128)."""
-    from tokenizers import Tokenizer, decoders, models
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {t: i for i, t in enumerate(SPECIALS)}
-    for ch in string.printable:
-        vocab.setdefault(ch, len(vocab))
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
-    tok.decoder = decoders.Fuse()
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
+from helpers import cli_env, write_texts  # noqa: F401
+from helpers import save_tiny as _save_tiny
 
 
 def save_tiny(path: Path, **kw) -> Path:
-    """A tiny random Llama (window 32 unless told) saved with save_pretrained, plus the tokenizer."""
-    sys.path.insert(0, str(TESTS))
-    from conftest import make_tiny
-
-    make_tiny("llama", **kw).save_pretrained(path)
-    char_tokenizer().save_pretrained(path)
-    return path
-
-
-def write_texts(folder: Path, n: int = 6, words: int = 300, seed: int = 0) -> Path:
-    rng = random.Random(seed)
-    vocab = ["alpha", "beta", "gamma", "delta", "river", "stone", "light", "north", "seven", "blue"]
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n):
-        (folder / f"doc{i}.txt").write_text(" ".join(rng.choice(vocab) for _ in range(words)) + "\n",
-                                            encoding="utf-8")
-    return folder
+    return _save_tiny(path, bos=False, **kw)
 
 
 def losses(log: Path) -> list[float]:
     return [json.loads(line)["loss"] for line in log.read_text().splitlines()]
-
-
-def cli_env(threads: int = 1) -> dict:
-    """Environment for a `python -m longrope` subprocess: the source tree importable, fixed threads."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-    env["OMP_NUM_THREADS"] = str(threads)
-    for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(k, None)
-    return env
