@@ -199,3 +199,17 @@ def test_short_attention_applies_inside_the_window_only():
     # generation across the window still equals recomputation
     cached, recomputed, worst = _generate_vs_recompute(model)
     assert worst < 1e-4 and torch.equal(cached, recomputed)
+
+
+def test_tables_stay_float32_when_the_model_is_cast():
+    long, short = long_short()
+    model = make_tiny("llama")
+    longrope.apply(model, Scaling("longrope", long_factor=long, short_factor=short, factor=4.0))
+    before = {k: v.clone() for k, v in model.model.rotary_emb.named_buffers()}
+    model.to(torch.bfloat16)
+    after = dict(model.model.rotary_emb.named_buffers())
+    assert all(v.dtype == torch.float32 for v in after.values())
+    for k, v in before.items():
+        assert torch.equal(after[k], v), k
+    cos, _ = model.model.rotary_emb(torch.zeros(1, dtype=torch.bfloat16), torch.arange(8)[None])
+    assert cos.dtype == torch.bfloat16

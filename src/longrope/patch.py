@@ -63,6 +63,16 @@ class ScaledRotaryEmbedding(nn.Module):
             self.register_buffer("scales", torch.tensor([self.attention_scaling, long_scale]),
                                  persistent=False)  # [short, long]
         self._dynamic_cache: tuple[int, torch.Tensor] | None = None
+        self._float32 = {k: v.clone() for k, v in self._buffers.items()}  # masters, kept on the CPU
+
+    def _apply(self, fn, recurse=True):
+        """`model.to(bfloat16)` must not round the tables: buffers follow the device, stay float32."""
+        super()._apply(fn, recurse)
+        for name, buf in self._buffers.items():
+            if buf is not None and buf.dtype != torch.float32:
+                self._buffers[name] = self._float32[name].to(buf.device)
+        self._dynamic_cache = None
+        return self
 
     def _tables_for(self, position_ids: torch.Tensor):
         """(inv_freq, attention scale) for these positions."""
