@@ -21,15 +21,9 @@ class Dims:
     def from_model(cls, model: str) -> "Dims":
         from transformers import AutoConfig
 
-        from .models import resolve
-        cfg = AutoConfig.from_pretrained(resolve(model), local_files_only=True)
-        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        rope = getattr(cfg, "rope_parameters", None) or {}
-        head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
-        dim = int(head * rope.get("partial_rotary_factor", 1.0))
-        original = (getattr(cfg, "original_max_position_embeddings", None)
-                    or rope.get("original_max_position_embeddings") or cfg.max_position_embeddings)
-        return cls(dim, float(rope.get("rope_theta", getattr(cfg, "rope_theta", 10000.0))), int(original))
+        from .models import resolve, rope_config
+        dim, base, original = rope_config(AutoConfig.from_pretrained(resolve(model), local_files_only=True))
+        return cls(dim, float(base if base is not None else 10000.0), original)
 
 
 def factor_table(scaling: Scaling, dims: Dims, seq_len: int | None = None) -> list[dict]:

@@ -18,6 +18,25 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
+def text_config(cfg):
+    """The language-model part of a (possibly multimodal) config."""
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
+def rope_config(cfg) -> tuple[int, float | None, int]:
+    """(rotary_dim, rope_theta or None, original window) read from a transformers config: the window
+    is original_max_position_embeddings (top level or in the rope entry) else max_position_embeddings."""
+    cfg = text_config(cfg)
+    rope = getattr(cfg, "rope_parameters", None) or {}
+    head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    base = rope.get("rope_theta", getattr(cfg, "rope_theta", None))
+    original = (getattr(cfg, "original_max_position_embeddings", None)
+                or rope.get("original_max_position_embeddings") or getattr(cfg, "max_position_embeddings", None))
+    if not original:
+        raise LongRopeError(f"{type(cfg).__name__} gives no max_position_embeddings")
+    return int(head * rope.get("partial_rotary_factor", 1.0)), base, int(original)
+
+
 def resolve(model: str | Path | None) -> Path:
     """The folder behind a model name: `builtin`/None -> the shipped model, else an existing path."""
     if model is None or str(model) == BUILTIN:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .errors import LongRopeError
+from .models import rope_config
 from .rope.methods import base_inv_freq
 from .rope.scaling import Scaling, parse_spec
 from .rope.tables import rotary_tables
@@ -32,15 +33,11 @@ def rope_dims(model: nn.Module) -> tuple[int, float, int]:
         raise LongRopeError(f"{type(model).__name__} has no rotary embedding module: longrope "
                             "applies to models with rotary position embeddings (RoPE) only")
     original_module = getattr(model, _STATE, {}).get("modules", [(None, None, modules[0][2])])[0][2]
-    dim = 2 * original_module.inv_freq.numel()
-    cfg = _text_config(model)
-    rope = getattr(cfg, "rope_parameters", None) or {}
-    base = rope.get("rope_theta", getattr(cfg, "rope_theta", None))
+    dim = 2 * original_module.inv_freq.numel()  # the module knows partial rotary best
+    _, base, original = rope_config(model.config)
     if base is None:
         raise LongRopeError(f"{type(model).__name__}: cannot find rope_theta in the config")
-    original = (getattr(cfg, "original_max_position_embeddings", None)
-                or rope.get("original_max_position_embeddings") or cfg.max_position_embeddings)
-    return dim, float(base), int(original)
+    return dim, float(base), original
 
 
 class ScaledRotaryEmbedding(nn.Module):
@@ -165,8 +162,3 @@ def _rotary_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
             if is_rotary:
                 found.append((parent, name, child))
     return found
-
-
-def _text_config(model: nn.Module):
-    cfg = model.config
-    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg

@@ -26,21 +26,18 @@ class Shape:
 
 def model_shape(recipe: Recipe) -> Shape:
     """From the model folder when it is here, else from the recipe's model_shape."""
-    from .models import resolve
+    from .models import resolve, rope_config, text_config
     try:
         from transformers import AutoConfig
-        cfg = AutoConfig.from_pretrained(resolve(recipe.model), local_files_only=True)
-        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        cfg = text_config(AutoConfig.from_pretrained(resolve(recipe.model), local_files_only=True))
         head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         kv = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
         per_layer = (cfg.hidden_size * head * (cfg.num_attention_heads * 2 + kv * 2)
                      + 3 * cfg.hidden_size * cfg.intermediate_size)
         params = cfg.num_hidden_layers * per_layer + 2 * cfg.vocab_size * cfg.hidden_size
-        rope = getattr(cfg, "rope_parameters", None) or {}
-        window = (getattr(cfg, "original_max_position_embeddings", None)
-                  or rope.get("original_max_position_embeddings") or cfg.max_position_embeddings)
-        return Shape(params, cfg.num_hidden_layers, cfg.hidden_size, int(window),
-                     int(head * rope.get("partial_rotary_factor", 1.0)), f"config of {recipe.model}")
+        rotary_dim, _, window = rope_config(cfg)
+        return Shape(params, cfg.num_hidden_layers, cfg.hidden_size, window, rotary_dim,
+                     f"config of {recipe.model}")
     except LongRopeError:
         s = recipe.model_shape
         if not s:

@@ -18,15 +18,9 @@ from .perplexity import perplexity
 
 def original_window(model) -> int:
     """The pre-trained context: original_max_position_embeddings if present, else max_position_embeddings."""
-    cfg = model.config
-    cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-    rope = getattr(cfg, "rope_parameters", None) or {}
-    orig = (getattr(cfg, "original_max_position_embeddings", None)
-            or (rope.get("original_max_position_embeddings") if isinstance(rope, dict) else None)
-            or getattr(cfg, "max_position_embeddings", None))
-    if not orig:
-        raise LongRopeError(f"{type(model).__name__}: the config gives no max_position_embeddings")
-    return int(orig)
+    from ..models import rope_config
+
+    return rope_config(model.config)[2]
 
 
 def parse_methods(text: str | Sequence[str]) -> list[str]:
