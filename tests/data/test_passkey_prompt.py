@@ -70,3 +70,32 @@ def test_first_integer_and_keys():
     assert first_integer(" no digits") is None
     keys = random_keys(200, seed=1)
     assert keys == random_keys(200, seed=1) and all(1 <= k <= 50000 for k in keys)
+
+
+def test_mixed_passkey_samples_hold_prompt_answer_then_text():
+    import torch
+
+    from longrope.data.passkey import answer_ids, mix_passkey_samples
+    tok = small_tokenizer()
+    gen = torch.Generator().manual_seed(0)
+    samples = torch.randint(5, tok.vocab_size, (12, 400), generator=gen)  # [n, L] stand-in text rows
+    mixed = mix_passkey_samples(tok, samples, 0.25, seed=3)
+    assert mixed.shape == samples.shape and mixed.dtype == samples.dtype
+    changed = [i for i in range(12) if not torch.equal(mixed[i], samples[i])]
+    assert len(changed) == 3  # round(0.25 * 12)
+    q = tok(QUESTION, add_special_tokens=False)["input_ids"]
+    for i in changed:
+        row = mixed[i].tolist()
+        text = tok.decode(row)
+        assert text.startswith(tok.bos_token + INTRO) and QUESTION in text
+        key = first_integer(text[text.index("The pass key is"):])
+        # the answer follows the question, then EOS, then the original row's first tokens
+        end = max(j + len(q) for j in range(len(row) - len(q) + 1) if row[j:j + len(q)] == q)
+        ans = answer_ids(tok, key)
+        assert row[end:end + len(ans)] == ans and ans[-1] == tok.eos_token_id
+        rest = row[end + len(ans):]
+        assert rest == samples[i, :len(rest)].tolist()
+        assert end >= 200  # the prompt takes at least half the row
+    assert torch.equal(mix_passkey_samples(tok, samples, 0.25, seed=3), mixed)  # seeded
+    assert not torch.equal(mix_passkey_samples(tok, samples, 0.25, seed=4), mixed)
+    assert torch.equal(mix_passkey_samples(tok, samples, 0.0, seed=3), samples)

@@ -196,6 +196,8 @@ def test_mixed_window_trains_short_pieces_with_the_original_rotation(assets, tmp
     (["--batch-size", "8", "--length", "3000"], "fewer than one batch of 8"),
     (["--batch-size", "3", "--micro-batch", "2"], "not a multiple of --micro-batch"),
     (["--scaling", "warp:2"], "warp"),
+    (["--passkey-share", "1.5"], "--passkey-share must be in [0, 1)"),
+    (["--passkey-share", "0.5"], "64-token sample cannot hold a passkey prompt"),
 ])
 def test_bad_input_is_one_line_and_exit_2(assets, tmp_path, capsys, change, message):
     model, texts, cache = assets
@@ -218,3 +220,25 @@ def test_bf16_autocast_trains_close_to_float32(assets, tmp_path):
     f32, b16 = losses(tmp_path / "f32.work" / "log.jsonl"), losses(tmp_path / "b16.work" / "log.jsonl")
     assert b16 != f32  # autocast really ran in bfloat16 ...
     torch.testing.assert_close(torch.tensor(b16), torch.tensor(f32), atol=0.05, rtol=0)  # ... and trains the same
+
+
+def test_passkey_share_puts_answered_prompts_into_the_training_samples(assets, tmp_path):
+    from longrope.data.passkey import QUESTION
+    from longrope.models import load_tokenizer
+    from longrope.train.finetune import training_samples
+
+    model, texts, cache = assets
+    tok = load_tokenizer(str(model))
+    cfg = FinetuneConfig(out=str(tmp_path / "o"), model=str(model), data=str(texts), cache_dir=str(cache),
+                         length=600, steps=4, batch_size=2, passkey_share=0.5)
+    plain = training_samples(FinetuneConfig(**{**cfg.__dict__, "passkey_share": 0.0}), tok)
+    mixed = training_samples(cfg, tok)
+    assert mixed.shape == plain.shape == (8, 600)
+    texts_out = [tok.decode(r) for r in mixed]
+    with_key = [t for t in texts_out if QUESTION in t]
+    assert len(with_key) == 4
+    assert all(t.split(QUESTION, 1)[1].startswith(" " + t.split("The pass key is ", 1)[1].split(".")[0] + ".")
+               for t in with_key)  # the answer follows the question
+    assert torch.equal(training_samples(cfg, tok), mixed)
+    # the share is part of the trajectory: a resume with another share is refused
+    assert "passkey_share" in cfg.fingerprint()

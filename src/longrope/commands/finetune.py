@@ -46,6 +46,9 @@ def register(sub) -> None:
     t.add_argument("--mixed-window", type=float, default=0.0, metavar="RATIO",
                    help="LongRoPE2 mixed-window training: this share of micro-batches is cut into "
                         "original-window pieces trained with the original rotation (default 0)")
+    t.add_argument("--passkey-share", type=float, default=0.0, metavar="RATIO",
+                   help="this share of samples are synthetic passkey prompts (key at a random depth) "
+                        "followed by the answer, so long-range retrieval is trained too (default 0)")
     t.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N steps, 0 = never (default 50)")
     t.add_argument("--seed", type=int, default=0, help="seed of the sample order and every random choice (default 0)")
     r = p.add_argument_group("runtime")
@@ -67,7 +70,7 @@ def run(args) -> int:
         micro_batch=args.micro_batch, lr=args.lr, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, bf16=args.bf16,
         gradient_checkpointing=not args.no_gradient_checkpointing, loss_chunk=args.loss_chunk,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, mixed_window=args.mixed_window,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, mixed_window=args.mixed_window, passkey_share=args.passkey_share,
         device=args.device, threads=args.threads, cache_dir=args.cache_dir,
         trust_remote_code=args.trust_remote_code,
         command="longrope " + shlex.join(sys.argv[1:] if "finetune" in sys.argv else ["finetune"]))

@@ -103,3 +103,31 @@ def first_integer(text: str) -> int | None:
 def random_keys(count: int, seed: int = 0) -> list[int]:
     rng = random.Random(seed)
     return [rng.randint(KEY_MIN, KEY_MAX) for _ in range(count)]
+
+
+def answer_ids(tokenizer, key: int) -> list[int]:
+    """The tokens that complete a prompt correctly: " K." then EOS."""
+    return list(tokenizer(f" {key}.", add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+
+
+def mix_passkey_samples(tokenizer, samples: torch.Tensor, share: float, *, seed: int = 0) -> torch.Tensor:
+    """Training rows with long-range retrieval in them: a seeded `share` of the rows of `samples`
+    [n, L] are replaced by a passkey prompt of L/2..L tokens (random key and depth, varied filler),
+    its answer and EOS, then the row's own text until L tokens (every token a real target, no padding).
+    The other rows are returned unchanged."""
+    n, length = samples.shape
+    longest = len(_encode(tokenizer, prompt_text(0, 0.0, KEY_MAX)[0])[0]) + len(answer_ids(tokenizer, KEY_MAX))
+    if share > 0 and longest > length:
+        raise LongRopeError(f"a {length:,}-token sample cannot hold a passkey prompt and its answer "
+                            f"({longest} tokens with this tokenizer); use a longer length or no passkey share")
+    rng = random.Random(seed * 1_000_003 + 17)
+    out = samples.clone()
+    for row in sorted(rng.sample(range(n), int(round(share * n)))):
+        key = rng.randint(KEY_MIN, KEY_MAX)
+        answer = answer_ids(tokenizer, key)
+        budget = rng.randint(max(length // 2, longest), length - len(answer))
+        prompt = passkey_prompt(tokenizer, budget, rng.randint(0, 1000) / 1000, key,
+                                seed=rng.randint(1, 1 << 30)).input_ids.tolist()
+        head = prompt + answer  # [<= L]
+        out[row] = torch.tensor(head + samples[row, :length - len(head)].tolist(), dtype=samples.dtype)
+    return out

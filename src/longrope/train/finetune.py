@@ -35,7 +35,7 @@ from ..io import append_line, atomic_dir, atomic_path, write_json
 # fields that decide the trajectory: a resume with any of them changed is refused
 _FINGERPRINT = ("model", "scaling", "length", "steps", "data", "split", "batch_size", "micro_batch", "lr",
                 "warmup", "min_lr_ratio", "weight_decay", "max_grad_norm", "bf16", "loss_chunk", "seed",
-                "mixed_window")
+                "mixed_window", "passkey_share")
 
 
 @dataclass
@@ -61,6 +61,7 @@ class FinetuneConfig:
     checkpoint_every: int = 50
     seed: int = 0
     mixed_window: float = 0.0  # LongRoPE2: share of micro-batches trained in original-window pieces
+    passkey_share: float = 0.0  # share of samples that are synthetic passkey prompts with their answer
     device: str = "cpu"
     threads: int | None = None
     cache_dir: str | None = None
@@ -81,6 +82,8 @@ class FinetuneConfig:
             raise LongRopeError(f"--warmup must be >= 0, got {self.warmup}")
         if not 0.0 <= self.mixed_window < 1.0:
             raise LongRopeError(f"--mixed-window must be in [0, 1), got {self.mixed_window}")
+        if not 0.0 <= self.passkey_share < 1.0:
+            raise LongRopeError(f"--passkey-share must be in [0, 1), got {self.passkey_share}")
         if self.checkpoint_every < 0:
             raise LongRopeError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
 
@@ -118,7 +121,11 @@ def training_samples(cfg: FinetuneConfig, tok) -> torch.Tensor:
     if len(samples) < cfg.batch_size:
         raise LongRopeError(f"the data hold {sum(map(len, ids)):,} tokens: {len(samples)} samples of "
                             f"{cfg.length:,} tokens, fewer than one batch of {cfg.batch_size}")
-    return torch.stack(samples.tensors)
+    stacked = torch.stack(samples.tensors)  # [n, length]
+    if cfg.passkey_share > 0:
+        from ..data.passkey import mix_passkey_samples
+        stacked = mix_passkey_samples(tok, stacked, cfg.passkey_share, seed=cfg.seed)
+    return stacked
 
 
 class BatchPlan:
