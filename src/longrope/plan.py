@@ -78,8 +78,9 @@ def stage_cost(stage, shape: Shape, original: int, last_target: int) -> tuple[st
         return what, forward_flops(shape, evals * docs * length, length)
     if stage.kind == "finetune":
         tokens = o["steps"] * o.get("batch_size", 8) * o["length"]
+        extras = "".join(f", {k.replace('_', ' ')} {o[k]}" for k in ("passkey_share", "mixed_window") if o.get(k))
         return (f"fine-tune {o['steps']} steps x {o.get('batch_size', 8)} x {o['length']} tokens, "
-                f"lr {o.get('lr', 2e-5)}"), 4 * forward_flops(shape, tokens, o["length"])
+                f"lr {o.get('lr', 2e-5)}{extras}"), 4 * forward_flops(shape, tokens, o["length"])
     if stage.kind == "compare":
         lengths = o.get("lengths", [])
         methods = len(o.get("methods", ["none", "pi", "ntk", "dynamic", "yarn"])) + 1
@@ -118,6 +119,8 @@ def describe_plan(recipe: Recipe) -> str:
 
 
 def _dur(seconds: float) -> str:
+    if seconds < 1:
+        return "< 1 s"
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
