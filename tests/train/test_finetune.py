@@ -90,6 +90,7 @@ def test_loss_decreases_and_the_output_folder_is_complete(assets, tmp_path, caps
     assert losses(out / "finetune_log.jsonl") == log
     scaling = load_scaling(out / "longrope_scaling.json")
     assert scaling.describe() == "yarn:2" and scaling.provenance["finetuned"]["length"] == 64
+    assert scaling.provenance["finetuned"]["passkey_share"] == 0.0
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["steps"] == 12 and summary["tokens_seen"] == 12 * 2 * 63 and summary["processes"] == 1
     tuned, base = load_model(out), load_model(model)

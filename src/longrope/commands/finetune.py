@@ -70,7 +70,8 @@ def run(args) -> int:
         micro_batch=args.micro_batch, lr=args.lr, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
         weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, bf16=args.bf16,
         gradient_checkpointing=not args.no_gradient_checkpointing, loss_chunk=args.loss_chunk,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, mixed_window=args.mixed_window, passkey_share=args.passkey_share,
+        checkpoint_every=args.checkpoint_every, seed=args.seed, mixed_window=args.mixed_window,
+        passkey_share=args.passkey_share,
         device=args.device, threads=args.threads, cache_dir=args.cache_dir,
         trust_remote_code=args.trust_remote_code,
         command="longrope " + shlex.join(sys.argv[1:] if "finetune" in sys.argv else ["finetune"]))

@@ -379,7 +379,8 @@ def _write_output(out: Path, lm, tok, scaling, summary: dict, log: Path, weights
 
     lm.eval()
     record = replace(scaling, provenance={**scaling.provenance, "finetuned": {
-        k: summary["config"][k] for k in ("model", "length", "steps", "lr", "batch_size", "data", "seed")}})
+        k: summary["config"][k] for k in ("model", "length", "steps", "lr", "batch_size", "data", "seed",
+                                         "mixed_window", "passkey_share")}})
     with atomic_dir(out) as tmp:
         lm.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tok.save_pretrained(tmp)
