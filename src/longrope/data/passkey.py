@@ -116,16 +116,17 @@ def mix_passkey_samples(tokenizer, samples: torch.Tensor, share: float, *, seed:
     its answer and EOS, then the row's own text until L tokens (every token a real target, no padding).
     The other rows are returned unchanged."""
     n, length = samples.shape
-    longest = len(_encode(tokenizer, prompt_text(0, 0.0, KEY_MAX)[0])[0]) + len(answer_ids(tokenizer, KEY_MAX))
-    if share > 0 and longest > length:
-        raise LongRopeError(f"a {length:,}-token sample cannot hold a passkey prompt and its answer "
-                            f"({longest} tokens with this tokenizer); use a longer length or no passkey share")
     rng = random.Random(seed * 1_000_003 + 17)
     out = samples.clone()
     for row in sorted(rng.sample(range(n), int(round(share * n)))):
         key = rng.randint(KEY_MIN, KEY_MAX)
         answer = answer_ids(tokenizer, key)
-        budget = rng.randint(max(length // 2, longest), length - len(answer))
+        shortest = len(_encode(tokenizer, prompt_text(0, 0.0, key)[0])[0])  # no filler at all
+        if shortest + len(answer) > length:
+            raise LongRopeError(f"a {length:,}-token sample cannot hold a passkey prompt and its answer "
+                                f"({shortest + len(answer)} tokens with this tokenizer); use a longer "
+                                f"length or no passkey share")
+        budget = rng.randint(max(length // 2, shortest), length - len(answer))
         prompt = passkey_prompt(tokenizer, budget, rng.randint(0, 1000) / 1000, key,
                                 seed=rng.randint(1, 1 << 30)).input_ids.tolist()
         head = prompt + answer  # [<= L]
