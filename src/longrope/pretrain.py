@@ -80,10 +80,10 @@ class Batches:
     """Deterministic training batches from the token stream and synthetic passkey prompts."""
 
     def __init__(self, stream: torch.Tensor, tok, cfg: PretrainConfig, gen: torch.Generator):
-        from .data.passkey import passkey_prompt, prompt_text
+        from .data.passkey import answer_ids, passkey_prompt, prompt_text
 
         self.stream, self.tok, self.cfg, self.gen = stream, tok, cfg, gen
-        self.passkey_prompt = passkey_prompt
+        self.passkey_prompt, self.answer_ids = passkey_prompt, answer_ids
         self.bos, self.pad = tok.bos_token_id, tok.pad_token_id
         # the shortest prompt (no filler) with the longest key: every drawn length must reach it
         self.min_len = len(tok(prompt_text(0, 0.0, 50000)[0])["input_ids"])
@@ -101,7 +101,7 @@ class Batches:
         w = self.cfg.window
         key = 1 + self._rand(50000)
         depth = self._rand(1001) / 1000
-        answer = self.tok(f" {key}.", add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
+        answer = self.answer_ids(self.tok, key)
         lo = self.min_len
         length = lo + self._rand(max(w - len(answer) - lo, 1) + 1)
         prompt = self._prompt(length, depth, key, 1 + self._rand(1 << 30))
