@@ -139,17 +139,19 @@ def current(model: nn.Module) -> Scaling | None:
     return state["scaling"] if state else None
 
 
-def _prepare_across_window(self, input_ids, *args, past_key_values=None, **kwargs):
+def _prepare_across_window(self, input_ids, *args, **kwargs):
     """Drop a cache built with the short factors once the sequence outgrows the original window,
-    so the whole sequence is re-encoded with the long factors."""
+    so the whole sequence is re-encoded with the long factors. transformers >= 5.24 passes the cache
+    as `cache`, earlier releases as `past_key_values`."""
     window = self.__dict__[_STATE]["original_window"]
-    if past_key_values is not None and input_ids.shape[1] > window:
-        past = past_key_values.get_seq_length()
+    name = "cache" if "cache" in kwargs else "past_key_values"
+    cache = kwargs.get(name)
+    if cache is not None and input_ids.shape[1] > window:
+        past = cache.get_seq_length()
         if 0 < past <= window:
-            past_key_values = None  # the model starts a fresh cache; generate keeps it from here
+            kwargs[name] = None  # the model starts a fresh cache; generate keeps it from here
             kwargs["next_sequence_length"] = None
-    return type(self).prepare_inputs_for_generation(self, input_ids, *args,
-                                                    past_key_values=past_key_values, **kwargs)
+    return type(self).prepare_inputs_for_generation(self, input_ids, *args, **kwargs)
 
 
 def _rotary_modules(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
