@@ -26,6 +26,7 @@ import torch
 
 from .errors import LongRopeError
 from .io import append_line, atomic_dir, atomic_path, write_json
+from .lm_head import IGNORE, LMHead, shifted_targets, token_nll
 
 
 @dataclass
@@ -127,16 +128,23 @@ class Batches:
         return torch.tensor(rows), torch.tensor(labels), torch.tensor(answers)
 
 
-def _weighted_loss(logits, labels, answer, weight: float):
-    """Mean next-token loss with answer tokens weighted `weight`; also the plain answer-token loss."""
-    lg, lab, ans = logits[:, :-1].float(), labels[:, 1:], answer[:, 1:]
-    nll = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.size(-1)), lab.reshape(-1), ignore_index=-100,
-                                            reduction="none").view_as(lab)
-    scored = (lab != -100).float()
-    w = scored + (weight - 1.0) * ans.float() * scored
-    loss = (nll * w).sum() / w.sum()
+def _loss(logits, labels, answer, weight: float):
+    """Mean next-token loss with answer tokens weighted `weight` (1: transformers' causal-LM loss,
+    the plain mean over scored tokens); also the plain answer-token loss."""
+    nll = token_nll(logits[:, :-1], labels[:, 1:])
+    lab, ans = labels[:, 1:], answer[:, 1:]
+    if weight == 1.0:
+        loss = token_nll(logits, shifted_targets(labels), "mean")
+    else:
+        scored = (lab != IGNORE).float()
+        w = scored + (weight - 1.0) * ans.float() * scored
+        loss = (nll * w).sum() / w.sum()
     n_ans = int(ans.sum())
     return loss, (float(nll.detach()[ans].mean()) if n_ans else None)
+
+
+def _logits(model, head: LMHead, x: torch.Tensor) -> torch.Tensor:
+    return head(model.get_decoder()(input_ids=x).last_hidden_state)
 
 
 def _lr_at(step: int, cfg: PretrainConfig) -> float:
@@ -150,13 +158,11 @@ def _lr_at(step: int, cfg: PretrainConfig) -> float:
 def evaluate(model, samples: list[torch.Tensor], batch: int = 8) -> float:
     """Mean next-token loss (nats) over `samples`."""
     model.eval()
+    head = LMHead(model)
     total, n = 0.0, 0
     for i in range(0, len(samples), batch):
         x = torch.stack(samples[i:i + batch])
-        logits = model(input_ids=x).logits[:, :-1].float()
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1),
-                                                 reduction="sum")
-        total += float(loss)
+        total += float(token_nll(_logits(model, head, x)[:, :-1], x[:, 1:], "sum"))
         n += x[:, 1:].numel()
     model.train()
     return total / n
@@ -261,6 +267,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         step, tokens, seconds = state["step"], state["tokens"], state["seconds"]
         _truncate_log(log, step)
     batches = Batches(stream, tok, cfg, gen)
+    head = LMHead(model)
     n_params = sum(p.numel() for p in model.parameters())
     bar = tqdm(total=cfg.steps, initial=step, disable=not progress or None, desc="pretrain", unit="step")
     last, answer_losses = {}, []
@@ -271,10 +278,8 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         for g in opt.param_groups:
             g["lr"] = _lr_at(step, cfg)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16"):
-            fwd = model(input_ids=x, labels=y if cfg.passkey_weight == 1.0 else None)
-        loss, answer_loss = _weighted_loss(fwd.logits, y, ans, cfg.passkey_weight)
-        if fwd.loss is not None:  # weight 1: transformers' own loss (plain mean over scored tokens)
-            loss = fwd.loss
+            logits = _logits(model, head, x)
+        loss, answer_loss = _loss(logits, y, ans, cfg.passkey_weight)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
