@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,17 +12,13 @@ import torch
 from longrope import cli
 from longrope.train.finetune import BatchPlan, FinetuneConfig, lr_factor, short_pieces
 from longrope.train.loss import CausalLMLoss
-
-from _finetune_fixtures import cli_env, losses, save_tiny, write_texts
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import make_tiny  # noqa: E402
+from tests.helpers import cli_env, losses, make_tiny, run_group, save_tiny, spawn, torch_threads, write_texts
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
-    return save_tiny(root / "model"), write_texts(root / "texts"), root / "cache"
+    return save_tiny(root / "model", bos=False), write_texts(root / "texts"), root / "cache"
 
 
 def args(model, texts, cache, out, *extra, steps=6, length=64):
@@ -139,31 +134,26 @@ def test_killed_finetune_resumes_and_finishes(assets, tmp_path):
     out, work = tmp_path / "out", tmp_path / "out.work"
     run = args(model, texts, cache, out, "--checkpoint-every", "10", steps=80)
     cmd = [sys.executable, "-m", "longrope", *run]
-    proc = subprocess.Popen(cmd, env=cli_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (work / "checkpoint" / "state.json").is_file():
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.time() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
+    with spawn(cmd, env=cli_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        deadline = time.time() + 120
+        while not (work / "checkpoint" / "state.json").is_file():
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            assert time.time() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL and not out.exists()
     at_kill = json.loads((work / "checkpoint" / "state.json").read_text())["step"]
     assert 10 <= at_kill < 80
-    done = subprocess.run(cmd + ["--resume"], env=cli_env(1), capture_output=True, text=True, timeout=300)
+    done = run_group(cmd + ["--resume"], env=cli_env(1), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 81))
     assert json.loads((out / "finetune.json").read_text())["steps"] == 80
     # the same run without the kill, in this process on one thread, gives the same losses
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         ref = tmp_path / "ref"
         assert cli.main(args(model, texts, cache, ref, "--checkpoint-every", "0", steps=80)) == 0
-    finally:
-        torch.set_num_threads(threads)
     torch.testing.assert_close(torch.tensor([r["loss"] for r in rows]),
                                torch.tensor(losses(tmp_path / "ref.work" / "log.jsonl")), atol=1e-6, rtol=0)
 
