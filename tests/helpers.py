@@ -10,6 +10,7 @@ import random
 import signal
 import string
 import subprocess
+import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -161,7 +162,12 @@ def spawn(cmd: list, **kw):
 
 def run_group(cmd: list, *, timeout: float, **kw) -> subprocess.CompletedProcess:
     """Run `cmd` to the end with its output captured (text), at most `timeout` seconds (then
-    subprocess.TimeoutExpired); its process group is killed afterwards in every case."""
-    with spawn(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw) as proc:
-        out, err = proc.communicate(timeout=timeout)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    subprocess.TimeoutExpired); its process group is killed afterwards in every case. The output
+    goes through files, not pipes, so a worker left holding them cannot stall the wait."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        with spawn(cmd, stdout=out, stderr=err, **kw) as proc:
+            proc.wait(timeout=timeout)
+        out.seek(0)
+        err.seek(0)
+        text = [f.read().decode("utf-8", errors="replace") for f in (out, err)]
+    return subprocess.CompletedProcess(proc.args, proc.returncode, *text)
