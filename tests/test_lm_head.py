@@ -46,6 +46,19 @@ def test_training_loss_equals_evaluation_nll_and_the_model_loss(family):
     assert abs(bare.item() - reference) > 1e-3  # the transform matters: the bare head scores otherwise
 
 
+@pytest.mark.parametrize("family", ["gemma2", "granite"])
+def test_the_pretraining_loss_goes_through_the_same_head(family):
+    from longrope.pretrain import _logits, _weighted_loss
+
+    model = tiny(family)
+    ids = torch.randint(3, 128, (2, 30), generator=torch.Generator().manual_seed(4))
+    no_answers = torch.zeros_like(ids, dtype=torch.bool)
+    with torch.no_grad():
+        loss, _ = _weighted_loss(_logits(model, LMHead(model), ids), ids, no_answers, 1.0)
+        reference = model(input_ids=ids, labels=ids).loss
+    assert loss.item() == pytest.approx(reference.item(), rel=1e-5, abs=1e-5)
+
+
 def test_training_gradients_match_the_model_under_soft_capping():
     model = tiny("gemma2").train()
     ids = torch.randint(3, 128, (2, 33), generator=torch.Generator().manual_seed(2))
