@@ -136,3 +136,12 @@ def test_shipped_builtin_model_loads_and_meets_its_recorded_targets():
     prov = json.loads((BUILTIN_DIR / "provenance.json").read_text())
     assert prov["command"].startswith("longrope pretrain") and prov["train_seconds"] <= 30 * 60
     assert "val_ppl_256" in m and (BUILTIN_DIR / "PROVENANCE.md").is_file()
+
+
+def test_resume_keeps_the_answer_losses_not_yet_logged(tmp_path):
+    extra = ("--eval-every", "2", "--checkpoint-every", "2", "--passkey-share", "0.5")
+    _, whole = run(tmp_path, "a", *extra, steps=3)
+    _, resumed = run(tmp_path, "a", *extra, "--resume", steps=3)  # from the step-2 checkpoint
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert [r["step"] for r in whole] == [2, 3] and "passkey_answer_loss" in whole[-1]
+    assert drop(resumed) == drop(whole)  # the step-3 mean still covers steps 1-3

@@ -262,13 +262,13 @@ def _train_step(model, head: LMHead, opt, batches: Batches, step: int, cfg: Pret
     return float(loss.detach()), int((y != IGNORE).sum()), answer_loss
 
 
-def _train(cfg: PretrainConfig, run: RunFolder, model, opt, gen, data: _Data, counters: tuple,
+def _train(cfg: PretrainConfig, run: RunFolder, model, opt, gen, data: _Data, state: dict,
            progress: bool) -> tuple[dict, float]:
-    """The steps from the checkpoint's (or 0) to the end; returns the last log row and the wall time."""
-    step, tokens, seconds = counters
+    """The steps from the checkpoint's (`state`) to the end; returns the last log row and the wall time."""
+    step, tokens, seconds = state["step"], state["tokens"], state["seconds"]
     batches, head = Batches(data.stream, data.tok, cfg, gen), LMHead(model)
     steplog = StepLog(run.log, total=cfg.steps, initial=step, desc="pretrain", show=progress, postfix="{:.3f}")
-    last, answer_losses = {"step": step, "tokens": tokens}, []
+    last, answer_losses = {"step": step, "tokens": tokens}, list(state.get("answer_losses", []))
     t_start = time.time() - seconds
     while step < cfg.steps:
         loss, n, answer_loss = _train_step(model, head, opt, batches, step, cfg)
@@ -286,7 +286,8 @@ def _train(cfg: PretrainConfig, run: RunFolder, model, opt, gen, data: _Data, co
         logged = step % cfg.log_every == 0 or "val_loss" in last or step == cfg.steps
         steplog.step(last if logged else None, loss)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save_checkpoint(run.checkpoint, model, {"step": step, "tokens": tokens, "seconds": time.time() - t_start},
+            save_checkpoint(run.checkpoint, model, {"step": step, "tokens": tokens, "seconds": time.time() - t_start,
+                                                    "answer_losses": answer_losses},  # not yet logged
                             optimizer=opt, generator=gen)
     steplog.close()
     return last, time.time() - t_start
@@ -305,15 +306,14 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     model.train()
     opt = adamw(model, cfg.lr, cfg.weight_decay)
     gen = torch.Generator().manual_seed(cfg.seed)
-    counters = (0, 0, 0.0)
+    state = {"step": 0, "tokens": 0, "seconds": 0.0}
     if resume:
         load_weights(run.checkpoint, model)
         load_state(run.checkpoint, optimizer=opt, generator=gen)
         state = run.read_state()
-        counters = (state["step"], state["tokens"], state["seconds"])
-    run.start(resume, counters[0])
+    run.start(resume, state["step"])
     cpu_start = time.process_time()
-    last, wall = _train(cfg, run, model, opt, gen, data, counters, progress)
+    last, wall = _train(cfg, run, model, opt, gen, data, state, progress)
     val_loss = last.get("val_loss") if "val_loss" in last else round(evaluate(model, data.val), 6)
     summary = _summary(cfg, model, data, last, val_loss, wall, time.process_time() - cpu_start, run.log)
     _write_output(run.out, model, data.tok, cfg, summary, run.log)
