@@ -52,6 +52,26 @@ def resolve(model: str | Path | None) -> Path:
     return path
 
 
+def check_device(name: str | torch.device) -> torch.device:
+    """The torch device `name`, checked to exist on this machine (one line otherwise)."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise LongRopeError(f"unknown device {str(name)!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LongRopeError(f"device {str(name)!r}: no CUDA GPU is usable here (this torch build "
+                                f"{torch.__version__} sees none); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise LongRopeError(f"device {str(name)!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise LongRopeError(f"device {str(name)!r}: MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise LongRopeError(f"device {str(name)!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return dev
+
+
 def torch_dtype(name: str | torch.dtype) -> torch.dtype | str:
     if isinstance(name, torch.dtype) or name == "auto":
         return name

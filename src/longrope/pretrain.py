@@ -338,7 +338,7 @@ def _write_output(out: Path, model, tok, cfg: PretrainConfig, summary: dict, log
     from .models import torch_dtype
 
     model.eval()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "pretrain") as tmp:
         model.to(torch_dtype(cfg.save_dtype)).save_pretrained(tmp, safe_serialization=True)
         model.to(torch.float32)
         tok.save_pretrained(tmp)

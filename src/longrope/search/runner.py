@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LongRopeError
-from ..io import write_json, write_text
+from ..io import mark_finished, write_json, write_text
 from .evolution import PRESETS, evolve
 from .space import Candidate, Space
 
 FORMAT = "longrope-search/1"
+PARTIAL = "factors.partial.json"  # the best factors so far of an unfinished search
 SEARCH_KEYS = ("population", "iterations", "parents", "mutations", "crossovers", "mutation_prob",
                "screen_docs", "promote", "patience")
 
@@ -90,8 +91,16 @@ def load_state(out: str | Path) -> dict:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise LongRopeError(f"cannot read {path}: {e}") from None
-    if state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LongRopeError(f"{path} is not a longrope search state")
+    fields = set(SearchConfig.__dataclass_fields__)
+    if not isinstance(state.get("config"), dict) or not set(state["config"]) <= fields \
+            or not isinstance(state.get("evolution"), dict):
+        raise LongRopeError(f"{path} is not a readable longrope search state (bad config or evolution)")
+    try:
+        SearchConfig(**state["config"]).resolved()
+    except TypeError:  # a value of the wrong JSON type
+        raise LongRopeError(f"{path}: the saved config holds a value of the wrong type") from None
     return state
 
 
@@ -202,6 +211,10 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
                "evolution": evo}
         _write_outputs(out, doc, space, cfg, final=done)
         write_json(out / "state.json", doc)
+        if done:  # results first, then the marker, then the optional figure
+            mark_finished(out)
+            from .plot import plot_search
+            plot_search(out / "search.png", doc, Candidate.from_json(evo["parents"][0][0]))
 
     result = evolve(full, space, population=cfg.population, iterations=cfg.iterations,
                     parents=cfg.parents, mutations=cfg.mutations, crossovers=cfg.crossovers,
@@ -280,14 +293,14 @@ def _with_short(long, factors, short_attention: float | None = None):
 def _write_outputs(out: Path, doc: dict, space: Space, cfg: SearchConfig, *, final: bool) -> None:
     ev = doc["evolution"]
     best = Candidate.from_json(ev["parents"][0][0])
-    scaling_of(doc, best).save(out / "factors.json")
+    # factors.json only once the search is done; until then the best so far is factors.partial.json
+    scaling_of(doc, best).save(out / ("factors.json" if final else PARTIAL))
+    if final:
+        (out / PARTIAL).unlink(missing_ok=True)
     docs = {"full": cfg.docs, "screen": cfg.screen_docs}
     lines = [json.dumps({"generation": e["generation"], "fidelity": e["fidelity"], "docs": docs[e["fidelity"]],
                          "ppl": e["score"], **e["candidate"]}) for e in ev["evaluations"]]
     write_text(out / "history.jsonl", "\n".join(lines) + ("\n" if lines else ""))
-    if final:
-        from .plot import plot_search
-        plot_search(out / "search.png", doc, best)
 
 
 class _Progress:
