@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 
 from .errors import LongRopeError
+from .progress import Progress
 from .io import append_line, atomic_dir, atomic_path, write_json
 
 
@@ -163,17 +164,10 @@ def evaluate(model, samples: list[torch.Tensor], batch: int = 8) -> float:
 
 
 def _corpus(cfg: PretrainConfig):
-    """Train and validation documents; user data (no splits) holds out every 20th document (or the last one)."""
+    """Train and validation documents: the source's own splits (`longrope.data.sources`)."""
     from .data import load_documents
 
-    if cfg.data in (None, "builtin"):
-        return load_documents(cfg.data, "train"), load_documents(cfg.data, "validation")
-    docs = load_documents(cfg.data)
-    if len(docs) < 2:
-        raise LongRopeError(f"pre-training needs at least 2 documents (one held out for validation), found {len(docs)}")
-    if len(docs) < 20:
-        return docs[:-1], docs[-1:]
-    return [d for i, d in enumerate(docs) if i % 20 != 19], docs[19::20]
+    return load_documents(cfg.data, "train"), load_documents(cfg.data, "validation")
 
 
 def _save_checkpoint(ckpt: Path, model, opt, gen, step: int, tokens: int, seconds: float) -> None:
@@ -189,7 +183,6 @@ def _save_checkpoint(ckpt: Path, model, opt, gen, step: int, tokens: int, second
 def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     """Train and write the model folder `cfg.out`; returns the run summary (also in provenance.json)."""
     from safetensors.torch import load_model
-    from tqdm.auto import tqdm
     from transformers import AutoTokenizer, LlamaForCausalLM
 
     from .data.bpe import train_bpe
@@ -262,7 +255,7 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         _truncate_log(log, step)
     batches = Batches(stream, tok, cfg, gen)
     n_params = sum(p.numel() for p in model.parameters())
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or None, desc="pretrain", unit="step")
+    bar = Progress(cfg.steps, "pretrain", "step", initial=step, enabled=progress)
     last, answer_losses = {}, []
     t_start = time.time() - seconds
     cpu_start = time.process_time()

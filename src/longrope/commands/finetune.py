@@ -23,7 +23,7 @@ def register(sub) -> None:
     p.add_argument("--data", default=None,
                    help="'builtin' (stdlib corpus, default), a .txt file, folder or glob, .jsonl[:FIELD], "
                         ".parquet or a save_to_disk dataset folder")
-    p.add_argument("--split", default="train", help="split of the built-in corpus or dataset (default train)")
+    p.add_argument("--split", default="train", help="split of the data: train (default), validation, test, or all (unsplit)")
     p.add_argument("--out", required=True, help="output model folder (written atomically)")
     p.add_argument("--work", default=None, help="folder for log.jsonl and checkpoint/ (default OUT.work)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the work folder")

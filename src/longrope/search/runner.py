@@ -172,11 +172,13 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
         seeds = seed_factors(dim, base, original, scale)
         space = Space.critical(seeds["ntk"], crit // 2, scale, window=original,
                                search_n_hat=cfg.search_n_hat, **space_kw)
-    bar = _Progress(progress and rank == 0, cfg)
+    bar = _Progress(progress and rank == 0, cfg, baselines=len(seeds) + bool(long is not None and cfg.search_attention_scale),
+                    done_generations=saved["evolution"].get("generation") if saved else None, world=world)
     objective = Objective(model, samples, original=original, target=cfg.target_length, positions=positions,
                           chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick,
                           make_scaling=(lambda c: _with_short(long, c.factors, _short_attn(cfg, c)))
                           if long else None)
+    bar.objective = objective
     full = objective.fitness()
     screen = objective.fitness(cfg.screen_docs) if cfg.screen_docs else None
     if saved is not None:
@@ -304,24 +306,36 @@ def _write_outputs(out: Path, doc: dict, space: Space, cfg: SearchConfig, *, fin
 
 
 class _Progress:
-    """A tqdm bar over candidate evaluations with the best perplexity so far (rank 0 only)."""
+    """Search progress on rank 0 (`longrope.progress`): a bar over sample forward passes, whose total
+    is the most the settings can take (the initial population and every generation in full; early
+    stopping and cached scores make it shorter), and one plain line per generation outside a terminal."""
 
-    def __init__(self, on: bool, cfg: SearchConfig):
-        self.t = None
-        if on:
-            from tqdm.auto import tqdm
-            self.t = tqdm(desc=f"search {cfg.preset}", unit="eval", disable=None, dynamic_ncols=True)
+    def __init__(self, on: bool, cfg: SearchConfig, *, baselines: int, done_generations: int | None, world: int):
+        from ..progress import Progress
+
+        per_gen = cfg.mutations + cfg.crossovers
+        full = math.ceil(cfg.promote * per_gen) if cfg.screen_docs else per_gen
+        gen_cost = full * cfg.docs + (per_gen * cfg.screen_docs if cfg.screen_docs else 0)
+        if done_generations is None:
+            total = (baselines + cfg.population) * cfg.docs + cfg.iterations * gen_cost
+        else:
+            total = max(0, cfg.iterations - done_generations) * gen_cost
+        self.cfg, self.objective = cfg, None
+        self.p = Progress(math.ceil(total / world), f"search {cfg.preset}", "pass", enabled=on, every=0)
+        if on and not self.p.tty:
+            self.p.line(f"up to {cfg.iterations} generations at {cfg.target_length} tokens on {cfg.docs} "
+                        "documents (the total is an upper bound)")
 
     def tick(self) -> None:
-        if self.t is not None:
-            self.t.update(1)
+        if self.objective is not None and self.objective.docs_run > self.p.n:
+            self.p.update(self.objective.docs_run - self.p.n)
 
     def generation(self, evo: dict) -> None:
-        if self.t is not None:
-            best = evo["history"][-1]["best_score"]
-            self.t.set_postfix_str(f"gen {evo['generation']} best ppl {float(best):.3f}")
+        best = float(evo["history"][-1]["best_score"])
+        h = evo["history"][-1]
+        self.p.set_postfix_str(f"gen {evo['generation']} best ppl {best:.3f}")
+        self.p.line(f"generation {evo['generation']}/{self.cfg.iterations}, best ppl {best:.4f}, "
+                    f"{h.get('evaluations', '?')} full + {h.get('screened', 0)} screening evaluations")
 
     def close(self) -> None:
-        if self.t is not None:
-            self.t.close()
-
+        self.p.close()

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LongRopeError
+from ..progress import Progress
 from ..io import append_line, atomic_dir, atomic_path, write_json
 
 # fields that decide the trajectory: a resume with any of them changed is refused
@@ -254,7 +255,6 @@ def _truncate_log(log: Path, step: int) -> None:
 # -- the loop -----------------------------------------------------------------------------------
 def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> dict:
     """Fine-tune and write the model folder `cfg.out` (main process); returns the run summary."""
-    from tqdm.auto import tqdm
 
     from ..models import load_model, load_tokenizer
     from ..patch import apply, remove, rope_dims
@@ -316,8 +316,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     acc.wait_for_everyone()
 
     bf16 = cfg.bf16 and (acc.device.type != "cuda" or torch.cuda.is_bf16_supported())
-    bar = tqdm(total=cfg.steps, initial=step, disable=(not progress or not main) or None,
-               desc="finetune", unit="step")
+    bar = Progress(cfg.steps, "finetune", "step", initial=step, enabled=progress and main)
     t_start = time.time() - seconds
     last: dict = {}
     while step < cfg.steps:
