@@ -85,6 +85,7 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
                device: str | torch.device = "cpu", trust_remote_code: bool = False,
                attn_implementation: str = "sdpa"):
     """Load a causal LM from a local folder in eval mode (safetensors only, no downloads)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     path = resolve(model)
@@ -94,6 +95,10 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
             attn_implementation=attn_implementation, use_safetensors=True, local_files_only=True)
     except (OSError, ValueError) as e:
         raise LongRopeError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
+    except SafetensorError as e:  # a truncated or corrupt weights file
+        files = ", ".join(p.name for p in sorted(path.glob("*.safetensors"))) or "its safetensors files"
+        raise LongRopeError(f"cannot read the weights of {path} ({files}): {str(e).splitlines()[0]}; "
+                            "the file is truncated or corrupt") from None
     return lm.to(device).eval()
 
 

@@ -42,12 +42,14 @@ def run_stats(args) -> int:
     from ..data.sources import SPLITS
 
     splits = [args.split] if args.split else list(SPLITS)
-    print(f"{'split':<12}{'docs':>8}{'tokens':>14}{'longest':>10}{'>=2k':>7}{'>=8k':>7}")
+    rows = []  # every split loaded before the first line is printed: a bad source prints one line
     for split in splits:
         _, docs, ids = _tokenized(args, split)
         n = [len(x) for x in ids]
-        print(f"{split:<12}{len(docs):>8,}{sum(n):>14,}{max(n):>10,}"
-              f"{sum(x >= 2048 for x in n):>7,}{sum(x >= 8192 for x in n):>7,}")
+        rows.append(f"{split:<12}{len(docs):>8,}{sum(n):>14,}{max(n):>10,}"
+                    f"{sum(x >= 2048 for x in n):>7,}{sum(x >= 8192 for x in n):>7,}")
+    print(f"{'split':<12}{'docs':>8}{'tokens':>14}{'longest':>10}{'>=2k':>7}{'>=8k':>7}")
+    print("\n".join(rows))
     return 0
 
 
