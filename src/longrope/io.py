@@ -197,16 +197,15 @@ def prepare_output(path: str | os.PathLike, *, kind: str, overwrite: bool = Fals
                             "choose another --out")
     lock = None
     if marker is not None:
-        lock = _lock(path)  # a run in progress is reported as such, before anything else
         if not resume and not overwrite:
-            lock.release()
+            _check_not_busy(path)  # a run in progress is reported as such (nothing written)
             state = "a finished" if marker.get("finished") else "an unfinished"
             more = "" if marker.get("finished") else " or --resume to continue it"
             raise LongRopeError(f"{path} already holds {state} longrope {kind} run; pass --overwrite to "
                                 f"replace it{more}, or choose another --out")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        lock = lock or RunLock(path)
+        lock = RunLock(path)
         if marker is not None and overwrite and not resume:
             for name in clear:
                 (path / name).unlink(missing_ok=True)
@@ -224,11 +223,23 @@ def prepare_output(path: str | os.PathLike, *, kind: str, overwrite: bool = Fals
     lock.release()
 
 
-def _lock(path: Path) -> RunLock:
+def _check_not_busy(path: Path) -> None:
+    """Refuse a folder whose lock another process holds, without writing anything."""
+    import fcntl
+
     try:
-        return RunLock(path)
-    except OSError as e:
-        raise LongRopeError(f"cannot write to --out {path}: {e.strerror}") from None
+        fd = os.open(path / LOCK, os.O_RDONLY)
+    except OSError:
+        return  # no lock file: no run
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except BlockingIOError:
+        pid = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        raise LongRopeError(f"{path} is in use by another longrope run (pid {pid}); wait for it "
+                            "to end or choose another --out") from None
+    finally:
+        os.close(fd)
 
 
 def _undo(path: Path, existed: bool, marker: dict | None) -> None:

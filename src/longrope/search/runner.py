@@ -331,6 +331,9 @@ class _Progress:
             self.p.update(self.objective.docs_run - self.p.n)
 
     def generation(self, evo: dict) -> None:
+        if evo["generation"] == getattr(self, "last", None):
+            return  # the final record repeats the last generation
+        self.last = evo["generation"]
         best = float(evo["history"][-1]["best_score"])
         h = evo["history"][-1]
         self.p.set_postfix_str(f"gen {evo['generation']} best ppl {best:.3f}")
