@@ -51,7 +51,7 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..io import prepare_output
-    from ..pretrain import PretrainConfig, pretrain
+    from ..pretrain import PretrainConfig, model_config, pretrain
 
     for name in ("steps", "batch_size", "layers", "hidden", "heads", "intermediate", "window", "threads"):
         if getattr(args, name) < 1:
@@ -74,6 +74,8 @@ def run(args) -> int:
         threads=args.threads, autocast=args.autocast, save_dtype=args.save_dtype,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, cache_dir=args.cache_dir, init=args.init,
         command="longrope " + shlex.join(sys.argv[1:] if sys.argv and "pretrain" in sys.argv else ["pretrain"]))
+    if not args.init:
+        model_config(cfg, args.vocab_size)  # sizes checked before the data is read
     work = args.work or args.out.rstrip("/") + ".work"
     with prepare_output(args.out, kind="pretrain", overwrite=args.overwrite, resume=args.resume), \
             prepare_output(work, kind="pretrain-work", overwrite=True, resume=args.resume):
