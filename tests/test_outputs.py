@@ -199,3 +199,62 @@ def test_search_progress_lines_outside_a_terminal(tmp_path, capsys, assets):
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("search fast:")]
     gens = [x for x in lines if "generation" in x and "best ppl" in x]
     assert len(gens) == 3 and all("elapsed, ETA" in x and "/" in x for x in gens)  # generations 0, 1, 2
+
+
+def test_a_search_folder_from_before_markers_still_resumes(tmp_path, capsys, assets, monkeypatch):
+    import longrope.search.runner as runner
+
+    model, texts = assets
+    out = tmp_path / "old"
+    real = runner.evolve
+
+    def stop_after_first(*a, **kw):
+        record = kw["on_generation"]
+
+        def then_ctrl_c(evo):
+            record(evo)
+            raise KeyboardInterrupt
+        return real(*a, **{**kw, "on_generation": then_ctrl_c})
+
+    monkeypatch.setattr(runner, "evolve", stop_after_first)
+    assert cli.main(["search", "--model", str(model), "--data", str(texts), *SEARCH, "--out", str(out)]) == 130
+    (out / MARKER).unlink()  # as an older longrope left it
+    monkeypatch.setattr(runner, "evolve", real)
+    assert cli.main(["search", "--out", str(out), "--resume"]) == 0
+    assert read_marker(out)["finished"] and (out / "factors.json").is_file()
+
+
+@pytest.mark.parametrize("exc", [
+    OSError(30, "Read-only file system", "/mnt/ro/out"), OSError(28, "No space left on device", "/big/out"),
+    NotADirectoryError(20, "Not a directory", "/a/file/out"), IsADirectoryError(21, "Is a directory", "/d"),
+    PermissionError(13, "Permission denied", "/root/x")])
+def test_io_errors_print_one_line(capsys, monkeypatch, exc):
+    import longrope.commands.inspect as inspect_cmd
+
+    def fail(args):
+        raise exc
+
+    monkeypatch.setattr(inspect_cmd, "run", fail)
+    rc = cli.main(["inspect", "yarn:2", "--head-dim", "16"])
+    err = one_error(capsys, rc)
+    assert err == f"longrope inspect: error: {exc.strerror}: {exc.filename}\n"
+
+
+def test_progress_outside_a_terminal_writes_plain_lines():
+    import io
+
+    from longrope.progress import Progress
+
+    stream = io.StringIO()
+    p = Progress(100, "finetune", "step", stream=stream)
+    assert not p.tty
+    for _ in range(100):
+        p.update(1)
+        p.set_postfix(loss="1.0")
+    p.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 20 and lines[0].startswith("finetune: 5/100 step, loss=1.0, ")
+    assert all("elapsed, ETA" in x for x in lines) and lines[-1].startswith("finetune: 100/100 step")
+    quiet = io.StringIO()
+    Progress(10, "x", enabled=False, stream=quiet).update(10)
+    assert quiet.getvalue() == ""

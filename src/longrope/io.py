@@ -170,7 +170,7 @@ def _is_secondary_process() -> bool:
 
 @contextmanager
 def prepare_output(path: str | os.PathLike, *, kind: str, overwrite: bool = False, resume: bool = False,
-                   clear: tuple[str, ...] = ()) -> Iterator[Path]:
+                   clear: tuple[str, ...] = (), adopt: str | None = None) -> Iterator[Path]:
     """Check, before any work, that `path` may take a longrope output of `kind`; create it, mark it
     (unfinished) and lock it for the `with` block. If the block fails before writing anything,
     what this made (the folder, its marker and lock) is removed again.
@@ -179,7 +179,8 @@ def prepare_output(path: str | os.PathLike, *, kind: str, overwrite: bool = Fals
     (whatever the flags: longrope never deletes what it did not create); a longrope output of
     another kind; one of this kind unless `resume` (continue it) or `overwrite` (replace it: the
     files named in `clear` are deleted now, a folder written by `atomic_dir` is replaced at the
-    end); a folder or parent that cannot be written; a folder another run holds.
+    end); a folder or parent that cannot be written; a folder another run holds. `adopt` names a
+    file that marks a folder of this kind written before markers existed (resumed, then marked).
     """
     path = Path(path).expanduser()
     if _is_secondary_process():
@@ -190,6 +191,8 @@ def prepare_output(path: str | os.PathLike, *, kind: str, overwrite: bool = Fals
     _check_parent(path)
     existed = path.is_dir()
     marker = read_marker(path) if existed else None
+    if marker is None and resume and adopt and (path / adopt).is_file():
+        marker = {"kind": kind, "finished": False}  # an older longrope's run: resumed as our own
     if existed and marker is None and any(p.name != LOCK for p in path.iterdir()):
         raise LongRopeError(_refusal(path))
     if marker is not None and marker["kind"] != kind:
@@ -209,7 +212,7 @@ def prepare_output(path: str | os.PathLike, *, kind: str, overwrite: bool = Fals
         if marker is not None and overwrite and not resume:
             for name in clear:
                 (path / name).unlink(missing_ok=True)
-        if marker is None or (overwrite and not resume and clear):
+        if marker is None or not read_marker(path) or (overwrite and not resume and clear):
             write_marker(path, kind, finished=False)  # an atomic_dir output stays whole until replaced
     except OSError as e:
         _undo(path, existed, marker)

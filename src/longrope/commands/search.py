@@ -92,7 +92,8 @@ def run(args) -> int:
         cfg = SearchConfig(**given, device=args.device, trust_remote_code=args.trust_remote_code)
         cfg.resolved()  # values checked before the output folder is made
     with prepare_output(args.out, kind="search", overwrite=args.overwrite, resume=args.resume,
-                        clear=("state.json", "history.jsonl", "factors.json", PARTIAL, "search.png")):
+                        clear=("state.json", "history.jsonl", "factors.json", PARTIAL, "search.png"),
+                        adopt="state.json"):
         if not have_matplotlib():
             print("longrope search: note: matplotlib is not installed, so search.png will not be drawn "
                   "(pip install 'longrope[plot]'); the results are written as usual", file=sys.stderr)
