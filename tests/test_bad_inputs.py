@@ -180,8 +180,7 @@ def test_the_table_is_large_and_distinct():
 
 
 @pytest.mark.parametrize("line", CASES)
-def test_bad_input_exits_2_with_one_line_and_writes_nothing(ws, capsys, monkeypatch, line):
-    monkeypatch.setenv("XDG_CACHE_HOME", str(ws.parent / f"{ws.name}-cache"))  # the tokenization cache
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(ws, capsys, line):
     before = snapshot(ws)
     argv = shlex.split(line.format(ws=ws))
     try:
