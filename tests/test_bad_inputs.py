@@ -67,6 +67,11 @@ def ws(tmp_path_factory) -> Path:
     junk.mkdir()
     for p in (ws / "model").iterdir():
         (junk / p.name).write_bytes(b"\x00" * 64 if p.name == "model.safetensors" else p.read_bytes())
+    notok = ws / "model_notok"
+    notok.mkdir()
+    for p in (ws / "model").iterdir():
+        if not p.name.startswith(("tokenizer", "special_tokens")):
+            (notok / p.name).write_bytes(p.read_bytes())
     (ws / "model_nocfg").mkdir()
     (ws / "model_nocfg" / "x.txt").write_text("x")
     return ws
@@ -124,6 +129,8 @@ CASES = [
     f"{PT} --resume", "pretrain --out {ws}/notes --steps 1 --data {ws}/texts",
     "pretrain --out {ws}/file.txt --steps 1 --data {ws}/texts", f"{PT} --init {{ws}}/nope",
     "pretrain --out {ws}/o_pt --steps 1 --data {ws}/one.txt",
+    f"{PT} --init {{ws}}/model_trunc --window 32", f"{PT} --init {{ws}}/model_notok",
+    f"finetune --model {{ws}}/model_notok --scaling yarn:2 --length 64 --steps 1 --out {{ws}}/o_ft",
     # -- export ---------------------------------------------------------------------------
     f"{EX} --scaling longrope:{{ws}}/nhat_str.json", f"{EX} --scaling longrope:{{ws}}/lf_int.json",
     f"{EX} --scaling longrope:{{ws}}/neg_orig.json", f"{EX} --scaling longrope:{{ws}}/zero_orig.json",

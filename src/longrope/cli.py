@@ -52,10 +52,22 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {e.filename}" if e.filename else ""
         print(f"longrope {args.command}: error: {_one_line(e.strerror or e)}{where}", file=sys.stderr)
         return 2
+    except _safetensor_error() as e:  # a truncated or corrupt weights file read outside models.load_model
+        print(f"longrope {args.command}: error: cannot read a safetensors file (truncated or corrupt?): "
+              f"{_one_line(e)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"longrope {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _safetensor_error() -> type:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        return LongRopeError
+    return SafetensorError
 
 
 def _one_line(msg) -> str:

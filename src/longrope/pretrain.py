@@ -205,10 +205,10 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     train_docs, val_docs = _corpus(cfg)
     init_info = None
     if cfg.init:
-        from .models import resolve
+        from .models import load_tokenizer, resolve
 
         init = resolve(cfg.init)
-        tok = AutoTokenizer.from_pretrained(init, local_files_only=True)
+        tok = load_tokenizer(init)  # one line when the folder has no usable tokenizer
         if (init / "provenance.json").is_file():
             init_info = json.loads((init / "provenance.json").read_text())
     elif resume and (tok_dir / "tokenizer.json").is_file():
