@@ -69,6 +69,10 @@ class Progress:
         print(f"{self.desc}: {count}{', ' + body if body else ''}, {duration(time.time() - self.t0)} elapsed, "
               f"ETA {duration(self.eta())}", file=self.stream, flush=True)
 
-    def close(self) -> None:
+    def close(self, *, done: bool = False) -> None:
+        """`done`: the work ended below an upper-bound total (early stop): show it as complete."""
         if self.bar is not None:
+            if done and self.total and self.n < self.total:
+                self.bar.total = self.n
+                self.bar.refresh()
             self.bar.close()

@@ -341,4 +341,4 @@ class _Progress:
                     f"{h.get('evaluations', '?')} full + {h.get('screened', 0)} screening evaluations")
 
     def close(self) -> None:
-        self.p.close()
+        self.p.close(done=True)
