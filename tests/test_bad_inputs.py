@@ -58,6 +58,10 @@ def ws(tmp_path_factory) -> Path:
                       "state_keys": {"format": "longrope-search/1", "config": {"zzz": 1}, "evolution": {}}}.items():
         (ws / name).mkdir()
         (ws / name / "state.json").write_text(json.dumps(doc))
+    for run, kind, state in (("o_ftl", "finetune-work", [1]), ("o_ptl", "pretrain-work", {"step": 1})):
+        (ws / f"{run}.work" / "checkpoint").mkdir(parents=True)
+        (ws / f"{run}.work" / ".longrope-run.json").write_text(json.dumps({"kind": kind, "finished": False}))
+        (ws / f"{run}.work" / "checkpoint" / "state.json").write_text(json.dumps(state))
     trunc = ws / "model_trunc"
     trunc.mkdir()
     for p in (ws / "model").iterdir():
@@ -122,6 +126,7 @@ CASES = [
     f"finetune {M} --scaling warp:2 --length 64 --steps 1 --out {{ws}}/o_ft",
     f"finetune {M} --scaling longrope:{{ws}}/wrong_size.json --length 64 --steps 1 --out {{ws}}/o_ft",
     f"{FT} --work {{ws}}/notes",
+    f"finetune {M} --scaling yarn:2 --length 64 --steps 1 --out {{ws}}/o_ftl --resume {D}",
     # -- pretrain -------------------------------------------------------------------------
     f"{PT} --layers 0", f"{PT} --hidden -1", f"{PT} --vocab-size 10", f"{PT} --window 0", f"{PT} --lr -1",
     f"{PT} --warmup -1", f"{PT} --passkey-share 2", f"{PT} --passkey-weight 0", f"{PT} --rope-theta -1",
@@ -129,6 +134,7 @@ CASES = [
     f"{PT} --resume", "pretrain --out {ws}/notes --steps 1 --data {ws}/texts",
     "pretrain --out {ws}/file.txt --steps 1 --data {ws}/texts", f"{PT} --init {{ws}}/nope",
     "pretrain --out {ws}/o_pt --steps 1 --data {ws}/one.txt",
+    "pretrain --out {ws}/o_ptl --steps 1 --data {ws}/texts --resume --layers 1 --hidden 64 --heads 1 --window 32",
     f"{PT} --init {{ws}}/model_trunc --window 32", f"{PT} --init {{ws}}/model_notok",
     f"finetune --model {{ws}}/model_notok --scaling yarn:2 --length 64 --steps 1 --out {{ws}}/o_ft",
     # -- export ---------------------------------------------------------------------------

@@ -61,6 +61,21 @@ def append_line(path: str | os.PathLike, line: str) -> None:
         os.fsync(f.fileno())
 
 
+def read_json_object(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict:
+    """A JSON object longrope wrote (a state or checkpoint file), checked: one line if the file is
+    unreadable, not JSON, not an object, or lacks one of `keys`."""
+    try:
+        doc = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise LongRopeError(f"cannot read {path}: {' '.join(str(e).split())}") from None
+    if not isinstance(doc, dict):
+        raise LongRopeError(f"{path} is not a longrope state file (not a JSON object)")
+    missing = [k for k in keys if k not in doc]
+    if missing:
+        raise LongRopeError(f"{path} is not a longrope state file (missing {', '.join(missing)})")
+    return doc
+
+
 # -- markers: which folders are longrope's own ------------------------------------------------
 def read_marker(folder: str | os.PathLike) -> dict | None:
     """The marker of a folder longrope wrote, or None (no marker, or not a readable one)."""
@@ -206,6 +221,7 @@ def prepare_output(path: str | os.PathLike, *, kind: str, overwrite: bool = Fals
             more = "" if marker.get("finished") else " or --resume to continue it"
             raise LongRopeError(f"{path} already holds {state} longrope {kind} run; pass --overwrite to "
                                 f"replace it{more}, or choose another --out")
+    had_lock = (path / LOCK).exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
         lock = RunLock(path)
@@ -221,6 +237,8 @@ def prepare_output(path: str | os.PathLike, *, kind: str, overwrite: bool = Fals
         yield path
     except BaseException:
         lock.release()
+        if not had_lock:
+            (path / LOCK).unlink(missing_ok=True)
         _undo(path, existed, marker)
         raise
     lock.release()

@@ -26,7 +26,7 @@ import torch
 
 from .errors import LongRopeError
 from .progress import Progress
-from .io import append_line, atomic_dir, atomic_path, write_json
+from .io import append_line, atomic_dir, atomic_path, read_json_object, write_json
 
 
 @dataclass
@@ -196,6 +196,8 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     log, ckpt, tok_dir = work / "log.jsonl", work / "checkpoint", work / "tokenizer"
     if resume and not (ckpt / "state.json").is_file():
         raise LongRopeError(f"nothing to resume: no checkpoint in {ckpt}")
+    if resume:  # a damaged checkpoint is refused before the tokenizer and data work
+        read_json_object(ckpt / "state.json", ("step", "tokens", "seconds"))
     if not resume and log.exists():
         log.unlink()
 
@@ -247,10 +249,10 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     gen = torch.Generator().manual_seed(cfg.seed)
     step, tokens, seconds = 0, 0, 0.0
     if resume:
+        state = read_json_object(ckpt / "state.json", ("step", "tokens", "seconds"))
         load_model(model, str(ckpt / "model.safetensors"))
         opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
         gen.set_state(torch.load(ckpt / "rng.pt", weights_only=True)["generator"])
-        state = json.loads((ckpt / "state.json").read_text())
         step, tokens, seconds = state["step"], state["tokens"], state["seconds"]
         _truncate_log(log, step)
     batches = Batches(stream, tok, cfg, gen)

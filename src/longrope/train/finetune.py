@@ -31,7 +31,7 @@ import torch
 
 from ..errors import LongRopeError
 from ..progress import Progress
-from ..io import append_line, atomic_dir, atomic_path, write_json
+from ..io import append_line, atomic_dir, atomic_path, read_json_object, write_json
 
 # fields that decide the trajectory: a resume with any of them changed is refused
 _FINGERPRINT = ("model", "scaling", "length", "steps", "data", "split", "batch_size", "micro_batch", "lr",
@@ -217,7 +217,7 @@ def load_checkpoint_weights(ckpt: Path, lm, cfg: FinetuneConfig) -> dict:
     engine wraps it); returns state.json."""
     from safetensors.torch import load_file, load_model
 
-    state = json.loads((ckpt / "state.json").read_text())
+    state = read_json_object(ckpt / "state.json", ("step", "tokens", "seconds"))
     if state.get("config") != cfg.fingerprint():
         changed = sorted(k for k, v in cfg.fingerprint().items() if state.get("config", {}).get(k) != v)
         raise LongRopeError(f"cannot resume: the checkpoint in {ckpt} was made with different "
