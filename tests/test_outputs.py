@@ -69,6 +69,22 @@ def test_atomic_dir_replaces_its_own_output_and_an_empty_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]
 
 
+def test_inside_a_marked_folder_everything_is_longropes(tmp_path):
+    """A checkpoint folder inside a run's (marked) work folder is replaced even without its own marker,
+    as one written by an older longrope; the same folder outside a marked one is refused."""
+    with prepare_output(tmp_path / "work", kind="finetune-work"):
+        (tmp_path / "work" / "checkpoint").mkdir()
+        (tmp_path / "work" / "checkpoint" / "state.json").write_text("{}")
+        with atomic_dir(tmp_path / "work" / "checkpoint") as d:
+            (d / "state.json").write_text('{"step": 2}')
+    assert (tmp_path / "work" / "checkpoint" / "state.json").read_text() == '{"step": 2}'
+    (tmp_path / "loose").mkdir()
+    (tmp_path / "loose" / "state.json").write_text("{}")
+    with pytest.raises(LongRopeError, match="did not make"):
+        with atomic_dir(tmp_path / "loose"):
+            pass
+
+
 def test_a_failed_run_leaves_nothing_behind(tmp_path):
     with pytest.raises(RuntimeError):
         with prepare_output(tmp_path / "new", kind="export"):

@@ -103,10 +103,12 @@ def mark_finished(folder: str | os.PathLike) -> None:
 
 
 def _foreign(path: Path) -> bool:
-    """True for something longrope must not replace: a file, or a non-empty folder without a marker."""
+    """True for something longrope must not replace: a file, or a non-empty folder without a marker
+    that is not inside a marked folder (a checkpoint inside a run's work folder is the run's)."""
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         return True
-    return path.is_dir() and read_marker(path) is None and any(path.iterdir())
+    return (path.is_dir() and read_marker(path) is None and read_marker(path.parent) is None
+            and any(path.iterdir()))
 
 
 @contextmanager

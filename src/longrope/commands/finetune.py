@@ -81,7 +81,8 @@ def run(args) -> int:
     cfg.validate()  # values checked before the output folders are made
     work = args.work or args.out.rstrip("/") + ".work"
     with prepare_output(args.out, kind="finetune", overwrite=args.overwrite, resume=args.resume), \
-            prepare_output(work, kind="finetune-work", overwrite=True, resume=args.resume):
+            prepare_output(work, kind="finetune-work", overwrite=True, resume=args.resume,
+                           adopt="checkpoint/state.json"):
         s = finetune(cfg, resume=args.resume, progress=not args.no_progress)
     if s["main"]:
         print(f"wrote {args.out}: {s['steps']} steps, {s['tokens_seen']:,} tokens at length {args.length}, "

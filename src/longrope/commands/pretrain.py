@@ -78,7 +78,8 @@ def run(args) -> int:
         model_config(cfg, args.vocab_size)  # sizes checked before the data is read
     work = args.work or args.out.rstrip("/") + ".work"
     with prepare_output(args.out, kind="pretrain", overwrite=args.overwrite, resume=args.resume), \
-            prepare_output(work, kind="pretrain-work", overwrite=True, resume=args.resume):
+            prepare_output(work, kind="pretrain-work", overwrite=True, resume=args.resume,
+                           adopt="checkpoint/state.json"):
         s = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"wrote {args.out}: {s['parameters']:,} parameters, {s['tokens_seen']:,} tokens, "
           f"train loss {s['final_train_loss']}, val loss {s['final_val_loss']} "
