@@ -34,6 +34,7 @@ def ws(tmp_path_factory) -> Path:
     (ws / "notes" / "sub").mkdir()
     (ws / "notes" / "sub" / "keep.txt").write_text("keep me\n")
     (ws / "file.txt").write_text("a user's file, not a folder\n")
+    (ws / "link").symlink_to(ws / "notes", target_is_directory=True)
     (ws / "empty").mkdir()
     files = {
         "nhat_str.json": _factor(n_hat="x"), "lf_int.json": _factor(long_factor=5),
@@ -152,7 +153,7 @@ CASES = [
     f"{EX} --scaling longrope:{{ws}}/wrong_size.json:factor=abc", f"{EX} --scaling ntk:0",
     f"{EX} --scaling warp:2", f"export {M} --scaling yarn:2 --out {{ws}}/notes",
     f"export {M} --scaling yarn:2 --out {{ws}}/notes --overwrite", f"export {M} --scaling yarn:2 --out {{ws}}/file.txt",
-    f"export {M} --scaling yarn:2 --out {{ws}}/file.txt/x", "export --model {ws}/model_trunc --scaling yarn:2 --out {ws}/o_ex",
+    f"export {M} --scaling yarn:2 --out {{ws}}/file.txt/x", f"export {M} --scaling yarn:2 --out {{ws}}/link", "export --model {ws}/model_trunc --scaling yarn:2 --out {ws}/o_ex",
     "export --model {ws}/nope --scaling yarn:2 --out {ws}/o_ex",
     # -- inspect / data -------------------------------------------------------------------
     "inspect longrope:{ws}/lf_int.json --head-dim 16", "inspect yarn:8:beta_fast=abc --head-dim 16",

@@ -142,7 +142,9 @@ def atomic_dir(path: str | os.PathLike, kind: str = "folder") -> Iterator[Path]:
 
 
 def _refusal(path: Path) -> str:
-    if path.is_symlink() or (path.exists() and not path.is_dir()):
+    if path.is_symlink():
+        return f"{path} is a symbolic link; longrope never replaces it: choose another --out"
+    if path.exists() and not path.is_dir():
         return f"{path} exists and is not a folder; longrope never replaces it: choose another --out"
     return (f"{path} is a non-empty folder that longrope did not make (no {MARKER}); longrope never "
             "replaces it: choose a new or empty --out")
