@@ -3,6 +3,9 @@ run the evolution, and keep DIR/{state.json, history.jsonl, factors.json, search
 
 Every output is written atomically after every generation (rank 0 only under torchrun), so a run
 killed at any moment resumes from its last generation and ends exactly as an uninterrupted one.
+Until the search is done the best factors so far are `factors.partial.json` (and state.json says
+`"done": false`); `factors.json` is written only at the end, then the output folder's marker is set
+finished, then search.png is drawn (when matplotlib is installed).
 """
 from __future__ import annotations
 
