@@ -35,4 +35,4 @@ def test_atomic_dir_replaces_whole(tmp_path):
         (d / "old").write_text("1")
     with atomic_dir(target) as d:
         (d / "new").write_text("2")
-    assert sorted(p.name for p in target.iterdir()) == ["new"]
+    assert sorted(p.name for p in target.iterdir()) == [".longrope-run.json", "new"]

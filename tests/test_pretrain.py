@@ -15,8 +15,8 @@ TINY = ["--layers", "1", "--hidden", "64", "--heads", "1", "--intermediate", "12
 
 def run(tmp_path, name, *extra, steps=20, seed=0):
     data = tmp_path / "corpus"
-    if not data.exists():
-        write_corpus(data)
+    if not data.exists():  # every document long enough for a validation sample (5% are held out)
+        write_corpus(data, sizes=(2000, 300, 1500, 800, 900, 1200, 600, 2500))
     out = tmp_path / name
     rc = main(["pretrain", "--data", str(data), "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
                "--steps", str(steps), "--seed", str(seed), *TINY, *extra])

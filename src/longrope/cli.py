@@ -14,8 +14,15 @@ from . import __version__, commands
 from .errors import LongRopeError
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (`longrope search: error: ...`), exit status 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="longrope",
         description="Extend the context window of RoPE language models with LongRoPE.",
     )
@@ -36,17 +43,46 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _quiet_libraries()
     try:
+        _check_common(args)
         rc = args.func(args)
     except LongRopeError as e:
-        print(f"longrope {args.command}: error: {e}", file=sys.stderr)
+        print(f"longrope {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
-        print(f"longrope {args.command}: error: {e.strerror}: {e.filename}", file=sys.stderr)
+    except OSError as e:  # read-only file system, no space left, a file where a folder is expected, ...
+        where = f": {e.filename}" if e.filename else ""
+        print(f"longrope {args.command}: error: {_one_line(e.strerror or e)}{where}", file=sys.stderr)
+        return 2
+    except _safetensor_error() as e:  # a truncated or corrupt weights file read outside models.load_model
+        print(f"longrope {args.command}: error: cannot read a safetensors file (truncated or corrupt?): "
+              f"{_one_line(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"longrope {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _safetensor_error() -> type:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        return LongRopeError
+    return SafetensorError
+
+
+def _one_line(msg) -> str:
+    return " ".join(str(msg).split())
+
+
+def _check_common(args) -> None:
+    """What every command can check before loading anything: the device and the dtypes it names."""
+    if isinstance(getattr(args, "device", None), str):
+        from .models import check_device
+        check_device(args.device)
+    for name in ("dtype", "save_dtype"):
+        if isinstance(getattr(args, name, None), str):
+            from .models import torch_dtype
+            torch_dtype(getattr(args, name))
 
 
 def _quiet_libraries() -> None:

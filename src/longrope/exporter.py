@@ -64,7 +64,7 @@ def export(model: str | Path, scaling: Scaling | str, out: str | Path, *, drop_n
     if original and hasattr(cfg, "original_max_position_embeddings"):
         cfg.original_max_position_embeddings = original  # Phi-3 reads it outside rope_parameters
     out = Path(out)
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "export") as tmp:
         lm.save_pretrained(tmp)
         try:
             load_tokenizer(src, trust_remote_code=trust_remote_code).save_pretrained(tmp)

@@ -52,6 +52,26 @@ def resolve(model: str | Path | None) -> Path:
     return path
 
 
+def check_device(name: str | torch.device) -> torch.device:
+    """The torch device `name`, checked to exist on this machine (one line otherwise)."""
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise LongRopeError(f"unknown device {str(name)!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LongRopeError(f"device {str(name)!r}: no CUDA GPU is usable here (this torch build "
+                                f"{torch.__version__} sees none); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise LongRopeError(f"device {str(name)!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise LongRopeError(f"device {str(name)!r}: MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise LongRopeError(f"device {str(name)!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return dev
+
+
 def torch_dtype(name: str | torch.dtype) -> torch.dtype | str:
     if isinstance(name, torch.dtype) or name == "auto":
         return name
@@ -65,6 +85,7 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
                device: str | torch.device = "cpu", trust_remote_code: bool = False,
                attn_implementation: str = "sdpa"):
     """Load a causal LM from a local folder in eval mode (safetensors only, no downloads)."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
     path = resolve(model)
@@ -74,6 +95,10 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
             attn_implementation=attn_implementation, use_safetensors=True, local_files_only=True)
     except (OSError, ValueError) as e:
         raise LongRopeError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
+    except SafetensorError as e:  # a truncated or corrupt weights file
+        files = ", ".join(p.name for p in sorted(path.glob("*.safetensors"))) or "its safetensors files"
+        raise LongRopeError(f"cannot read the weights of {path} ({files}): {str(e).splitlines()[0]}; "
+                            "the file is truncated or corrupt") from None
     return lm.to(device).eval()
 
 

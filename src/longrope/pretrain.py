@@ -164,17 +164,10 @@ def evaluate(model, samples: list[torch.Tensor], batch: int = 8) -> float:
 
 
 def _corpus(cfg: PretrainConfig):
-    """Train and validation documents; user data (no splits) holds out every 20th document (or the last one)."""
+    """Train and validation documents: the source's own splits (`longrope.data.sources`)."""
     from .data import load_documents
 
-    if cfg.data in (None, "builtin"):
-        return load_documents(cfg.data, "train"), load_documents(cfg.data, "validation")
-    docs = load_documents(cfg.data)
-    if len(docs) < 2:
-        raise LongRopeError(f"pre-training needs at least 2 documents (one held out for validation), found {len(docs)}")
-    if len(docs) < 20:
-        return docs[:-1], docs[-1:]
-    return [d for i, d in enumerate(docs) if i % 20 != 19], docs[19::20]
+    return load_documents(cfg.data, "train"), load_documents(cfg.data, "validation")
 
 
 @dataclass
@@ -197,11 +190,11 @@ def _tokenizer(cfg: PretrainConfig, run: RunFolder, resume: bool, train_docs) ->
 
     tok_dir = run.work / "tokenizer"
     if cfg.init:
-        from .models import resolve
+        from .models import load_tokenizer, resolve
 
         init = resolve(cfg.init)
         info = json.loads((init / "provenance.json").read_text()) if (init / "provenance.json").is_file() else None
-        return AutoTokenizer.from_pretrained(init, local_files_only=True), init, info
+        return load_tokenizer(init), init, info  # one line when the folder has no usable tokenizer
     if resume and (tok_dir / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(tok_dir, local_files_only=True), None, None
     tok = train_bpe([d.text for d in train_docs], cfg.vocab_size)
@@ -298,7 +291,9 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
     if cfg.autocast not in ("none", "bfloat16"):
         raise LongRopeError(f"--autocast must be none or bfloat16, got {cfg.autocast!r}")
     torch.set_num_threads(cfg.threads)
-    run = RunFolder(cfg.out, cfg.work)  # the output and work paths: checked here, first
+    # the output and work folders were prepared (marker, lock, --overwrite: `io.prepare_output`) by
+    # the command before this call; here their paths are laid out and a resume checked, first
+    run = RunFolder(cfg.out, cfg.work)
     run.check_resume(resume)
     run.work.mkdir(parents=True, exist_ok=True)
     data = _data(cfg, run, resume)
@@ -350,7 +345,7 @@ def _write_output(out: Path, model, tok, cfg: PretrainConfig, summary: dict, log
     from .models import torch_dtype
 
     model.eval()
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "pretrain") as tmp:
         model.to(torch_dtype(cfg.save_dtype)).save_pretrained(tmp, safe_serialization=True)
         model.to(torch.float32)
         tok.save_pretrained(tmp)

@@ -55,11 +55,11 @@ def test_text_file_folder_and_glob(tmp_path):
     (tmp_path / "sub" / "b.md").write_text("second", encoding="utf-8")
     (tmp_path / "sub" / "c.txt").write_text("  \n", encoding="utf-8")  # blank: skipped in folders
     (tmp_path / "image.png").write_bytes(b"\x89PNG")  # not a text suffix: ignored
-    one = load_documents(str(tmp_path / "a.txt"))
+    one = load_documents(str(tmp_path / "a.txt"), "all")
     assert one == [Document(str(tmp_path / "a.txt"), "first document\n")]
-    folder = load_documents(str(tmp_path))
+    folder = load_documents(str(tmp_path), "all")
     assert [d.text for d in folder] == ["first document\n", "second"]
-    globbed = load_documents(str(tmp_path / "**" / "*.txt"))
+    globbed = load_documents(str(tmp_path / "**" / "*.txt"), "all")
     assert [d.text for d in globbed] == ["first document\n"]
 
 
@@ -67,8 +67,8 @@ def test_jsonl_default_and_named_field(tmp_path):
     p = tmp_path / "d.jsonl"
     p.write_text("\n".join(json.dumps(r) for r in [{"text": "one", "body": "uno"}, {"text": "two", "body": "dos"}])
                  + "\n\n", encoding="utf-8")
-    assert [d.text for d in load_documents(str(p))] == ["one", "two"]
-    assert [d.text for d in load_documents(f"{p}:body")] == ["uno", "dos"]
+    assert [d.text for d in load_documents(str(p), "all")] == ["one", "two"]
+    assert [d.text for d in load_documents(f"{p}:body", "all")] == ["uno", "dos"]
 
 
 def test_parquet(tmp_path):
@@ -76,17 +76,17 @@ def test_parquet(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
     p = tmp_path / "d.parquet"
     pq.write_table(pa.table({"text": ["alpha", "", "gamma"], "other": ["x", "y", "z"]}), p)
-    assert [d.text for d in load_documents(str(p))] == ["alpha", "gamma"]
-    assert [d.text for d in load_documents(f"{p}:other")] == ["x", "y", "z"]
+    assert [d.text for d in load_documents(str(p), "all")] == ["alpha", "gamma"]
+    assert [d.text for d in load_documents(f"{p}:other", "all")] == ["x", "y", "z"]
     with pytest.raises(LongRopeError, match="no column 'body'"):
-        load_documents(f"{p}:body")
+        load_documents(f"{p}:body", "all")
 
 
 def test_hf_save_to_disk_dataset_and_dataset_dict(tmp_path):
     datasets = pytest.importorskip("datasets")
     ds = datasets.Dataset.from_dict({"text": ["doc a", "doc b"]})
     ds.save_to_disk(str(tmp_path / "ds"))
-    assert [d.text for d in load_documents(str(tmp_path / "ds"))] == ["doc a", "doc b"]
+    assert [d.text for d in load_documents(str(tmp_path / "ds"), "all")] == ["doc a", "doc b"]
     dd = datasets.DatasetDict({"train": ds, "test": datasets.Dataset.from_dict({"text": ["held out"]})})
     dd.save_to_disk(str(tmp_path / "dd"))
     assert [d.text for d in load_documents(str(tmp_path / "dd"), "test")] == ["held out"]

@@ -142,7 +142,8 @@ def test_killed_finetune_resumes_and_finishes(assets, tmp_path):
             time.sleep(0.02)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    assert proc.returncode == -signal.SIGKILL and not (out / "config.json").exists()
+    assert json.loads((out / ".longrope-run.json").read_text())["finished"] is False  # says it is unfinished
     at_kill = json.loads((work / "checkpoint" / "state.json").read_text())["step"]
     assert 10 <= at_kill < 80
     done = run_group(cmd + ["--resume"], env=cli_env(1), timeout=300)
@@ -150,6 +151,7 @@ def test_killed_finetune_resumes_and_finishes(assets, tmp_path):
     rows = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 81))
     assert json.loads((out / "finetune.json").read_text())["steps"] == 80
+    assert json.loads((out / ".longrope-run.json").read_text())["finished"] is True
     # the same run without the kill, in this process on one thread, gives the same losses
     with torch_threads(1):
         ref = tmp_path / "ref"

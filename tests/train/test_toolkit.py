@@ -31,6 +31,9 @@ def test_weight_decay_only_on_matrices():
     assert [len(g["params"]) for g in groups] == [1, 2]  # Linear.weight | Linear.bias, LayerNorm.bias
 
 
+STATE = {"step": 1, "tokens": 8, "seconds": 0.5}
+
+
 def test_checkpoint_round_trip_restores_everything_a_resume_needs(tmp_path):
     torch.manual_seed(0)
     model = torch.nn.Linear(4, 4)
@@ -41,7 +44,7 @@ def test_checkpoint_round_trip_restores_everything_a_resume_needs(tmp_path):
     sched.step()
     gen = torch.Generator().manual_seed(7)
     ckpt = tmp_path / "work" / "checkpoint"
-    save_checkpoint(ckpt, model, {"step": 1}, optimizer=opt, scheduler=sched, generator=gen)
+    save_checkpoint(ckpt, model, STATE, optimizer=opt, scheduler=sched, generator=gen)
     expect = (torch.rand(3), torch.rand(3, generator=gen), model.weight.detach().clone())
 
     other = torch.nn.Linear(4, 4)
@@ -53,7 +56,17 @@ def test_checkpoint_round_trip_restores_everything_a_resume_needs(tmp_path):
     assert torch.equal(torch.rand(3), expect[0]) and torch.equal(torch.rand(3, generator=gen2), expect[1])
     assert torch.equal(other.weight, expect[2]) and sched2.last_epoch == 1
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
-    assert RunFolder(tmp_path / "out", tmp_path / "work").read_state() == {"step": 1}
+    assert RunFolder(tmp_path / "out", tmp_path / "work").read_state() == STATE
+
+
+@pytest.mark.parametrize("text,why", [('{"step": 1}', "missing tokens, seconds"), ("[1]", "not a JSON object"),
+                                      ('{"step": 1', "cannot read")])
+def test_a_damaged_state_file_is_one_line_before_any_work(tmp_path, text, why):
+    run = RunFolder(tmp_path / "out")
+    run.checkpoint.mkdir(parents=True)
+    (run.checkpoint / "state.json").write_text(text)
+    with pytest.raises(LongRopeError, match=why):
+        run.check_resume(True)
 
 
 def test_run_folder_resume_check_and_log_truncation(tmp_path):

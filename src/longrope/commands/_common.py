@@ -21,7 +21,7 @@ def add_data_args(p: argparse.ArgumentParser, *, split: str) -> None:
     g.add_argument("--data", default=None,
                    help="'builtin' (stdlib sources, default), a .txt file, folder or glob of text files, "
                         ".jsonl[:FIELD], .parquet, or a save_to_disk dataset folder")
-    g.add_argument("--split", default=split, help=f"split of the built-in corpus (default {split})")
+    g.add_argument("--split", default=split, help=f"split of the data: train, validation, test (default {split}), or all (unsplit, nothing held out)")
 
 
 def load_model_from_args(args):

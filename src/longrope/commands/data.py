@@ -17,9 +17,9 @@ def register(sub) -> None:
         q.add_argument("--model", default="builtin", help="model folder whose tokenizer counts tokens (default builtin)")
         q.add_argument("--cache-dir", default=None, help="tokenization cache folder (default ~/.cache/longrope)")
         if name == "stats":
-            q.add_argument("--split", default=None, help="only this split of the built-in corpus (default: all)")
+            q.add_argument("--split", default=None, help="only this split: train, validation, test or all (default: each of the three)")
         else:
-            q.add_argument("--split", default="test", help="split of the built-in corpus (default test)")
+            q.add_argument("--split", default="test", help="split of the data: train, validation, test or all (default test)")
             q.add_argument("--length", required=True, help="sample length in tokens, e.g. 2048 or 2k")
             q.add_argument("--count", type=int, default=None, help="number of samples (default: as many as possible)")
             q.add_argument("--mode", default="auto", choices=("auto", "select", "join"),
@@ -41,14 +41,15 @@ def _tokenized(args, split):
 def run_stats(args) -> int:
     from ..data.sources import SPLITS
 
-    builtin = args.data in (None, "builtin")
-    splits = ([args.split] if args.split else list(SPLITS)) if builtin else [None]
-    print(f"{'split':<12}{'docs':>8}{'tokens':>14}{'longest':>10}{'>=2k':>7}{'>=8k':>7}")
+    splits = [args.split] if args.split else list(SPLITS)
+    rows = []  # every split loaded before the first line is printed: a bad source prints one line
     for split in splits:
-        _, docs, ids = _tokenized(args, split or "test")
+        _, docs, ids = _tokenized(args, split)
         n = [len(x) for x in ids]
-        print(f"{split or 'all':<12}{len(docs):>8,}{sum(n):>14,}{max(n):>10,}"
-              f"{sum(x >= 2048 for x in n):>7,}{sum(x >= 8192 for x in n):>7,}")
+        rows.append(f"{split:<12}{len(docs):>8,}{sum(n):>14,}{max(n):>10,}"
+                    f"{sum(x >= 2048 for x in n):>7,}{sum(x >= 8192 for x in n):>7,}")
+    print(f"{'split':<12}{'docs':>8}{'tokens':>14}{'longest':>10}{'>=2k':>7}{'>=8k':>7}")
+    print("\n".join(rows))
     return 0
 
 

@@ -8,7 +8,9 @@ def register(sub) -> None:
                                    "stock runtimes read (type longrope: short/long factors).")
     p.add_argument("--model", default="builtin", help="source model folder or 'builtin' (default)")
     p.add_argument("--scaling", required=True, help="e.g. longrope:runs/search/factors.json or yarn:8")
-    p.add_argument("--out", required=True, help="output folder (replaced atomically)")
+    p.add_argument("--out", required=True, help="output folder, written atomically; a folder longrope did "
+                                                "not write is never replaced")
+    p.add_argument("--overwrite", action="store_true", help="replace an export longrope wrote in --out before")
     p.add_argument("--drop-n-hat", action="store_true",
                    help="accept exporting without n_hat (the stock format cannot express it)")
     p.add_argument("--drop-short-attention", action="store_true",
@@ -19,8 +21,13 @@ def register(sub) -> None:
 
 def run(args) -> int:
     from ..exporter import export
+    from ..io import prepare_output
 
-    out = export(args.model, args.scaling, args.out, drop_n_hat=args.drop_n_hat,
-                 drop_short_attention=args.drop_short_attention, trust_remote_code=args.trust_remote_code)
+    from ..rope.scaling import parse_spec
+
+    scaling = parse_spec(args.scaling)  # a bad spec or factor file fails before --out is touched
+    with prepare_output(args.out, kind="export", overwrite=args.overwrite):
+        out = export(args.model, scaling, args.out, drop_n_hat=args.drop_n_hat,
+                     drop_short_attention=args.drop_short_attention, trust_remote_code=args.trust_remote_code)
     print(f"wrote {out}")
     return 0

@@ -23,10 +23,12 @@ def register(sub) -> None:
     p.add_argument("--data", default=None,
                    help="'builtin' (stdlib corpus, default), a .txt file, folder or glob, .jsonl[:FIELD], "
                         ".parquet or a save_to_disk dataset folder")
-    p.add_argument("--split", default="train", help="split of the built-in corpus or dataset (default train)")
+    p.add_argument("--split", default="train", help="split of the data: train (default), validation, test, or all (unsplit)")
     p.add_argument("--out", required=True, help="output model folder (written atomically)")
     p.add_argument("--work", default=None, help="folder for log.jsonl and checkpoint/ (default OUT.work)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the work folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a fine-tuned model longrope wrote in --out before (never a folder it did not write)")
     t = p.add_argument_group("training")
     t.add_argument("--batch-size", type=int, default=8,
                    help="global samples per optimizer step, whatever the number of processes (default 8)")
@@ -62,6 +64,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
+    from ..io import prepare_output
     from ..train.finetune import FinetuneConfig, finetune
 
     cfg = FinetuneConfig(
@@ -75,7 +78,12 @@ def run(args) -> int:
         device=args.device, threads=args.threads, cache_dir=args.cache_dir,
         trust_remote_code=args.trust_remote_code,
         command="longrope " + shlex.join(sys.argv[1:] if "finetune" in sys.argv else ["finetune"]))
-    s = finetune(cfg, resume=args.resume, progress=not args.no_progress)
+    cfg.validate()  # values checked before the output folders are made
+    work = args.work or args.out.rstrip("/") + ".work"
+    with prepare_output(args.out, kind="finetune", overwrite=args.overwrite, resume=args.resume), \
+            prepare_output(work, kind="finetune-work", overwrite=True, resume=args.resume,
+                           adopt="checkpoint/state.json"):
+        s = finetune(cfg, resume=args.resume, progress=not args.no_progress)
     if s["main"]:
         print(f"wrote {args.out}: {s['steps']} steps, {s['tokens_seen']:,} tokens at length {args.length}, "
               f"final loss {s['final_loss']:.4f}, scaling {s['scaling']} in {s['seconds']:.0f} s")

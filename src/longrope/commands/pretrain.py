@@ -1,6 +1,7 @@
 """`longrope pretrain`: train the built-in short-context model (BPE tokenizer + Llama) from scratch."""
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 
@@ -42,18 +43,27 @@ def register(sub) -> None:
     t.add_argument("--eval-every", type=int, default=200, help="validation loss every N steps (0 = only at the end)")
     t.add_argument("--checkpoint-every", type=int, default=200, help="checkpoint every N steps (0 = never)")
     t.add_argument("--resume", action="store_true", help="continue from the checkpoint in the work folder")
+    t.add_argument("--overwrite", action="store_true",
+                   help="replace a model longrope wrote in --out before (never a folder it did not write)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from ..pretrain import PretrainConfig, pretrain
+    from ..io import prepare_output
+    from ..pretrain import PretrainConfig, model_config, pretrain
 
     for name in ("steps", "batch_size", "layers", "hidden", "heads", "intermediate", "window", "threads"):
         if getattr(args, name) < 1:
             raise LongRopeError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if not 0.0 <= args.passkey_share <= 1.0:
         raise LongRopeError(f"--passkey-share must be between 0 and 1, got {args.passkey_share}")
+    for name in ("eval_every", "checkpoint_every", "warmup"):
+        if getattr(args, name) < 0:
+            raise LongRopeError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(args, name)}")
+    for name in ("lr", "rope_theta", "passkey_weight"):
+        if not (getattr(args, name) > 0 and math.isfinite(getattr(args, name))):
+            raise LongRopeError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(args, name)}")
     if args.vocab_size < 300:
         raise LongRopeError(f"--vocab-size must be at least 300 (256 bytes + specials), got {args.vocab_size}")
     cfg = PretrainConfig(
@@ -64,7 +74,13 @@ def run(args) -> int:
         threads=args.threads, autocast=args.autocast, save_dtype=args.save_dtype,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, cache_dir=args.cache_dir, init=args.init,
         command="longrope " + shlex.join(sys.argv[1:] if sys.argv and "pretrain" in sys.argv else ["pretrain"]))
-    s = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
+    if not args.init:
+        model_config(cfg, args.vocab_size)  # sizes checked before the data is read
+    work = args.work or args.out.rstrip("/") + ".work"
+    with prepare_output(args.out, kind="pretrain", overwrite=args.overwrite, resume=args.resume), \
+            prepare_output(work, kind="pretrain-work", overwrite=True, resume=args.resume,
+                           adopt="checkpoint/state.json"):
+        s = pretrain(cfg, resume=args.resume, progress=not args.no_progress)
     print(f"wrote {args.out}: {s['parameters']:,} parameters, {s['tokens_seen']:,} tokens, "
           f"train loss {s['final_train_loss']}, val loss {s['final_val_loss']} "
           f"(ppl {s['final_val_ppl_256']}) in {s['train_seconds']:.0f} s")

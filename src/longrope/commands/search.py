@@ -1,6 +1,7 @@
 """`longrope search`: evolutionary search of LongRoPE rescale factors and start tokens."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from ..errors import LongRopeError
@@ -25,6 +26,8 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder: factors.json, history.jsonl, state.json, search.png")
     p.add_argument("--seed", type=int, default=None, help="random seed of the search and the samples (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the search saved in --out/state.json")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a search longrope wrote in --out before (a folder it did not write is never touched)")
     g = p.add_argument_group("evolution")
     g.add_argument("--preset", choices=("fast", "paper"), default=None,
                    help="fast (default): population 16, 8 parents, 8 mutants + 8 crossovers, up to 40 "
@@ -68,7 +71,9 @@ def _norm(key: str, value):
 
 
 def run(args) -> int:
-    from ..search.runner import SearchConfig, load_state, run_search
+    from ..io import prepare_output
+    from ..search.plot import have_matplotlib
+    from ..search.runner import PARTIAL, SearchConfig, load_state, run_search
 
     given = {k: getattr(args, k) for k in _SEARCH if getattr(args, k, None) is not None}
     if args.resume:
@@ -81,11 +86,18 @@ def run(args) -> int:
     else:
         if "target_length" not in given:
             raise LongRopeError("--target-length is required (unless --resume)")
-        if (Path(args.out) / "state.json").exists():
-            raise LongRopeError(f"{args.out} already holds a search; pass --resume to continue it "
-                                "or choose another --out")
+        if (Path(args.out) / "state.json").exists() and not args.overwrite:
+            raise LongRopeError(f"{args.out} already holds a search; pass --resume to continue it, "
+                                "--overwrite to replace it, or choose another --out")
         cfg = SearchConfig(**given, device=args.device, trust_remote_code=args.trust_remote_code)
-    summary = run_search(cfg, args.out, resume=args.resume, progress=True)
+        cfg.resolved()  # values checked before the output folder is made
+    with prepare_output(args.out, kind="search", overwrite=args.overwrite, resume=args.resume,
+                        clear=("state.json", "history.jsonl", "factors.json", PARTIAL, "search.png"),
+                        adopt="state.json"):
+        if not have_matplotlib():
+            print("longrope search: note: matplotlib is not installed, so search.png will not be drawn "
+                  "(pip install 'longrope[plot]'); the results are written as usual", file=sys.stderr)
+        summary = run_search(cfg, args.out, resume=args.resume, progress=True)
     if summary["rank"] == 0:
         base = ", ".join(f"{k} {v:.3f}" for k, v in summary["baselines"].items())
         crit = f", critical dim {summary['critical_dim']}" if summary["critical_dim"] else ""

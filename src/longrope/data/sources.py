@@ -1,10 +1,20 @@
 """Document sources: the built-in stdlib corpus and user data (text, JSON Lines, Parquet, HF datasets).
 
-Every source yields `Document(name, text)`. The built-in corpus is the running interpreter's
-standard-library `.py` files (test folders and site-packages left out), each file one document,
-split into train / validation / test by a SHA-1 of its path relative to the library root, so a
-file never moves between splits. For user data the `split` argument only matters for a
-`save_to_disk` DatasetDict (it picks that split); other formats have no splits.
+Every source yields `Document(name, text)` and is split into train / validation / test, so a
+search (validation) is never judged, and a model never evaluated (test), on documents it saw:
+
+- the built-in corpus (the running interpreter's standard-library `.py` files, test folders and
+  site-packages left out, each file one document): by a SHA-1 of the path relative to the library
+  root, [0, 900) per mille train, [900, 950) validation, [950, 1000) test;
+- user data: the documents are ranked by a SHA-1 of their identity (the path relative to the
+  folder or glob base; the row number in a .jsonl, .parquet or saved dataset); the first 5% (at
+  least 1) are validation, the next 5% (at least 1) test, the rest train. The same data always
+  gives the same split; a source with fewer than 3 documents (a single text file is one document)
+  has no split, and asking it for one is a one-line error naming the fix;
+- a `save_to_disk` DatasetDict keeps its own splits.
+
+`split="all"` takes every document, unsplit, and says so on stderr (the caller gives up the
+held-out guarantee).
 """
 from __future__ import annotations
 
@@ -12,6 +22,7 @@ import glob
 import hashlib
 import json
 import os
+import sys
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +30,8 @@ from pathlib import Path
 from ..errors import LongRopeError
 
 SPLITS = ("train", "validation", "test")
+ALL = "all"  # every document, unsplit (loud)
+USER_HELD_OUT = 0.05  # share of a user source's documents in validation, and again in test (at least 1 each)
 # Per-mille boundaries of the hash split: [0, 900) train, [900, 950) validation, [950, 1000) test.
 SPLIT_BOUNDS = {"train": (0, 900), "validation": (900, 950), "test": (950, 1000)}
 _SKIP_DIRS = {"test", "tests", "site-packages", "dist-packages", "__pycache__", "idle_test"}
@@ -58,12 +71,24 @@ def stdlib_files(root: Path | None = None) -> list[tuple[str, Path]]:
     return out
 
 
+def _check_split(split: str) -> None:
+    if split not in SPLITS and split != ALL:
+        raise LongRopeError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} (or {ALL}: "
+                            "every document, no held-out part)")
+
+
+def _warn_all(what: str) -> None:
+    print(f"longrope: warning: split {ALL!r} takes every document of {what}: nothing is held out, so "
+          "search, training and evaluation may see the same documents", file=sys.stderr)
+
+
 def load_builtin(split: str = "test", root: Path | None = None) -> list[Document]:
-    if split not in SPLITS:
-        raise LongRopeError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    _check_split(split)
+    if split == ALL:
+        _warn_all("the built-in corpus")
     docs = []
     for rel, path in stdlib_files(root):
-        if split_of(rel) != split:
+        if split != ALL and split_of(rel) != split:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
         if text.strip():
@@ -81,11 +106,30 @@ def _read_text(path: Path) -> str:
         raise LongRopeError(f"not a UTF-8 text file: {path}") from None
 
 
-def _load_text_files(paths: list[Path], what: str) -> list[Document]:
-    docs = [Document(str(p), t) for p in paths if (t := _read_text(p)).strip()]
+def _load_text_files(paths: list[Path], what: str, base: Path) -> tuple[list[Document], list[str]]:
+    """Documents and their identities (the path relative to `base`, POSIX)."""
+    docs, keys = [], []
+    for p in paths:
+        if (t := _read_text(p)).strip():
+            docs.append(Document(str(p), t))
+            keys.append(_relative(p, base))
     if not docs:
         raise LongRopeError(f"no non-empty text in {what}")
-    return docs
+    return docs, keys
+
+
+def _relative(p: Path, base: Path) -> str:
+    try:
+        return p.resolve().relative_to(base.resolve()).as_posix()
+    except ValueError:
+        return p.as_posix()
+
+
+def _glob_base(pattern: str) -> Path:
+    """The folder part of a glob before its first wildcard: '/d/**/*.txt' -> '/d'."""
+    parts = Path(pattern).expanduser().parts
+    head = [q for q in parts[:next(i for i, q in enumerate(parts) if any(c in q for c in "*?["))]]
+    return Path(*head) if head else Path(".")
 
 
 def _split_field(source: str, suffix: str) -> tuple[Path, str]:
@@ -143,61 +187,108 @@ def _is_hf_dataset(path: Path) -> bool:
     return (path / "dataset_dict.json").is_file() or (path / "state.json").is_file()
 
 
-def _load_hf(path: Path, split: str, field: str = "text") -> list[Document]:
+def _load_hf(path: Path, split: str, field: str = "text") -> tuple[list[Document], bool]:
+    """Documents of a saved dataset, and whether they are already one split of a DatasetDict."""
     try:
         import datasets
     except ImportError:
         raise LongRopeError("reading a saved dataset needs `datasets`: pip install 'longrope[data]'") from None
     ds = datasets.load_from_disk(str(path))
-    if isinstance(ds, datasets.DatasetDict):
-        if split not in ds:
+    presplit = isinstance(ds, datasets.DatasetDict)
+    if presplit:
+        if split == ALL:
+            _warn_all(f"dataset {path}")
+            parts = list(ds.values())
+        elif split not in ds:
             raise LongRopeError(f"dataset {path} has no split {split!r} (splits: {', '.join(ds)})")
-        ds = ds[split]
-    if field not in ds.column_names:
-        raise LongRopeError(f"dataset {path} has no column {field!r} (columns: {', '.join(ds.column_names)})")
-    docs = [Document(f"{path.name}:{i}", t) for i, t in enumerate(ds[field], 1) if isinstance(t, str) and t.strip()]
+        else:
+            parts = [ds[split]]
+    else:
+        parts = [ds]
+    docs = []
+    for part in parts:
+        if field not in part.column_names:
+            raise LongRopeError(f"dataset {path} has no column {field!r} (columns: {', '.join(part.column_names)})")
+        docs += [Document(f"{path.name}:{len(docs) + i}", t) for i, t in enumerate(part[field], 1)
+                 if isinstance(t, str) and t.strip()]
     if not docs:
         raise LongRopeError(f"no non-empty {field!r} texts in dataset {path}")
-    return docs
+    return docs, presplit
+
+
+def _rank(key: str) -> int:
+    return int.from_bytes(hashlib.sha1(key.encode("utf-8")).digest()[:8], "big")
+
+
+def user_split(docs: list[Document], keys: list[str], split: str, what: str) -> list[Document]:
+    """The documents of `split` of a user source (see the module docstring), in source order."""
+    _check_split(split)
+    if split == ALL:
+        _warn_all(what)
+        return docs
+    n = len(docs)
+    if n < 3:
+        raise LongRopeError(f"{what} holds {n} document{'s' if n != 1 else ''}, too few for a train/"
+                            f"validation/test split (3 needed): give a folder, .jsonl or .parquet with more "
+                            f"documents, or pass --split {ALL} to use it unsplit (nothing held out)")
+    held = max(1, round(n * USER_HELD_OUT))
+    order = sorted(range(n), key=lambda i: (_rank(keys[i]), i))
+    part = {i: "train" for i in range(n)}
+    part.update({i: "validation" for i in order[:held]})
+    part.update({i: "test" for i in order[held:2 * held]})
+    return [d for i, d in enumerate(docs) if part[i] == split]
 
 
 def load_documents(source: str | None = None, split: str = "test") -> list[Document]:
-    """Documents of `source`: None/'builtin' (stdlib corpus, `split` applies) or a local path.
+    """Documents of `split` ("train", "validation", "test"; "all" = unsplit, with a warning) of
+    `source`: None/'builtin' (stdlib corpus) or a local path.
 
     Paths: a text file (one document), a folder (every text file below it, sorted) or a glob,
     `FILE.jsonl[:FIELD]`, `FILE.parquet[:COLUMN]` (default field `text`), or a `save_to_disk`
-    dataset folder (`split` picks the split of a DatasetDict).
+    dataset folder (a DatasetDict keeps its own splits).
     """
     if source is None or str(source) == "builtin":
         return load_builtin(split)
+    _check_split(split)
     source = str(source)
+    docs, keys = _load_user(source, split)
+    if keys is None:  # already one split of a DatasetDict
+        return docs
+    return user_split(docs, keys, split, source)
+
+
+def _load_user(source: str, split: str) -> tuple[list[Document], list[str] | None]:
+    """All documents of a user source and their identities (None: the source split them itself)."""
     low = source.lower()
     if ".jsonl" in low:
         path, field = _split_field(source, ".jsonl")
         if path.is_file():
-            return _load_jsonl(path, field)
+            docs = _load_jsonl(path, field)
+            return docs, [d.name for d in docs]
     if ".parquet" in low:
         path, field = _split_field(source, ".parquet")
         if path.is_file():
-            return _load_parquet(path, field)
+            docs = _load_parquet(path, field)
+            return docs, [d.name for d in docs]
     if any(c in source for c in "*?["):
         paths = sorted(Path(p) for p in glob.glob(str(Path(source).expanduser()), recursive=True))
         paths = [p for p in paths if p.is_file()]
         if not paths:
             raise LongRopeError(f"no files match {source}")
-        return _load_text_files(paths, source)
+        return _load_text_files(paths, source, _glob_base(source))
     path = Path(source).expanduser()
     if not path.exists():
         raise LongRopeError(f"data not found: {source}")
     if path.is_dir():
         if _is_hf_dataset(path):
-            return _load_hf(path, split)
+            docs, presplit = _load_hf(path, split)
+            return docs, None if presplit else [d.name for d in docs]
         paths = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES
                        and not any(part.startswith(".") for part in p.relative_to(path).parts))
         if not paths:
             raise LongRopeError(f"no text files (.txt, .md, .rst, .py) in folder {path}")
-        return _load_text_files(paths, f"folder {path}")
+        return _load_text_files(paths, f"folder {path}", path)
     text = _read_text(path)
     if not text.strip():
         raise LongRopeError(f"empty file: {path}")
-    return [Document(str(path), text)]
+    return [Document(str(path), text)], [path.name]

@@ -58,6 +58,14 @@ class Scaling:
                 self.factor = self.target_length / self.original_max_position
         elif self.method != "none" and self.factor is None:
             raise LongRopeError(f"{self.method} needs a factor, e.g. '{self.method}:8'")
+        for name in ("original_max_position", "target_length"):  # wrong JSON types: one line, not a traceback
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise LongRopeError(f"{name} must be a positive integer (or null), got {v!r}")
+        if self.factor is not None and (isinstance(self.factor, bool) or not isinstance(self.factor, (int, float))):
+            raise LongRopeError(f"scale factor must be a positive number, got {self.factor!r}")
+        if not isinstance(self.params, dict) or not isinstance(self.provenance, dict):
+            raise LongRopeError("params and provenance must be JSON objects")
         if self.factor is not None and not (math.isfinite(self.factor) and self.factor > 0):
             raise LongRopeError(f"scale factor must be a positive number, got {self.factor}")
         if not isinstance(self.n_hat, int) or self.n_hat < 0:
@@ -231,7 +239,7 @@ def parse_spec(spec: str | Scaling | None, default_factor: float | None = None) 
         except ValueError:
             raise LongRopeError(f"bad scale factor in {spec!r}: {arg!r}") from None
     elif "factor" in extras:
-        factor = float(extras.pop("factor"))
+        factor = _option(method, "factor", extras.pop("factor"))
     elif default_factor is not None:
         factor = float(default_factor)
     else:
@@ -239,7 +247,20 @@ def parse_spec(spec: str | Scaling | None, default_factor: float | None = None) 
     unknown = set(extras) - set(registry.get(method).params)
     if unknown:
         raise LongRopeError(f"{method} takes no option(s) {', '.join(sorted(unknown))}")
+    extras = {k: _option(method, k, v) for k, v in extras.items()}
     return Scaling(method, factor=factor if method != "none" else None, params=extras)
+
+
+def _option(method: str, key: str, value: Any) -> Any:
+    """A `key=value` option of a spec, checked: `truncate` is true/false, every other one a
+    finite positive number."""
+    if key == "truncate":
+        if not isinstance(value, bool):
+            raise LongRopeError(f"{method} option truncate must be true or false, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise LongRopeError(f"{method} option {key} must be a positive number, got {value!r}")
+    return value
 
 
 # -- factor files ---------------------------------------------------------------------------

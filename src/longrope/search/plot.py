@@ -9,6 +9,13 @@ from ..io import atomic_path
 from .space import Candidate
 
 
+def have_matplotlib() -> bool:
+    """Whether search.png can be drawn (checked before a search, which then says so up front)."""
+    import importlib.util
+
+    return importlib.util.find_spec("matplotlib") is not None
+
+
 def plot_search(path: str | Path, doc: dict, best: Candidate) -> bool:
     """Write the figure atomically; without matplotlib a one-line LongRopeError, as every plot."""
     from ..plotting import pyplot

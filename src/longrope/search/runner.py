@@ -3,6 +3,9 @@ run the evolution, and keep DIR/{state.json, history.jsonl, factors.json, search
 
 Every output is written atomically after every generation (rank 0 only under torchrun), so a run
 killed at any moment resumes from its last generation and ends exactly as an uninterrupted one.
+Until the search is done the best factors so far are `factors.partial.json` (and state.json says
+`"done": false`); `factors.json` is written only at the end, then the output folder's marker is set
+finished, then search.png is drawn (when matplotlib is installed).
 """
 from __future__ import annotations
 
@@ -15,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import LongRopeError
-from ..io import write_json, write_text
+from ..io import mark_finished, write_json, write_text
 from .evolution import PRESETS, evolve
 from .space import Candidate, Space
 
 FORMAT = "longrope-search/1"
+PARTIAL = "factors.partial.json"  # the best factors so far of an unfinished search
 SEARCH_KEYS = ("population", "iterations", "parents", "mutations", "crossovers", "mutation_prob",
                "screen_docs", "promote", "patience")
 
@@ -90,8 +94,16 @@ def load_state(out: str | Path) -> dict:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise LongRopeError(f"cannot read {path}: {e}") from None
-    if state.get("format") != FORMAT:
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LongRopeError(f"{path} is not a longrope search state")
+    fields = set(SearchConfig.__dataclass_fields__)
+    if not isinstance(state.get("config"), dict) or not set(state["config"]) <= fields \
+            or not isinstance(state.get("evolution"), dict):
+        raise LongRopeError(f"{path} is not a readable longrope search state (bad config or evolution)")
+    try:
+        SearchConfig(**state["config"]).resolved()
+    except TypeError:  # a value of the wrong JSON type
+        raise LongRopeError(f"{path}: the saved config holds a value of the wrong type") from None
     return state
 
 
@@ -163,11 +175,13 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
         seeds = seed_factors(dim, base, original, scale)
         space = Space.critical(seeds["ntk"], crit // 2, scale, window=original,
                                search_n_hat=cfg.search_n_hat, **space_kw)
-    bar = _Progress(progress and rank == 0, cfg)
+    bar = _Progress(progress and rank == 0, cfg, baselines=len(seeds) + bool(long is not None and cfg.search_attention_scale),
+                    done_generations=saved["evolution"].get("generation") if saved else None, world=world)
     objective = Objective(model, samples, original=original, target=cfg.target_length, positions=positions,
                           chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick,
                           make_scaling=(lambda c: _with_short(long, c.factors, _short_attn(cfg, c)))
                           if long else None)
+    bar.objective = objective
     full = objective.fitness()
     screen = objective.fitness(cfg.screen_docs) if cfg.screen_docs else None
     if saved is not None:
@@ -202,6 +216,10 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
                "evolution": evo}
         _write_outputs(out, doc, space, cfg, final=done)
         write_json(out / "state.json", doc)
+        if done:  # results first, then the marker, then the optional figure
+            mark_finished(out)
+            from .plot import plot_search
+            plot_search(out / "search.png", doc, Candidate.from_json(evo["parents"][0][0]))
 
     result = evolve(full, space, population=cfg.population, iterations=cfg.iterations,
                     parents=cfg.parents, mutations=cfg.mutations, crossovers=cfg.crossovers,
@@ -280,35 +298,50 @@ def _with_short(long, factors, short_attention: float | None = None):
 def _write_outputs(out: Path, doc: dict, space: Space, cfg: SearchConfig, *, final: bool) -> None:
     ev = doc["evolution"]
     best = Candidate.from_json(ev["parents"][0][0])
-    scaling_of(doc, best).save(out / "factors.json")
+    # factors.json only once the search is done; until then the best so far is factors.partial.json
+    scaling_of(doc, best).save(out / ("factors.json" if final else PARTIAL))
+    if final:
+        (out / PARTIAL).unlink(missing_ok=True)
     docs = {"full": cfg.docs, "screen": cfg.screen_docs}
     lines = [json.dumps({"generation": e["generation"], "fidelity": e["fidelity"], "docs": docs[e["fidelity"]],
                          "ppl": e["score"], **e["candidate"]}) for e in ev["evaluations"]]
     write_text(out / "history.jsonl", "\n".join(lines) + ("\n" if lines else ""))
-    if final:
-        from .plot import plot_search
-        plot_search(out / "search.png", doc, best)
 
 
 class _Progress:
-    """A tqdm bar over candidate evaluations with the best perplexity so far (rank 0 only)."""
+    """Search progress on rank 0 (`longrope.progress`): a bar over sample forward passes, whose total
+    is the most the settings can take (the initial population and every generation in full; early
+    stopping and cached scores make it shorter), and one plain line per generation outside a terminal."""
 
-    def __init__(self, on: bool, cfg: SearchConfig):
-        self.t = None
-        if on:
-            from tqdm.auto import tqdm
-            self.t = tqdm(desc=f"search {cfg.preset}", unit="eval", disable=None, dynamic_ncols=True)
+    def __init__(self, on: bool, cfg: SearchConfig, *, baselines: int, done_generations: int | None, world: int):
+        from ..progress import Progress
+
+        per_gen = cfg.mutations + cfg.crossovers
+        full = math.ceil(cfg.promote * per_gen) if cfg.screen_docs else per_gen
+        gen_cost = full * cfg.docs + (per_gen * cfg.screen_docs if cfg.screen_docs else 0)
+        if done_generations is None:
+            total = (baselines + cfg.population) * cfg.docs + cfg.iterations * gen_cost
+        else:
+            total = max(0, cfg.iterations - done_generations) * gen_cost
+        self.cfg, self.objective = cfg, None
+        self.p = Progress(math.ceil(total / world), f"search {cfg.preset}", "pass", enabled=on, every=0)
+        if on and not self.p.tty:
+            self.p.line(f"up to {cfg.iterations} generations at {cfg.target_length} tokens on {cfg.docs} "
+                        "documents (the total is an upper bound)")
 
     def tick(self) -> None:
-        if self.t is not None:
-            self.t.update(1)
+        if self.objective is not None and self.objective.docs_run > self.p.n:
+            self.p.update(self.objective.docs_run - self.p.n)
 
     def generation(self, evo: dict) -> None:
-        if self.t is not None:
-            best = evo["history"][-1]["best_score"]
-            self.t.set_postfix_str(f"gen {evo['generation']} best ppl {float(best):.3f}")
+        if evo["generation"] == getattr(self, "last", None):
+            return  # the final record repeats the last generation
+        self.last = evo["generation"]
+        best = float(evo["history"][-1]["best_score"])
+        h = evo["history"][-1]
+        self.p.set_postfix_str(f"gen {evo['generation']} best ppl {best:.3f}")
+        self.p.line(f"generation {evo['generation']}/{self.cfg.iterations}, best ppl {best:.4f}, "
+                    f"{h.get('evaluations', '?')} full + {h.get('screened', 0)} screening evaluations")
 
     def close(self) -> None:
-        if self.t is not None:
-            self.t.close()
-
+        self.p.close(done=True)

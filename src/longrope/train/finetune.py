@@ -90,6 +90,13 @@ class FinetuneConfig:
             raise LongRopeError(f"--passkey-share must be in [0, 1), got {self.passkey_share}")
         if self.checkpoint_every < 0:
             raise LongRopeError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise LongRopeError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for name in ("weight_decay", "max_grad_norm", "loss_chunk"):
+            if not getattr(self, name) >= 0:
+                raise LongRopeError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.threads is not None and self.threads < 1:
+            raise LongRopeError(f"--threads must be positive, got {self.threads}")
 
     @property
     def warmup_steps(self) -> int:
@@ -341,7 +348,9 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     cfg.validate()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    run = RunFolder(cfg.out, cfg.work)  # the output and work paths: checked here, first
+    # the output and work folders were prepared (marker, lock, --overwrite: `io.prepare_output`) by
+    # the command before this call; here their paths are laid out and a resume checked, first
+    run = RunFolder(cfg.out, cfg.work)
     run.check_resume(resume)
     r = _load(cfg)
     _set_up(r, run, resume, log or _logger.warning)
@@ -369,7 +378,7 @@ def _write_output(out: Path, lm, tok, scaling, summary: dict, log: Path, weights
     record = replace(scaling, provenance={**scaling.provenance, "finetuned": {
         k: summary["config"][k] for k in ("model", "length", "steps", "lr", "batch_size", "data", "seed",
                                          "mixed_window", "passkey_share")}})
-    with atomic_dir(out) as tmp:
+    with atomic_dir(out, "finetune") as tmp:
         lm.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tok.save_pretrained(tmp)
         record.save(tmp / "longrope_scaling.json")

@@ -8,8 +8,10 @@
   `min_ratio x peak`.
 - `save_checkpoint` / `load_weights` / `load_state`: weights as safetensors; optimizer, scheduler
   and RNG state (global torch and CUDA generators, and the data generator when there is one) with
-  torch.save, read back with weights_only=True; `state.json`; each checkpoint replaced atomically.
-- `StepLog`: the progress bar and the JSON-lines loss log, truncated past the checkpoint on resume
+  torch.save, read back with weights_only=True; `state.json` (read back checked, `read_json_object`);
+  each checkpoint replaced atomically (`atomic_dir`).
+- `StepLog`: the progress (`longrope.progress`: a bar in a terminal, plain lines elsewhere) and the
+  JSON-lines loss log, truncated past the checkpoint on resume
   so a resumed run's log reads as one run.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LongRopeError
-from ..io import append_line, atomic_dir, atomic_path, write_json
+from ..io import append_line, atomic_dir, atomic_path, read_json_object, write_json
 
 
 class RunFolder:
@@ -36,6 +38,8 @@ class RunFolder:
     def check_resume(self, resume: bool) -> None:
         if resume and not (self.checkpoint / "state.json").is_file():
             raise LongRopeError(f"nothing to resume: no checkpoint in {self.checkpoint}")
+        if resume:  # a damaged checkpoint is refused before the model, tokenizer and data work
+            self.read_state()
 
     def start(self, resume: bool, step: int) -> None:
         """A fresh run: the work folder made, an old log dropped. A resumed run: the log cut at `step`."""
@@ -46,7 +50,8 @@ class RunFolder:
             self.log.unlink(missing_ok=True)
 
     def read_state(self) -> dict:
-        return json.loads((self.checkpoint / "state.json").read_text())
+        """The checkpoint's state.json, checked: one line when it is unreadable or not a state file."""
+        return read_json_object(self.checkpoint / "state.json", ("step", "tokens", "seconds"))
 
 
 def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
@@ -146,10 +151,10 @@ class StepLog:
 
     def __init__(self, log: Path, *, total: int, initial: int, desc: str, show: bool, write: bool = True,
                  postfix: str = "{:.4f}"):
-        from tqdm.auto import tqdm
+        from ..progress import Progress
 
         self.log, self.write, self.postfix = log, write, postfix
-        self.bar = tqdm(total=total, initial=initial, disable=not show or None, desc=desc, unit="step")
+        self.bar = Progress(total, desc, "step", initial=initial, enabled=show)
 
     def step(self, row: dict | None, loss: float) -> None:
         """One optimizer step done; `row` (when given) goes to the log."""
