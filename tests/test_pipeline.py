@@ -88,7 +88,7 @@ def test_tiny_recipe_end_to_end(tmp_path):
     results = json.loads((out / "03-compare" / "results.json").read_text())
     assert set(results["ppl"]) == {"none", "pi", "yarn", "longrope"}
     assert results["meta"]["longrope_factors"] == str(out / "01-search" / "factors.json")
-    assert (Path(ctx["exported"]) / "config.json").is_file()
+    assert (Path(ctx.exported) / "config.json").is_file()
     with pytest.raises(LongRopeError, match="not empty"):
         run(load_recipe(str(recipe)), out, model=str(model), data=str(data), log=lambda m: None)
     # resume on a finished run skips everything
@@ -135,7 +135,7 @@ def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
     recipe.write_text(PROGRESSIVE)
     ctx = run(load_recipe(str(recipe)), tmp_path / "out", model=str(model), data=str(data), log=lambda m: None)
     finetuned = str(tmp_path / "out" / "02-finetune" / "model")
-    assert ctx["model"] == finetuned
+    assert ctx.model == finetuned
     results = json.loads((tmp_path / "out" / "04-compare" / "results.json").read_text())
     models = results["meta"]["models"]
     assert models["yarn"] == str(model) and models["none (final model)"] == finetuned
