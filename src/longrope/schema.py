@@ -207,20 +207,22 @@ def add_config_args(parser, cls, names: Iterable[str], *, suppress: bool = False
             continue
         if f.metadata.get("choices"):
             kw["choices"] = f.metadata["choices"]
-        parser.add_argument(flag, type=_argtype(_parser_for(f, hints[name])), **kw)
-
-
-def _argtype(fn):
-    """argparse reports ArgumentTypeError as `argument --x: message` (exit 2)."""
-    def parse(text):
-        try:
-            return fn(text)
-        except LongRopeError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    parse.__name__ = fn.__name__
-    return parse
-
+        parser.add_argument(flag, metavar=name.upper(), **kw)  # text, parsed by from_args
 
 def from_args(args, cls, names: Iterable[str]) -> dict:
-    """The values of `names` present in the argparse namespace."""
-    return {n: getattr(args, n) for n in names if hasattr(args, n)}
+    """The values of `names` present in the argparse namespace, parsed by their field's type (a bad
+    value is a one-line LongRopeError naming the option)."""
+    hints = _hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    out = {}
+    for n in names:
+        if not hasattr(args, n):
+            continue
+        value = getattr(args, n)
+        if isinstance(value, str) and hints[n] is not str:
+            try:
+                value = _parser_for(fields[n], hints[n])(value)
+            except LongRopeError as e:
+                raise LongRopeError(f"--{n.replace('_', '-')}: {e}") from None
+        out[n] = value
+    return out
