@@ -296,7 +296,8 @@ def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[
     recipe.overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
     validate(recipe)
     _check_devices_here(recipe)
-    fingerprint = run_fingerprint(recipe_doc(recipe), recipe.model, recipe.data)
+    stages_doc = {k: v for k, v in recipe_doc(recipe).items() if k not in ("model", "data")}
+    fingerprint = run_fingerprint(stages_doc, recipe.model, recipe.data)  # model, data: by identity
     fresh = not (out.exists() and any(out.iterdir()))
     if not fresh and not resume:
         raise LongRopeError(f"{out} is not empty; pass --resume to continue it or choose a new --out")

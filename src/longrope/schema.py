@@ -47,6 +47,14 @@ def parse_lengths(text: str | Iterable) -> list[int]:
     return out
 
 
+# fields of other components' configs that are token lengths (their dataclasses carry no metadata)
+LENGTH_FIELDS = {"target_length", "length", "lengths", "short_length"}
+
+
+def _is_length(f) -> bool:
+    return bool(f.metadata.get("length")) or f.name in LENGTH_FIELDS
+
+
 def _hints(cls) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -96,7 +104,7 @@ def check_types(obj, where: str) -> None:
             continue
         if not any(_fits(value, a) for a in alts):
             raise LongRopeError(f"{where}: {f.name} must be {_type_name(tp)}, got {value!r}")
-        if f.metadata.get("length"):
+        if _is_length(f):
             for v in value if isinstance(value, (list, tuple)) else [value]:
                 if v <= 0:
                     raise LongRopeError(f"{where}: {f.name} must be a positive length, got {v!r}")
@@ -109,7 +117,7 @@ def coerce_lengths(kw: dict, cls) -> dict:
     """Recipe values like '2k' in the length fields of `cls` turned into token counts."""
     out = dict(kw)
     for f in dataclasses.fields(cls):
-        if f.metadata.get("length") and f.name in out and out[f.name] is not None:
+        if _is_length(f) and f.name in out and out[f.name] is not None:
             v = out[f.name]
             if isinstance(v, str) or (isinstance(v, (list, tuple)) and any(isinstance(x, str) for x in v)):
                 try:
@@ -151,7 +159,7 @@ def _parser_for(f, tp):
     alts, _ = _kinds(tp)
     tp = alts[0]
     origin = typing.get_origin(tp)
-    if f.metadata.get("length"):
+    if _is_length(f):
         return parse_lengths if origin in (list, tuple) else parse_length
     if origin in (list, tuple):
         inner = (typing.get_args(tp) or (str,))[0]
