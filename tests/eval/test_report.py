@@ -105,3 +105,11 @@ def test_results_json_is_written_before_plots_fail(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError):
         outputs.write_outputs(CompareResult.from_json(DOC), tmp_path)
     assert (tmp_path / "results.json").is_file()
+
+
+def test_shipped_reports_link_only_files_that_exist():
+    import re
+    from pathlib import Path
+    for report in (Path(__file__).parents[2] / "docs" / "results").glob("*/report.md"):
+        for link in re.findall(r"\]\(([^)]+\.png)\)", report.read_text()):
+            assert (report.parent / link).is_file(), f"{report}: {link}"

@@ -101,7 +101,8 @@ def _positions(text: str | None):
 
 def _meta(args, scaling, model) -> dict:
     from ..eval.compare import describe_model_scaling
-    return {"model": args.model, "scaling": scaling.describe() if scaling is not None else describe_model_scaling(model),
+    own = describe_model_scaling(model)
+    return {"model": args.model, "scaling": scaling.describe() if scaling is not None else own,
             "dtype": args.dtype, "seed": args.seed}
 
 
