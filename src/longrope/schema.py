@@ -187,10 +187,12 @@ def _show(value) -> str:
     return str(value)
 
 
-def add_config_args(parser, cls, names: Iterable[str], *, suppress: bool = False, rename: dict | None = None):
+def add_config_args(parser, cls, names: Iterable[str], *, suppress: bool = False, rename: dict | None = None,
+                    helps: dict | None = None, choices: dict | None = None, required: Iterable[str] = ()):
     """One `--field-name` option per field in `names`, its type, default and help taken from the
     dataclass. suppress=True leaves unset options out of the namespace (to tell given from default).
-    A bool field becomes a switch that flips its default (`--no-X` when the default is True)."""
+    A bool field becomes a switch that flips its default (`--no-X` when the default is True). `helps`
+    and `choices` supply what the field's metadata lacks; `required` names fields the CLI insists on."""
     hints = _hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     rename = rename or {}
@@ -198,13 +200,14 @@ def add_config_args(parser, cls, names: Iterable[str], *, suppress: bool = False
         f = fields[name]
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
-        text = f.metadata.get("help", "")
+        text = f.metadata.get("help") or (helps or {}).get(name, "")
         shown = "" if default is None or isinstance(default, bool) else f" (default {_show(default)})"
         kw: dict[str, Any] = {"dest": name, "help": text + shown}
-        if suppress:
+        missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if name in required or (missing and not suppress):
+            kw["required"], kw["help"] = True, text
+        elif suppress:
             kw["default"] = argparse.SUPPRESS
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            kw["required"] = True
         else:
             kw["default"] = default
         flag = rename.get(name) or "--" + name.replace("_", "-")
@@ -213,8 +216,8 @@ def add_config_args(parser, cls, names: Iterable[str], *, suppress: bool = False
                 flag = rename.get(name) or "--no-" + name.replace("_", "-")
             parser.add_argument(flag, action="store_false" if default else "store_true", **kw)
             continue
-        if f.metadata.get("choices"):
-            kw["choices"] = f.metadata["choices"]
+        if f.metadata.get("choices") or (choices or {}).get(name):
+            kw["choices"] = f.metadata.get("choices") or choices[name]
         parser.add_argument(flag, metavar=name.upper(), **kw)  # text, parsed by from_args
 
 def from_args(args, cls, names: Iterable[str]) -> dict:
