@@ -111,13 +111,8 @@ def require_plots() -> None:
 
 
 def _plt():
-    try:
-        import matplotlib
-    except ImportError:
-        raise LongRopeError("plots need matplotlib: pip install 'longrope[plot]'") from None
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    return plt
+    from ..plotting import pyplot
+    return pyplot()
 
 
 def _save(fig, path: str | os.PathLike) -> None:
