@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from _eval_fixtures import one_thread, text_dir, tiny_model_dir  # noqa: F401  (fixtures)
 from longrope.cli import main
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -18,8 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def yarn_model(tmp_path):
     """A tiny Llama with large weights (sharp, position-sensitive attention), exported with yarn:4."""
     import longrope
-    from conftest import make_tiny
-    from helpers import char_tokenizer
+    from tests.helpers import char_tokenizer, make_tiny
     path = tmp_path / "sharp"
     make_tiny("llama", initializer_range=0.5).save_pretrained(path)
     char_tokenizer().save_pretrained(path)
