@@ -141,3 +141,16 @@ def test_compare_sliding_window_uses_windows_of_length(char_tok, text_dir):
     d = res["ppl_detail"]["none"]
     assert d["32"]["tokens"] == 2 * 63 and d["64"]["tokens"] == 2 * 127  # 2L-token samples, all scored
     assert "sliding" in res["meta"]["ppl_mode"]
+
+
+def test_compare_refuses_a_wrong_size_factor_file_before_any_work(tiny_model_dir, text_dir, tmp_path, capsys):
+    factors = tmp_path / "f.json"
+    factors.write_text(json.dumps({"format": "longrope-scaling", "version": 1, "method": "longrope",
+                                   "factor": 4.0, "long_factor": [1.0] * 3, "original_max_position": 32}))
+    out = tmp_path / "o"
+    rc = main(["compare", "--model", str(tiny_model_dir), "--data", str(text_dir), "--lengths", "32,64",
+               "--docs", "2", "--passkey-trials", "0", "--methods", f"none,pi,longrope:{factors}",
+               "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "3 factors" in err and "rotary pairs" in err
+    assert "ppl @" not in err and not out.exists()  # nothing was scored or written

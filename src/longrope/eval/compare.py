@@ -178,6 +178,12 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
     fac = default_factor(model, lengths, cfg.factor)
     methods = with_model_entry(cfg.methods, model)
     scalings = resolve_methods([m for m in methods if m != "model"], fac)
+    dim = patch.rope_dims(model)[0]
+    for label, scaling in scalings.items():  # a factor file of the wrong size fails before any work
+        try:
+            scaling.check_pairs(dim // 2)
+        except LongRopeError as e:
+            raise LongRopeError(f"method {label!r}: {e}") from None
     short = cfg.short_length or window
     say = log or (lambda msg: None)
     if ids is None:
