@@ -165,6 +165,33 @@ def _samples(cfg: CompareConfig, tokenizer, ids, lengths, short):
     return samples, {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"}
 
 
+def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, short, progress, say) -> None:
+    """Every evaluation of one method (already applied to `model`) into `r`. A new evaluation goes
+    here (or in its own module called from here) and into a MethodResult field."""
+    for n in lengths:
+        p = ppl(n, progress=progress)
+        r.ppl[n], r.ppl_detail[n], r.seconds[n] = p.ppl, p.to_dict(), p.seconds
+        say(f"  ppl @ {n}: {p.ppl:.3f} ({p.docs} docs, {p.tokens} tokens, {p.seconds:.1f} s)")
+    r.short_ppl = ppl(short).ppl
+    if cfg.passkey_trials > 0:
+        pk = passkey_eval(model, tokenizer, lengths, trials=cfg.passkey_trials, depths=cfg.depths,
+                          seed=cfg.seed, progress=progress)
+        r.passkey = {int(n): v for n, v in pk.by_length.items()}
+        r.passkey_depth = {int(n): v for n, v in pk.grid.items()}
+        say(f"  passkey: {', '.join(f'{k}: {v:.0%}' for k, v in pk.by_length.items())}")
+
+
+def _check_sizes(model, scalings: dict) -> None:
+    """A factor file of the wrong size for the model fails before any work."""
+    from longrope import patch
+    dim = patch.rope_dims(model)[0]
+    for label, scaling in scalings.items():
+        try:
+            scaling.check_pairs(dim // 2)
+        except LongRopeError as e:
+            raise LongRopeError(f"method {label!r}: {e}") from None
+
+
 def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool = True,
             log=None, model_name: str | None = None) -> CompareResult:
     """Perplexity and passkey for every method of `config` at every length, on the model as loaded
@@ -178,12 +205,7 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
     fac = default_factor(model, lengths, cfg.factor)
     methods = with_model_entry(cfg.methods, model)
     scalings = resolve_methods([m for m in methods if m != "model"], fac)
-    dim = patch.rope_dims(model)[0]
-    for label, scaling in scalings.items():  # a factor file of the wrong size fails before any work
-        try:
-            scaling.check_pairs(dim // 2)
-        except LongRopeError as e:
-            raise LongRopeError(f"method {label!r}: {e}") from None
+    _check_sizes(model, scalings)
     short = cfg.short_length or window
     say = log or (lambda msg: None)
     if ids is None:
@@ -211,17 +233,7 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
             if scaling is not None:
                 patch.apply(model, scaling)
             results[label] = r = MethodResult(spec=spec, model=model_name)
-            for n in lengths:
-                p = ppl(n, progress=progress)
-                r.ppl[n], r.ppl_detail[n], r.seconds[n] = p.ppl, p.to_dict(), p.seconds
-                say(f"  ppl @ {n}: {p.ppl:.3f} ({p.docs} docs, {p.tokens} tokens, {p.seconds:.1f} s)")
-            r.short_ppl = ppl(short).ppl
-            if cfg.passkey_trials > 0:
-                pk = passkey_eval(model, tokenizer, lengths, trials=cfg.passkey_trials, depths=cfg.depths,
-                                  seed=cfg.seed, progress=progress)
-                r.passkey = {int(n): v for n, v in pk.by_length.items()}
-                r.passkey_depth = {int(n): v for n, v in pk.grid.items()}
-                say(f"  passkey: {', '.join(f'{k}: {v:.0%}' for k, v in pk.by_length.items())}")
+            _score(r, model, tokenizer, cfg, ppl, lengths, short, progress, say)
     finally:
         patch.remove(model)
         if was_patched is not None:
