@@ -27,6 +27,8 @@ test-all: install
 	$(BIN)/python -m pytest -m ""
 
 # The main job: the built-in model from 256 to 2,048 tokens (recipe builtin-8x), into $(DEMO_OUT)/.
+# --resume continues an interrupted run of the same recipe, model and data; a $(DEMO_OUT)/ made by
+# anything else (another recipe or longrope version) is refused in one line: remove it and rerun.
 demo: install
 	$(BIN)/longrope extend --recipe builtin-8x --out $(DEMO_OUT) --resume
 	@echo; cat $(DEMO_OUT)/*-compare/report.md

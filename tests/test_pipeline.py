@@ -87,7 +87,7 @@ def test_tiny_recipe_end_to_end(tmp_path):
     results = json.loads((out / "03-compare" / "results.json").read_text())
     assert set(results["ppl"]) == {"none", "pi", "yarn", "longrope"}
     assert results["meta"]["longrope_factors"] == str(out / "01-search" / "factors.json")
-    assert (Path(ctx["exported"]) / "config.json").is_file()
+    assert (Path(ctx.exported) / "config.json").is_file()
     with pytest.raises(LongRopeError, match="not empty"):
         run(load_recipe(str(recipe)), out, model=str(model), data=str(data), log=lambda m: None)
     # resume on a finished run skips everything
@@ -134,9 +134,108 @@ def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
     recipe.write_text(PROGRESSIVE)
     ctx = run(load_recipe(str(recipe)), tmp_path / "out", model=str(model), data=str(data), log=lambda m: None)
     finetuned = str(tmp_path / "out" / "02-finetune" / "model")
-    assert ctx["model"] == finetuned
+    assert ctx.model == finetuned
     results = json.loads((tmp_path / "out" / "04-compare" / "results.json").read_text())
     models = results["meta"]["models"]
     assert models["yarn"] == str(model) and models["none (final model)"] == finetuned
     assert models["longrope"] == finetuned
     assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "longrope"}
+
+
+# -- the whole recipe is checked before the first stage ------------------------------------------
+@pytest.mark.parametrize("text,msg", [
+    ("seed: zero\nstages:\n  - search: {target_length: 64}\n", "seed must be int"),
+    ("stages:\n  - search: {target_length: -256}\n", "target_length must be a positive length"),
+    ("stages:\n  - search: {target_length: 64, docs: four}\n", "docs must be int"),
+    ("stages:\n  - search: {target_length: 64}\n  - export: {drop_n_hat: true}\n"
+     "  - compare: {lengths: [64], methods: [none, warp]}\n", "warp"),
+    ("stages:\n  - search: {target_length: 64}\n  - export: {drop_n_hat: true}\n"
+     "  - compare: {lengths: [64], passkey_trials: -1}\n", "passkey_trials must be >= 0"),
+    ("stages:\n  - search: {target_length: 64}\n  - export: {drop_n_hat: true}\n"
+     "  - compare: {lengths: [-64]}\n", "positive length"),
+    ("stages:\n  - search: {target_length: 64}\n  - export: {drop_n_hat: false}\n", "drop_n_hat is false"),
+    ("stages:\n  - search: {target_length: 64}\n  - short: {search_attention_scale: true}\n"
+     "  - export: {drop_n_hat: true}\n", "drop_short_attention is false"),
+    ("stages:\n  - search: {target_length: 64}\n  - export: {drop_n_hat: yes_please}\n", "drop_n_hat must be bool"),
+    ("device: banana\nstages:\n  - search: {target_length: 64}\n", "unknown device"),
+    ("stages:\n  - search: {target_length: 64, dtype: float99}\n", "unknown dtype"),
+    ("stages:\n  - search: {target_length: 64}\n  - finetune: {length: 64, steps: 2, min_lr_ratio: x}\n",
+     "min_lr_ratio must be float"),
+])
+def test_whole_recipe_is_checked_before_any_work(tmp_path, capsys, text, msg):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    assert main(["extend", "--recipe", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1
+    assert main(["extend", "--recipe", str(path), "--out", str(tmp_path / "o")]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_recipe_lengths_accept_2k(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("stages:\n  - search: {target_length: 2k}\n  - export: {drop_n_hat: true}\n"
+                    "  - compare: {lengths: [256, 1k], short_length: 0.25k}\n")
+    recipe = load_recipe(str(path))
+    assert recipe.stages[0].options["target_length"] == "2k"  # parsed when the stage config is built
+    from longrope.pipeline import _compare_config
+    assert _compare_config(recipe, recipe.stages[2]).lengths == [256, 1024]
+
+
+def test_extend_device_override_is_checked(capsys):
+    assert main(["extend", "--recipe", "builtin-8x", "--device", "banana", "--dry-run"]) == 2
+    assert "unknown device" in capsys.readouterr().err
+
+
+def test_dry_run_of_a_model_without_rope_is_one_line(tmp_path, capsys):
+    from transformers import GPT2Config
+    folder = tmp_path / "gpt2"
+    GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64).save_pretrained(folder)
+    assert main(["extend", "--recipe", "builtin-8x", "--model", str(folder), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "RoPE" in err and len(err.splitlines()) == 1
+
+
+# -- resume checks the run's fingerprint -----------------------------------------------------------
+def _finished_tiny(tmp_path):
+    model = save_tiny(tmp_path / "m")
+    data = write_texts(tmp_path / "docs", n=6, words=300)
+    recipe = tmp_path / "tiny.yaml"
+    recipe.write_text(TINY)
+    out = tmp_path / "out"
+    run(load_recipe(str(recipe)), out, model=str(model), data=str(data), log=lambda m: None)
+    return recipe, model, data, out
+
+
+def test_resume_refuses_a_different_recipe_model_or_data(tmp_path, capsys):
+    recipe, model, data, out = _finished_tiny(tmp_path)
+    saved = (out / "recipe.json").read_text()
+    other = tmp_path / "other.yaml"
+    other.write_text(TINY.replace("docs: 2, passkey_trials", "docs: 3, passkey_trials"))
+    base = ["extend", "--out", str(out), "--resume", "--model", str(model), "--data", str(data)]
+    assert main(base + ["--recipe", str(other)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "different recipe" in err and len(err.splitlines()) == 1
+    other_data = write_texts(tmp_path / "docs2", n=6, words=301)
+    assert main(["extend", "--recipe", str(recipe), "--out", str(out), "--resume", "--model", str(model),
+                 "--data", str(other_data)]) == 2
+    assert "different data" in capsys.readouterr().err
+    other_model = save_tiny(tmp_path / "m2", seed=1)
+    assert main(["extend", "--recipe", str(recipe), "--out", str(out), "--resume", "--model", str(other_model),
+                 "--data", str(data)]) == 2
+    assert "different model" in capsys.readouterr().err
+    assert (out / "recipe.json").read_text() == saved  # never rewritten on a mismatch
+    assert main(base + ["--recipe", str(recipe)]) == 0  # the same run resumes (everything skipped)
+    assert "done earlier, skipped" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_folder_without_fingerprint(tmp_path, capsys):
+    out = tmp_path / "old-demo-out"
+    (out / "01-search").mkdir(parents=True)
+    (out / "recipe.json").write_text(json.dumps({"recipe": {"name": "builtin-8x"}}))
+    assert main(["extend", "--recipe", "builtin-8x", "--out", str(out), "--resume"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "older longrope" in err and len(err.splitlines()) == 1
+    (out / "recipe.json").unlink()
+    assert main(["extend", "--recipe", "builtin-8x", "--out", str(out), "--resume"]) == 2
+    assert "not a longrope extend run" in capsys.readouterr().err

@@ -24,12 +24,14 @@ def stock_form(scaling: Scaling, drop_n_hat: bool = False, drop_short_attention:
     """`scaling` without what stock runtimes cannot express, if the caller accepts dropping it."""
     if scaling.n_hat and not drop_n_hat:
         raise LongRopeError(f"the stock config format cannot express n_hat={scaling.n_hat} (un-interpolated "
-                            "start positions); pass --drop-n-hat to export without it, accepting that "
+                            "start positions); pass drop_n_hat=True (CLI: --drop-n-hat) to export without it, "
+                            "accepting that "
                             "positions below it are rotated with the scaled factors")
     if scaling.short_attention is not None and not drop_short_attention:
         raise LongRopeError(f"the stock config format has one attention scale for short and long factors; "
                             f"short_attention={scaling.short_attention} cannot be expressed: pass "
-                            "--drop-short-attention to export with the long one at every length")
+                            "drop_short_attention=True (CLI: --drop-short-attention) to export with the long "
+                            "one at every length")
     return replace(scaling, n_hat=0, short_attention=None)
 
 

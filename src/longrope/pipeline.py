@@ -1,9 +1,15 @@
 """`longrope extend`: run a YAML recipe of stages (search, finetune, short, export, compare).
 
 Each stage works in DIR/NN-kind/ and, when finished, writes DIR/NN-kind/done.json holding what
-later stages need (the current model folder and the current factor file). `--resume` skips
-stages with a marker and resumes an interrupted one from its own checkpoint (search state.json,
-finetune checkpoints); a stage killed at any moment loses at most the work since that checkpoint.
+later stages need (the typed `Context`: current model folder, current factor file, ...).
+`--resume` skips stages with a marker and resumes an interrupted one from its own checkpoint
+(search state.json, finetune checkpoints), but only when DIR/recipe.json's fingerprint (the
+recipe, the model's and the data's identities) matches this run's; a mismatch is refused.
+
+Each stage's options are its component's config dataclass (SearchConfig, FinetuneConfig,
+ExportConfig, CompareConfig); `validate` builds and checks all of them, and the stages against each
+other, before the first stage runs. `device`/`dtype` at the recipe's top level apply to every stage
+that loads a model (a stage's own value wins; `extend --device/--dtype` wins over both).
 
 Recipe (YAML):
 
@@ -28,11 +34,35 @@ from typing import Any, Callable
 
 from .errors import LongRopeError
 from .io import write_json
+from .schema import build, check_types
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 KINDS = ("search", "short", "finetune", "export", "compare")
-COMPARE_KEYS = {"lengths", "methods", "docs", "passkey_trials", "depths", "factor", "stride",
-                "batch_size", "short_length", "split", "plots", "baselines_on"}
+FORMAT = "longrope-extend/2"
+
+
+@dataclass
+class ExportConfig:
+    drop_n_hat: bool = False
+    drop_short_attention: bool = False
+
+
+@dataclass
+class Context:
+    """What a stage hands to the next (saved in each stage's done.json)."""
+    model: str                      # the current model folder (or 'builtin')
+    scaling: str | None = None      # the current factor file
+    original: int | None = None     # the model's pre-trained window
+    exported: str | None = None     # the exported model folder
+    report: str | None = None       # the comparison report
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def update(self, doc: dict) -> None:
+        for f in dataclasses.fields(self):
+            if f.name in doc:
+                setattr(self, f.name, doc[f.name])
 
 
 @dataclass
@@ -55,6 +85,9 @@ class Recipe:
     seed: int = 0
     description: str = ""
     model_shape: dict[str, Any] = field(default_factory=dict)  # for --dry-run when the model is not here
+    device: str | None = None   # every stage's device unless the stage sets one
+    dtype: str | None = None    # every stage's dtype (search, short, compare) unless the stage sets one
+    overrides: dict[str, Any] = field(default_factory=dict)  # extend --device/--dtype (not a YAML key)
 
 
 def list_recipes() -> list[str]:
@@ -84,68 +117,132 @@ def load_recipe(name_or_path: str) -> Recipe:
         if kind not in KINDS:
             raise LongRopeError(f"{path}: stage {i} has unknown kind {kind!r}; use {', '.join(KINDS)}")
         stages.append(Stage(kind, dict(opts or {}), i))
-    known = {f.name for f in dataclasses.fields(Recipe)} - {"stages"}
+    known = {f.name for f in dataclasses.fields(Recipe)} - {"stages", "overrides"}
     unknown = set(doc) - known - {"stages"}
     if unknown:
         raise LongRopeError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
     recipe = Recipe(stages=stages, **{k: v for k, v in doc.items() if k in known and k != "name"},
                     name=doc.get("name", path.stem))
+    check_types(recipe, str(path))
     validate(recipe)
     return recipe
 
 
 # -- per-stage configs -----------------------------------------------------------------------
-def _search_config(recipe: Recipe, stage: Stage, ctx: dict):
+def _runtime(recipe: Recipe, stage: Stage, keys=("device", "dtype")) -> dict:
+    """device/dtype for a stage: extend's override > the stage's own > the recipe's top level."""
+    out = {}
+    for k in keys:
+        v = recipe.overrides.get(k) or stage.options.get(k) or getattr(recipe, k)
+        if v is not None:
+            out[k] = v
+    return out
+
+
+def _search_config(recipe: Recipe, stage: Stage, ctx: Context):
     from .search.runner import SearchConfig
-    opts = dict(stage.options)
+    opts = {**stage.options, **_runtime(recipe, stage)}
     if stage.kind == "short":
-        opts.setdefault("short_of", ctx.get("scaling"))
-        opts.setdefault("target_length", ctx.get("original") or 1)
-    return _build(SearchConfig, stage, model=ctx["model"], data=recipe.data, seed=recipe.seed, **opts)
+        opts.setdefault("short_of", ctx.scaling)
+        opts.setdefault("target_length", ctx.original or 1)
+    return build(SearchConfig, f"stage {stage.name}", model=ctx.model, data=recipe.data, seed=recipe.seed,
+                 **opts)
 
 
-def _finetune_config(recipe: Recipe, stage: Stage, ctx: dict, out: Path):
+def _finetune_config(recipe: Recipe, stage: Stage, ctx: Context, out: Path):
     from .train.finetune import FinetuneConfig
-    opts = dict(stage.options)
-    scaling = opts.pop("scaling", None) or (f"longrope:{ctx['scaling']}" if ctx.get("scaling") else "none")
-    return _build(FinetuneConfig, stage, out=str(out / "model"), work=str(out / "work"), model=ctx["model"],
-                  scaling=scaling, data=recipe.data, seed=recipe.seed, **opts)
+    opts = {**stage.options, **_runtime(recipe, stage, ("device",))}
+    scaling = opts.pop("scaling", None) or (f"longrope:{ctx.scaling}" if ctx.scaling else "none")
+    return build(FinetuneConfig, f"stage {stage.name}", out=str(out / "model"), work=str(out / "work"),
+                 model=ctx.model, scaling=scaling, data=recipe.data, seed=recipe.seed, **opts)
 
 
-def _build(cls, stage: Stage, **kw):
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(kw) - names
-    if unknown:
-        raise LongRopeError(f"stage {stage.name}: unknown option(s) {', '.join(sorted(unknown))}")
-    return cls(**kw)
+def _compare_config(recipe: Recipe, stage: Stage):
+    from .eval.compare import CompareConfig
+    return build(CompareConfig, f"stage {stage.name}", data=recipe.data, seed=recipe.seed,
+                 **{**stage.options, **_runtime(recipe, stage)}).validated(f"stage {stage.name}")
+
+
+def _check_runtime(where: str, device: str | None, dtype: str | None) -> None:
+    import torch
+
+    from .models import torch_dtype
+    if dtype is not None and dtype != "auto":
+        try:
+            torch_dtype(dtype)
+        except LongRopeError as e:
+            raise LongRopeError(f"{where}: {e}") from None
+    if device is not None:
+        try:
+            torch.device(device)
+        except (RuntimeError, TypeError):
+            raise LongRopeError(f"{where}: unknown device {device!r}; use cpu, cuda or cuda:N") from None
+
+
+def _named(where: str, check: Callable):
+    """A component's own check, its one-line error prefixed with the stage."""
+    try:
+        return check()
+    except LongRopeError as e:
+        raise LongRopeError(f"{where}: {e}") from None
 
 
 def validate(recipe: Recipe) -> None:
-    """Check every stage's options against its config schema without loading anything."""
-    ctx = {"model": recipe.model, "scaling": "factors.json", "original": 1}
-    seen_search = False
+    """Every stage's options as its config dataclass (types and values), and the stages against each
+    other, checked without loading anything."""
+    ctx = Context(model=recipe.model, scaling="factors.json", original=2)  # placeholders: nothing is loaded
+    search_n_hat: tuple[str, bool] | None = None  # (stage, searches n_hat) of the factors export will get
+    short_attention: str | None = None
+    _check_runtime("recipe", recipe.device, recipe.dtype)
+    _check_runtime("extend", recipe.overrides.get("device"), recipe.overrides.get("dtype"))
     for st in recipe.stages:
+        where = f"stage {st.name}"
+        _check_runtime(where, st.options.get("device"), st.options.get("dtype"))
         if st.kind in ("search", "short"):
             if st.kind == "search" and "target_length" not in st.options:
-                raise LongRopeError(f"stage {st.name}: search needs target_length")
-            if st.kind == "short" and not seen_search:
-                raise LongRopeError(f"stage {st.name}: a short search needs an earlier search")
-            _search_config(recipe, st, ctx)
-            seen_search = True
+                raise LongRopeError(f"{where}: search needs target_length")
+            if st.kind == "short" and search_n_hat is None:
+                raise LongRopeError(f"{where}: a short search needs an earlier search")
+            cfg = _named(where, _search_config(recipe, st, ctx).resolved)
+            if st.kind == "search":
+                search_n_hat = (st.name, cfg.search_n_hat)
+            short_attention = st.name if st.kind == "short" and cfg.search_attention_scale else None
         elif st.kind == "finetune":
             if "length" not in st.options or "steps" not in st.options:
-                raise LongRopeError(f"stage {st.name}: finetune needs length and steps")
-            _finetune_config(recipe, st, ctx, Path("x"))
+                raise LongRopeError(f"{where}: finetune needs length and steps")
+            _named(where, _finetune_config(recipe, st, ctx, Path("x")).validate)
         elif st.kind == "compare":
-            unknown = set(st.options) - COMPARE_KEYS
-            if unknown:
-                raise LongRopeError(f"stage {st.name}: unknown option(s) {', '.join(sorted(unknown))}")
+            cfg = _compare_config(recipe, st)
+            if cfg.plots:
+                from .eval.report import require_plots
+                require_plots()
         elif st.kind == "export":
-            unknown = set(st.options) - {"drop_n_hat", "drop_short_attention"}
-            if unknown:
-                raise LongRopeError(f"stage {st.name}: unknown option(s) {', '.join(sorted(unknown))}")
-            if not seen_search:
-                raise LongRopeError(f"stage {st.name}: export needs an earlier search")
+            cfg = build(ExportConfig, where, **st.options)
+            if search_n_hat is None:
+                raise LongRopeError(f"{where}: export needs an earlier search")
+            if search_n_hat[1] and not cfg.drop_n_hat:
+                raise LongRopeError(
+                    f"{where}: drop_n_hat is false but stage {search_n_hat[0]} searches n_hat (search_n_hat "
+                    "defaults to true), so the export would refuse its factors at the end; set "
+                    f"drop_n_hat: true here or search_n_hat: false in {search_n_hat[0]}")
+            if short_attention and not cfg.drop_short_attention:
+                raise LongRopeError(
+                    f"{where}: drop_short_attention is false but stage {short_attention} searches a short "
+                    "attention scale, which the stock format cannot hold; set drop_short_attention: true "
+                    f"here or search_attention_scale: false in {short_attention}")
+
+
+def window_of(model: str) -> int:
+    """The model's pre-trained window, read from its config (no weights are loaded)."""
+    from transformers import AutoConfig
+
+    from .models import resolve, rope_config
+    path = resolve(model)
+    try:
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise LongRopeError(f"cannot read the config of {path}: {str(e).splitlines()[0]}") from None
+    return rope_config(cfg)[2]
 
 
 # -- running ---------------------------------------------------------------------------------
@@ -153,20 +250,64 @@ def _marker(out: Path, stage: Stage) -> Path:
     return out / stage.name / "done.json"
 
 
-def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print,
-        model: str | None = None, data: str | None = None) -> dict:
-    """Run the recipe's stages in order under `out`; returns the final context."""
-    out = Path(out)
-    if model:
-        recipe.model = model
-    if data:
-        recipe.data = data
+def _check_devices_here(recipe: Recipe) -> None:
+    """A stage asking for CUDA on a machine without it fails now, not after the stages before it."""
+    import torch
+    for st in recipe.stages:
+        device = _runtime(recipe, st, ("device",)).get("device")
+        if device and str(device).startswith("cuda") and not torch.cuda.is_available():
+            raise LongRopeError(f"stage {st.name} needs device {device!r}, but this torch has no CUDA "
+                                "device; pass --device cpu or run it on a GPU machine")
+
+
+def recipe_doc(recipe: Recipe) -> dict:
+    doc = dataclasses.asdict(recipe)
+    doc.pop("overrides")
+    return doc
+
+
+def _check_resume(out: Path, fingerprint: dict) -> None:
+    """A folder is resumed only by the run that made it: same recipe, model and data."""
+    from .fingerprint import mismatch
     plan_file = out / "recipe.json"
-    if out.exists() and any(out.iterdir()) and not resume:
+    try:
+        saved = json.loads(plan_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise LongRopeError(f"{out} has no readable recipe.json: not a longrope extend run; choose a new "
+                            "--out") from None
+    if not isinstance(saved, dict) or "fingerprint" not in saved:
+        raise LongRopeError(f"{out} was made by an older longrope without a run fingerprint; it cannot be "
+                            "checked, so it is not resumed: remove it or choose a new --out")
+    what = mismatch(saved["fingerprint"], fingerprint)
+    if what:
+        raise LongRopeError(f"{out} was made with a different {what} than this run "
+                            f"(recipe {saved.get('recipe', {}).get('name', '?')!r}); refusing to resume: "
+                            "remove it or choose a new --out")
+
+
+def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print,
+        model: str | None = None, data: str | None = None, device: str | None = None,
+        dtype: str | None = None) -> Context:
+    """Run the recipe's stages in order under `out`; returns the final context."""
+    from .fingerprint import run_fingerprint
+    out = Path(out)
+    recipe.model = model or recipe.model
+    recipe.data = data or recipe.data
+    recipe.overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
+    validate(recipe)
+    _check_devices_here(recipe)
+    stages_doc = {k: v for k, v in recipe_doc(recipe).items() if k not in ("model", "data")}
+    fingerprint = run_fingerprint(stages_doc, recipe.model, recipe.data)  # model, data: by identity
+    fresh = not (out.exists() and any(out.iterdir()))
+    if not fresh and not resume:
         raise LongRopeError(f"{out} is not empty; pass --resume to continue it or choose a new --out")
+    if not fresh:
+        _check_resume(out, fingerprint)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(plan_file, {"recipe": dataclasses.asdict(recipe)})
-    ctx: dict[str, Any] = {"model": recipe.model, "scaling": None, "original": None}
+    if fresh:
+        write_json(out / "recipe.json", {"format": FORMAT, "recipe": recipe_doc(recipe),
+                                         "fingerprint": fingerprint})
+    ctx = Context(model=recipe.model)
     for stage in recipe.stages:
         marker = _marker(out, stage)
         if marker.is_file():
@@ -179,101 +320,73 @@ def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[
         log(f"[{stage.name}] {'resuming' if started else 'starting'}")
         t0 = time.time()
         summary = RUNNERS[stage.kind](recipe, stage, ctx, work, started and resume, log)
-        write_json(marker, {"stage": stage.name, "seconds": time.time() - t0, "context": ctx,
+        write_json(marker, {"stage": stage.name, "seconds": time.time() - t0, "context": ctx.to_json(),
                             "summary": summary})
         log(f"[{stage.name}] finished in {time.time() - t0:.0f} s")
     return ctx
 
 
-def _run_search(recipe, stage, ctx, work, resume, log):
-    from . import models
-    from .patch import rope_dims
+def _run_search(recipe, stage, ctx: Context, work, resume, log):
     from .search.runner import run_search
-    if ctx.get("original") is None:
-        ctx["original"] = rope_dims(models.load_model(ctx["model"]))[2]
+    if ctx.original is None:
+        ctx.original = window_of(ctx.model)
     cfg = _search_config(recipe, stage, ctx)
     summary = run_search(cfg, work, resume=resume and (work / "state.json").is_file())
-    ctx["scaling"] = str(work / "factors.json")
+    ctx.scaling = str(work / "factors.json")
     log(f"[{stage.name}] best perplexity {summary['ppl']:.3f}; baselines "
         + ", ".join(f"{k} {v:.3f}" for k, v in summary["baselines"].items()))
     return summary
 
 
-def _run_finetune(recipe, stage, ctx, work, resume, log):
+def _run_finetune(recipe, stage, ctx: Context, work, resume, log):
     from .train.finetune import finetune
     cfg = _finetune_config(recipe, stage, ctx, work)
     summary = finetune(cfg, resume=resume and Path(cfg.work).exists())
-    ctx["model"] = cfg.out
+    ctx.model = cfg.out
     return summary
 
 
-def _run_export(recipe, stage, ctx, work, resume, log):
+def _run_export(recipe, stage, ctx: Context, work, resume, log):
     from .exporter import export
-    path = export(ctx["model"], f"longrope:{ctx['scaling']}", work / "model",
-                  drop_n_hat=bool(stage.options.get("drop_n_hat", False)),
-                  drop_short_attention=bool(stage.options.get("drop_short_attention", False)))
-    ctx["exported"] = str(path)
+    cfg = build(ExportConfig, f"stage {stage.name}", **stage.options)
+    path = export(ctx.model, f"longrope:{ctx.scaling}", work / "model", drop_n_hat=cfg.drop_n_hat,
+                  drop_short_attention=cfg.drop_short_attention)
+    ctx.exported = str(path)
     log(f"[{stage.name}] wrote {path}")
     return {"model": str(path)}
 
 
-def _run_compare(recipe, stage, ctx, work, resume, log):
+def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     """Baselines and the found factors on the same data. `baselines_on: initial` scores the
     baselines on the recipe's starting model (what a user would otherwise run), the found factors
     on the final (fine-tuned) model; the default scores everything on the final model."""
-    from .commands.compare import write_outputs
     from .eval.compare import compare
+    from .eval.outputs import write_outputs
     from .eval.report import ppl_table
     from .models import load_model, load_tokenizer
-    opts = dict(stage.options)
-    plots = opts.pop("plots", True)
-    where = opts.pop("baselines_on", "final")
-    if where not in ("initial", "final"):
-        raise LongRopeError(f"stage {stage.name}: baselines_on must be 'initial' or 'final'")
-    methods = list(opts.pop("methods", ["none", "pi", "ntk", "dynamic", "yarn"]))
-    ours = [f"longrope:{ctx['scaling']}"] if ctx.get("scaling") else []
-    lengths = opts.pop("lengths")
-    runs = [(ctx["model"], methods + ours)]
-    if where == "initial" and recipe.model != ctx["model"]:
-        runs = [(recipe.model, methods), (ctx["model"], ["none"] + ours)]
-    results: dict = {}
-    for i, (model_name, names) in enumerate(runs):
-        model, tok = load_model(model_name), load_tokenizer(model_name)
-        part = compare(model, tok, names, lengths, data=recipe.data, seed=recipe.seed, log=log, **opts)
-        if i == 0:
-            results = part
-            results["meta"]["models"] = {m: model_name for m in names}
-            continue
-        for key in ("ppl", "passkey", "passkey_depth", "short_ppl", "ppl_detail"):
-            for m, v in part.get(key, {}).items():
-                label = m if m != "none" else "none (final model)"
-                results.setdefault(key, {})[label] = v
-        for m in names:
-            results["meta"]["models"][m if m != "none" else "none (final model)"] = model_name
-        base = results["short"]["unscaled_ppl"]
-        results["short"]["relative_cost"] = {m: v / base - 1 for m, v in results["short_ppl"].items()}
+    cfg = _compare_config(recipe, stage)
+    ours = [f"longrope:{ctx.scaling}"] if ctx.scaling else []
+    runs = [(ctx.model, cfg.methods + ours, {})]
+    if cfg.baselines_on == "initial" and recipe.model != ctx.model:
+        runs = [(recipe.model, cfg.methods, {}), (ctx.model, ["none"] + ours, {"none": "none (final model)"})]
+    result = None
+    for model_name, names, relabel in runs:
+        model = load_model(model_name, dtype=cfg.dtype or "float32", device=cfg.device or "cpu")
+        part = compare(model, load_tokenizer(model_name), dataclasses.replace(cfg, methods=names), log=log,
+                       model_name=model_name)
+        del model
+        if result is None:
+            result = part
+        else:
+            result.merge(part, relabel)
     if ours:
-        _rename(results, ours[0], "longrope")
-        results["meta"]["longrope_factors"] = ctx["scaling"]
-    results["meta"]["recipe"] = recipe.name
-    write_outputs(results, work, plots=plots)
-    ctx["report"] = str(work / "report.md")
-    log(ppl_table(results))
-    return {"report": str(work / "report.md")}
-
-
-def _rename(results: dict, old: str, new: str) -> None:
-    """Show the found factors as `new` instead of their long `longrope:PATH` spec."""
-    for key in ("ppl", "passkey", "passkey_depth", "short_ppl", "ppl_detail"):
-        if old in results.get(key, {}):
-            results[key][new] = results[key].pop(old)
-    short = results.get("short", {}).get("relative_cost", {})
-    if old in short:
-        short[new] = short.pop(old)
-    for key in ("methods", "models"):
-        table = results["meta"].get(key, {})
-        if old in table:
-            table[new] = table.pop(old)
+        result.rename(ours[0], "longrope")
+        result.meta["longrope_factors"] = ctx.scaling
+    result.meta["recipe"] = recipe.name
+    write_outputs(result, work, plots=cfg.plots)
+    ctx.report = str(work / "report.md")
+    log(ppl_table(result))
+    return {"report": ctx.report}
 
 
 RUNNERS = {"search": _run_search, "short": _run_search, "finetune": _run_finetune,

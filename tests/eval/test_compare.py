@@ -8,7 +8,7 @@ import torch
 
 from tests.helpers import make_tiny
 from longrope.cli import main
-from longrope.eval.compare import compare, original_window
+from longrope.eval.compare import CompareConfig, compare, original_window
 from longrope.eval.perplexity import perplexity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -20,8 +20,9 @@ def test_compare_library_matches_direct_perplexity(char_tok, text_dir):
     from longrope.data import build_samples, load_documents, tokenize_documents
 
     model = make_tiny("llama")
-    res = compare(model, char_tok, ["none", "pi", "yarn:4"], [32, 128], data=str(text_dir), docs=2,
-                  passkey_trials=0, progress=False)
+    cfg = CompareConfig(methods=["none", "pi", "yarn:4"], lengths=[32, 128], data=str(text_dir), docs=2,
+                        passkey_trials=0)
+    res = compare(model, char_tok, cfg, progress=False).to_json()
     assert set(res["ppl"]) == {"none", "pi", "yarn:4"} and set(res["ppl"]["pi"]) == {"32", "128"}
     assert res["meta"]["default_factor"] == 4.0 and res["meta"]["methods"]["pi"] == "linear:4"
     assert res["passkey"] == {} and patch.current(model) is None  # patch removed afterwards
@@ -134,8 +135,22 @@ def test_eval_without_subcommand_shows_help(capsys):
 
 def test_compare_sliding_window_uses_windows_of_length(char_tok, text_dir):
     model = make_tiny("llama")
-    res = compare(model, char_tok, ["none"], [32, 64], data=str(text_dir), docs=2, passkey_trials=0,
-                  stride=16, progress=False)
+    cfg = CompareConfig(methods=["none"], lengths=[32, 64], data=str(text_dir), docs=2, passkey_trials=0,
+                        stride=16)
+    res = compare(model, char_tok, cfg, progress=False).to_json()
     d = res["ppl_detail"]["none"]
     assert d["32"]["tokens"] == 2 * 63 and d["64"]["tokens"] == 2 * 127  # 2L-token samples, all scored
     assert "sliding" in res["meta"]["ppl_mode"]
+
+
+def test_compare_refuses_a_wrong_size_factor_file_before_any_work(tiny_model_dir, text_dir, tmp_path, capsys):
+    factors = tmp_path / "f.json"
+    factors.write_text(json.dumps({"format": "longrope-scaling", "version": 1, "method": "longrope",
+                                   "factor": 4.0, "long_factor": [1.0] * 3, "original_max_position": 32}))
+    out = tmp_path / "o"
+    rc = main(["compare", "--model", str(tiny_model_dir), "--data", str(text_dir), "--lengths", "32,64",
+               "--docs", "2", "--passkey-trials", "0", "--methods", f"none,pi,longrope:{factors}",
+               "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "3 factors" in err and "rotary pairs" in err
+    assert "ppl @" not in err and not out.exists()  # nothing was scored or written

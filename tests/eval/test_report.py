@@ -4,11 +4,12 @@ from __future__ import annotations
 import pytest
 
 from longrope.errors import LongRopeError
+from longrope.eval.results import CompareResult
 from longrope.eval.report import (length_table, markdown_table, plot_passkey, plot_ppl, render_report,
                                   safe_name, short_table)
 from tests.helpers import without_module
 
-RESULTS = {
+DOC = {
     "ppl": {"none": {"256": 10.0, "512": 250.5, "1024": 12345.0}, "yarn": {"256": 10.5, "512": 11.0, "1024": 12.25}},
     "passkey": {"none": {"256": 1.0, "512": 0.0}, "yarn": {"256": 1.0, "512": 0.8}},
     "passkey_depth": {"none": {"256": {"0": 1.0, "1": 1.0}, "512": {"0": 0.0, "1": 0.0}},
@@ -18,15 +19,16 @@ RESULTS = {
     "meta": {"model": "m", "original_window": 256, "default_factor": 4.0, "docs": 3, "depths": [0, 1],
              "passkey_trials": 5, "methods": {"none": "none", "yarn": "yarn:4"}},
 }
+RESULTS = CompareResult.from_json(DOC)
 
 
 def test_tables_values_and_order():
-    t = length_table(RESULTS["ppl"])
+    t = length_table(DOC["ppl"])
     lines = t.splitlines()
     assert [c.strip() for c in lines[0].split("|")[1:-1]] == ["method", "256", "512", "1024"]
     assert [c.strip() for c in lines[2].split("|")[1:-1]] == ["none", "10.000", "250.50", "12345.0"]
     assert "12.250" in lines[3]
-    assert "80%" in length_table(RESULTS["passkey"], pct=True)
+    assert "80%" in length_table(DOC["passkey"], pct=True)
     s = short_table(RESULTS)
     assert "+5.0%" in s and "+0.0%" in s and "ppl @ 256" in s
     assert markdown_table(["a", "bb"], [["x", "y"]]).splitlines()[1] == "|---|----|"
@@ -40,7 +42,7 @@ def test_report_mentions_everything():
 
 def test_plots_are_png(tmp_path):
     plot_ppl(RESULTS, tmp_path / "p.png")
-    plot_passkey(RESULTS["passkey_depth"]["yarn"], tmp_path / "k.png", "yarn")
+    plot_passkey(DOC["passkey_depth"]["yarn"], tmp_path / "k.png", "yarn")
     for name in ("p.png", "k.png"):
         assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["k.png", "p.png"]  # no temp files left
@@ -54,3 +56,52 @@ def test_missing_matplotlib_is_one_line_error(tmp_path, monkeypatch):
 
 def test_safe_name():
     assert safe_name("longrope:runs/x y.json") == "longrope_runs_x_y.json"
+
+
+def test_json_round_trip_keeps_the_layout():
+    doc = RESULTS.to_json()
+    for key in ("ppl", "passkey", "passkey_depth", "short_ppl"):
+        assert doc[key] == DOC[key]
+    assert doc["short"]["relative_cost"] == pytest.approx(DOC["short"]["relative_cost"])
+    assert doc["short"]["length"] == 256 and doc["meta"]["methods"] == DOC["meta"]["methods"]
+    again = CompareResult.from_json(doc)
+    assert again.to_json() == doc and again.methods["yarn"].ppl[1024] == 12.25
+
+
+def test_shipped_results_json_still_loads():
+    import json
+    from pathlib import Path
+    path = Path(__file__).parents[2] / "docs" / "results" / "builtin-8x" / "results.json"
+    doc = json.loads(path.read_text())
+    res = CompareResult.from_json(doc)
+    assert res.to_json()["ppl"] == doc["ppl"] and res.to_json()["passkey"] == doc["passkey"]
+    assert "longrope" in render_report(res)
+
+
+def test_report_links_only_written_plots(tmp_path):
+    from longrope.eval.outputs import write_outputs
+    images = write_outputs(CompareResult.from_json(DOC), tmp_path)
+    md = (tmp_path / "report.md").read_text()
+    import re
+    for link in re.findall(r"\]\(([^)]+)\)", md):
+        assert (tmp_path / link).is_file(), link
+    assert set(images) == {"ppl", "none", "yarn"}
+
+
+def test_results_json_is_written_before_plots_fail(tmp_path, monkeypatch):
+    from longrope.eval import outputs
+
+    def boom(*a, **k):
+        raise RuntimeError("plotting broke")
+    monkeypatch.setattr(outputs, "plot_ppl", boom)
+    with pytest.raises(RuntimeError):
+        outputs.write_outputs(CompareResult.from_json(DOC), tmp_path)
+    assert (tmp_path / "results.json").is_file()
+
+
+def test_shipped_reports_link_only_files_that_exist():
+    import re
+    from pathlib import Path
+    for report in (Path(__file__).parents[2] / "docs" / "results").glob("*/report.md"):
+        for link in re.findall(r"\]\(([^)]+\.png)\)", report.read_text()):
+            assert (report.parent / link).is_file(), f"{report}: {link}"

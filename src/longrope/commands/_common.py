@@ -34,19 +34,6 @@ def load_model_from_args(args):
 
 
 def int_list(text: str) -> list[int]:
-    """Parse '256,512,2k' into [256, 512, 2048]; an empty list is an error."""
-    out = []
-    for part in (t.strip() for t in text.split(",")):
-        if not part:
-            continue
-        mult = 1024 if part[-1] in "kK" else 1
-        try:
-            value = int(float(part[:-1] if mult > 1 else part) * mult)
-        except ValueError:
-            raise LongRopeError(f"not a length: {part!r}") from None
-        if value <= 0:
-            raise LongRopeError(f"lengths must be positive, got {value}")
-        out.append(value)
-    if not out:
-        raise LongRopeError("the list of lengths is empty")
-    return out
+    """Parse '256,512,2k' into [256, 512, 2048]; an empty list is an error (longrope.schema.parse_lengths)."""
+    from ..schema import parse_lengths
+    return parse_lengths(text)

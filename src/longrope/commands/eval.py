@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 
 from ..errors import LongRopeError
+from ..eval.compare import CompareConfig
 from ._common import add_data_args, add_model_args, int_list
 
-SCALING_HELP = ("RoPE scaling: none (default), pi:8, ntk:8, dynamic:8, yarn:8, llama3:8, longrope:PATH; "
+SCALING_HELP = ("RoPE scaling: model (default: the model as loaded, with its own config scaling), "
+                "none (the unscaled rotation), pi:8, ntk:8, dynamic:8, yarn:8, llama3:8, longrope:PATH; "
                 "a bare name takes the longest length / original window as its factor")
 
 
@@ -23,7 +25,8 @@ def register(sub) -> None:
     _common(q)
     add_data_args(q, split="test")
     q.add_argument("--lengths", required=True, help="evaluation lengths, e.g. 256,512,1k,2k")
-    q.add_argument("--docs", type=int, default=4, help="documents per length (default 4)")
+    q.add_argument("--docs", type=int, default=CompareConfig.docs,
+                   help=f"documents per length (default {CompareConfig.docs}, as in compare)")
     mode = q.add_mutually_exclusive_group()
     mode.add_argument("--truncate", action="store_true", help="one forward pass per document (default)")
     mode.add_argument("--stride", type=int, help="sliding window of L tokens moved by this stride")
@@ -62,7 +65,7 @@ def _missing(p) -> int:
 
 def _common(p) -> None:
     add_model_args(p)
-    p.add_argument("--scaling", default="none", help=SCALING_HELP)
+    p.add_argument("--scaling", default="model", help=SCALING_HELP)
     p.add_argument("--factor", type=float, default=None, help="factor for a bare --scaling name")
     p.add_argument("--seed", type=int, default=0, help="seed of sample selection / passkeys (default 0)")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -74,6 +77,8 @@ def _load_scaled(args, lengths):
     from ._common import load_model_from_args
 
     model, tok = load_model_from_args(args)
+    if args.scaling.strip() == "model":  # no patch: the rotation the model's config asks for
+        return model, tok, None
     fac = default_factor(model, lengths or [1], args.factor)
     patch.apply(model, args.scaling, default_factor=fac)
     return model, tok, patch.current(model)
@@ -94,8 +99,10 @@ def _positions(text: str | None):
     return out
 
 
-def _meta(args, scaling) -> dict:
-    return {"model": args.model, "scaling": scaling.describe() if scaling is not None else "none",
+def _meta(args, scaling, model) -> dict:
+    from ..eval.compare import describe_model_scaling
+    own = describe_model_scaling(model)
+    return {"model": args.model, "scaling": scaling.describe() if scaling is not None else own,
             "dtype": args.dtype, "seed": args.seed}
 
 
@@ -119,6 +126,7 @@ def run_ppl(args) -> int:
     base = make_samples(ids, tok, max(spans.values()), args.docs, seed=args.seed)  # same docs at every length
     samples = {n: [t[:spans[n]] for t in base.tensors] for n in lengths}
     results = {}
+    print(f"scaling: {_meta(args, scaling, model)['scaling']}")
     print(f"{'length':>8} {'ppl':>10} {'docs':>5} {'tokens':>9} {'seconds':>8}")
     for n in lengths:
         r = perplexity(model, samples[n], stride=args.stride, window=n if args.stride else None,
@@ -129,7 +137,7 @@ def run_ppl(args) -> int:
             ppl = "-" if v["ppl"] is None else f"{v['ppl']:.4f}"
             print(f"{'':>8}   positions {rng}: ppl {ppl} ({v['tokens']} tokens)")
     if args.out:
-        meta = {**_meta(args, scaling), "data": args.data or "builtin", "split": args.split,
+        meta = {**_meta(args, scaling, model), "data": args.data or "builtin", "split": args.split,
                 "mode": "truncate" if args.stride is None else f"sliding window, stride {args.stride}",
                 "docs": args.docs}
         write_json(args.out, {"ppl": results, "meta": meta})
@@ -141,13 +149,14 @@ def run_passkey(args) -> int:
     from ..eval.passkey import passkey_eval
     from ..eval.report import length_table
     from ..io import write_json
-    from .compare import float_list
+    from ..schema import parse_floats as float_list
 
     lengths = int_list(args.lengths)
     depths = float_list(args.depths) if args.depths is not None else None
     if args.trials < 1:
         raise LongRopeError(f"--trials must be >= 1, got {args.trials}")
     model, tok, scaling = _load_scaled(args, lengths)
+    print(f"scaling: {_meta(args, scaling, model)['scaling']}")
     res = passkey_eval(model, tok, lengths, trials=args.trials, depths=depths, seed=args.seed,
                        max_new_tokens=args.max_new_tokens, progress=True)
     print(length_table({"accuracy": res.by_length}, pct=True, corner=""))
@@ -155,7 +164,7 @@ def run_passkey(args) -> int:
                         for d in res.by_depth}, pct=True, corner="depth \\ length"))
     print(f"overall {100 * res.accuracy:.1f}% ({len(res.trials)} trials, {res.seconds:.0f} s)")
     if args.out:
-        write_json(args.out, {"passkey": res.to_dict(), "meta": {**_meta(args, scaling), "trials": args.trials}})
+        write_json(args.out, {"passkey": res.to_dict(), "meta": {**_meta(args, scaling, model), "trials": args.trials}})
         print(f"wrote {args.out}")
     return 0
 
@@ -175,6 +184,6 @@ def run_tasks(args) -> int:
     for task, metrics in res.items():
         print(task + ": " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
     if args.out:
-        write_json(args.out, {"tasks": res, "meta": _meta(args, scaling)})
+        write_json(args.out, {"tasks": res, "meta": _meta(args, scaling, model)})
         print(f"wrote {args.out}")
     return 0

@@ -13,7 +13,14 @@ def register(sub) -> None:
     p.add_argument("--out", help="output folder (required unless --dry-run)")
     p.add_argument("--model", default=None, help="override the recipe's model (folder or 'builtin')")
     p.add_argument("--data", default=None, help="override the recipe's data source")
-    p.add_argument("--resume", action="store_true", help="skip finished stages, continue an interrupted one")
+    p.add_argument("--device", default=None,
+                   help="device of every stage (cpu, cuda, cuda:N); default: the recipe's, else cpu")
+    p.add_argument("--dtype", default=None,
+                   help="dtype of the search and compare stages (float32, bfloat16, float16); "
+                        "default: the recipe's, else float32")
+    p.add_argument("--resume", action="store_true",
+                   help="skip finished stages, continue an interrupted one (only a run of the same recipe, "
+                        "model and data: anything else is refused)")
     p.add_argument("--dry-run", action="store_true", help="validate the recipe and print the plan and its cost")
     p.set_defaults(func=run)
 
@@ -27,16 +34,19 @@ def run(args) -> int:
         recipe.model = args.model
     if args.data:
         recipe.data = args.data
+    recipe.overrides = {k: v for k, v in (("device", args.device), ("dtype", args.dtype)) if v}
+    from ..pipeline import validate
+    validate(recipe)
     if args.dry_run:
         from ..plan import describe_plan
         print(describe_plan(recipe))
         return 0
     if not args.out:
         raise LongRopeError("--out is required (or pass --dry-run)")
-    ctx = run_recipe(recipe, args.out, resume=args.resume,
+    ctx = run_recipe(recipe, args.out, resume=args.resume, device=args.device, dtype=args.dtype,
                      log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(f"done: {args.out}")
     for key in ("scaling", "exported", "report"):
-        if ctx.get(key):
-            print(f"  {key}: {ctx[key]}")
+        if getattr(ctx, key):
+            print(f"  {key}: {getattr(ctx, key)}")
     return 0

@@ -5,7 +5,48 @@ import shlex
 import sys
 
 
+HELP = {  # the defaults come from FinetuneConfig; only the words live here
+    "model": "local model folder, or 'builtin'",
+    "scaling": "the scaling to train with: yarn:8, pi:8, longrope:PATH, ... (bare 'pi' etc. take length / "
+               "original window)",
+    "length": "training sample length in tokens (e.g. 4k)",
+    "steps": "optimizer steps",
+    "data": "'builtin' (stdlib corpus, default), a .txt file, folder or glob, .jsonl[:FIELD], .parquet or a "
+            "save_to_disk dataset folder",
+    "split": "split of the data: train (default), validation, test, or all (unsplit)",
+    "out": "output model folder (written atomically)",
+    "work": "folder for log.jsonl and checkpoint/ (default OUT.work)",
+    "batch_size": "global samples per optimizer step, whatever the number of processes",
+    "micro_batch": "samples per forward pass and process; the rest is gradient accumulation",
+    "lr": "peak learning rate (the paper's)",
+    "warmup": "linear warm-up steps (default min(20, steps/10))",
+    "min_lr_ratio": "lr at the end / peak lr",
+    "weight_decay": "AdamW weight decay",
+    "max_grad_norm": "gradient clipping, 0 = off",
+    "bf16": "bfloat16 autocast (fp32 master weights) where supported",
+    "gradient_checkpointing": "keep all activations (faster, much more memory)",
+    "loss_chunk": "tokens per LM-head/loss chunk, so [length, vocab] logits never exist at once; 0 = full logits",
+    "mixed_window": "LongRoPE2 mixed-window training: this share of micro-batches is cut into original-window "
+                    "pieces trained with the original rotation",
+    "passkey_share": "this share of samples are synthetic passkey prompts (key at a random depth) followed by "
+                     "the answer, so long-range retrieval is trained too",
+    "checkpoint_every": "checkpoint every N steps, 0 = never",
+    "seed": "seed of the sample order and every random choice",
+    "device": "cpu or cuda (each process takes its LOCAL_RANK GPU)",
+    "threads": "torch CPU threads per process",
+    "cache_dir": "tokenization cache folder (default ~/.cache/longrope)",
+    "trust_remote_code": "allow model code from the model folder",
+}
+MAIN = ("model", "scaling", "length", "steps", "data", "split", "out", "work")
+TRAINING = ("batch_size", "micro_batch", "lr", "warmup", "min_lr_ratio", "weight_decay", "max_grad_norm", "bf16",
+            "gradient_checkpointing", "loss_chunk", "mixed_window", "passkey_share", "checkpoint_every", "seed")
+RUNTIME = ("device", "threads", "cache_dir", "trust_remote_code")
+
+
 def register(sub) -> None:
+    from ..schema import add_config_args
+    from ..train.finetune import FinetuneConfig
+
     p = sub.add_parser(
         "finetune", help="fine-tune a model at a longer length with a RoPE scaling applied",
         description="Continued pre-training at --length tokens with --scaling applied through longrope's "
@@ -14,78 +55,31 @@ def register(sub) -> None:
                     "unchanged under `torchrun` and `accelerate launch` (DDP, FSDP, DeepSpeed); see "
                     "docs/finetune.md. The output folder holds the weights and longrope_scaling.json: apply "
                     "that scaling when using the model, or run `longrope export` for a stock config.")
-    p.add_argument("--model", default="builtin", help="local model folder, or 'builtin' (default)")
-    p.add_argument("--scaling", required=True,
-                   help="the scaling to train with: yarn:8, pi:8, longrope:PATH, ... (bare 'pi' etc. take "
-                        "length / original window)")
-    p.add_argument("--length", type=int, required=True, help="training sample length in tokens")
-    p.add_argument("--steps", type=int, required=True, help="optimizer steps")
-    p.add_argument("--data", default=None,
-                   help="'builtin' (stdlib corpus, default), a .txt file, folder or glob, .jsonl[:FIELD], "
-                        ".parquet or a save_to_disk dataset folder")
-    p.add_argument("--split", default="train", help="split of the data: train (default), validation, test, or all (unsplit)")
-    p.add_argument("--out", required=True, help="output model folder (written atomically)")
-    p.add_argument("--work", default=None, help="folder for log.jsonl and checkpoint/ (default OUT.work)")
+    add_config_args(p, FinetuneConfig, MAIN, helps=HELP, required=("scaling", "length", "steps"))
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in the work folder")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a fine-tuned model longrope wrote in --out before (never a folder it did not write)")
-    t = p.add_argument_group("training")
-    t.add_argument("--batch-size", type=int, default=8,
-                   help="global samples per optimizer step, whatever the number of processes (default 8)")
-    t.add_argument("--micro-batch", type=int, default=1,
-                   help="samples per forward pass and process; the rest is gradient accumulation (default 1)")
-    t.add_argument("--lr", type=float, default=2e-5, help="peak learning rate (default 2e-5, the paper's)")
-    t.add_argument("--warmup", type=int, default=None, help="linear warm-up steps (default min(20, steps/10))")
-    t.add_argument("--min-lr-ratio", type=float, default=0.0, help="lr at the end / peak lr (default 0)")
-    t.add_argument("--weight-decay", type=float, default=0.0, help="AdamW weight decay (default 0)")
-    t.add_argument("--max-grad-norm", type=float, default=1.0, help="gradient clipping, 0 = off (default 1)")
-    t.add_argument("--bf16", action="store_true", help="bfloat16 autocast (fp32 master weights) where supported")
-    t.add_argument("--no-gradient-checkpointing", action="store_true",
-                   help="keep all activations (faster, much more memory)")
-    t.add_argument("--loss-chunk", type=int, default=1024,
-                   help="tokens per LM-head/loss chunk, so [length, vocab] logits never exist at once; "
-                        "0 = full logits (default 1024)")
-    t.add_argument("--mixed-window", type=float, default=0.0, metavar="RATIO",
-                   help="LongRoPE2 mixed-window training: this share of micro-batches is cut into "
-                        "original-window pieces trained with the original rotation (default 0)")
-    t.add_argument("--passkey-share", type=float, default=0.0, metavar="RATIO",
-                   help="this share of samples are synthetic passkey prompts (key at a random depth) "
-                        "followed by the answer, so long-range retrieval is trained too (default 0)")
-    t.add_argument("--checkpoint-every", type=int, default=50, help="checkpoint every N steps, 0 = never (default 50)")
-    t.add_argument("--seed", type=int, default=0, help="seed of the sample order and every random choice (default 0)")
+    add_config_args(p.add_argument_group("training"), FinetuneConfig, TRAINING, helps=HELP)
     r = p.add_argument_group("runtime")
-    r.add_argument("--device", default="cpu", choices=("cpu", "cuda"),
-                   help="cpu (default) or cuda (each process takes its LOCAL_RANK GPU)")
-    r.add_argument("--threads", type=int, default=None, help="torch CPU threads per process")
-    r.add_argument("--cache-dir", default=None, help="tokenization cache folder (default ~/.cache/longrope)")
-    r.add_argument("--trust-remote-code", action="store_true", help="allow model code from the model folder")
+    add_config_args(r, FinetuneConfig, RUNTIME, helps=HELP, choices={"device": ("cpu", "cuda")})
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
     from ..io import prepare_output
+    from ..schema import build, from_args
     from ..train.finetune import FinetuneConfig, finetune
 
-    cfg = FinetuneConfig(
-        out=args.out, model=args.model, scaling=args.scaling, length=args.length, steps=args.steps,
-        data=args.data, split=args.split, work=args.work, batch_size=args.batch_size,
-        micro_batch=args.micro_batch, lr=args.lr, warmup=args.warmup, min_lr_ratio=args.min_lr_ratio,
-        weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm, bf16=args.bf16,
-        gradient_checkpointing=not args.no_gradient_checkpointing, loss_chunk=args.loss_chunk,
-        checkpoint_every=args.checkpoint_every, seed=args.seed, mixed_window=args.mixed_window,
-        passkey_share=args.passkey_share,
-        device=args.device, threads=args.threads, cache_dir=args.cache_dir,
-        trust_remote_code=args.trust_remote_code,
-        command="longrope " + shlex.join(sys.argv[1:] if "finetune" in sys.argv else ["finetune"]))
+    cfg = build(FinetuneConfig, "finetune", **from_args(args, FinetuneConfig, MAIN + TRAINING + RUNTIME),
+                command="longrope " + shlex.join(sys.argv[1:] if "finetune" in sys.argv else ["finetune"]))
     cfg.validate()  # values checked before the output folders are made
-    work = args.work or args.out.rstrip("/") + ".work"
-    with prepare_output(args.out, kind="finetune", overwrite=args.overwrite, resume=args.resume), \
+    work = cfg.work or cfg.out.rstrip("/") + ".work"
+    with prepare_output(cfg.out, kind="finetune", overwrite=args.overwrite, resume=args.resume), \
             prepare_output(work, kind="finetune-work", overwrite=True, resume=args.resume,
                            adopt="checkpoint/state.json"):
         s = finetune(cfg, resume=args.resume, progress=not args.no_progress)
     if s["main"]:
-        print(f"wrote {args.out}: {s['steps']} steps, {s['tokens_seen']:,} tokens at length {args.length}, "
+        print(f"wrote {args.out}: {s['steps']} steps, {s['tokens_seen']:,} tokens at length {cfg.length}, "
               f"final loss {s['final_loss']:.4f}, scaling {s['scaling']} in {s['seconds']:.0f} s")
     return 0
-

@@ -13,56 +13,61 @@ _SEARCH = ("population", "iterations", "parents", "mutations", "crossovers", "mu
            "search_n_hat", "short_of")
 
 
+HELP = {  # the defaults come from SearchConfig (and its preset); only the words live here
+    "target_length": "context length to extend to (tokens, e.g. 32k)",
+    "docs": "documents the fitness is measured on",
+    "seed": "random seed of the search and the samples",
+    "preset": "fast: population 16, 8 parents, 8 mutants + 8 crossovers, up to 40 generations, new "
+              "candidates screened on 1 document and the best quarter scored on all, stop after 8 flat "
+              "generations; paper: 64/40/32/16/16, p=0.3, every candidate on all documents",
+    "population": "initial population size (default: the preset's)",
+    "iterations": "generations after the initial one (default: the preset's)",
+    "parents": "candidates kept each generation (default: the preset's)",
+    "mutations": "mutants added each generation (default: the preset's)",
+    "crossovers": "crossovers added each generation (default: the preset's)",
+    "mutation_prob": "probability of changing each pair (default: the preset's)",
+    "step": "grid step of the factors",
+    "screen_docs": "score new candidates on this many documents first (0: off; default: the preset's)",
+    "promote": "at most this fraction of screened candidates is scored on all documents (default: the preset's)",
+    "patience": "stop after this many generations without improvement (0: never; default: the preset's)",
+    "search_n_hat": "do not search the start-token window (n_hat stays 0)",
+    "search_attention_scale": "search the attention scale too (default: fixed sqrt(1 + ln s / ln L))",
+    "objective": "ppl: perplexity at the target length; needle: perplexity of the answer tokens "
+                 "of a pass key planted at the start",
+    "critical_dim": "'auto' (theoretical d_tcd) or an even dimension K: pairs below K/2 get NTK factors, the "
+                    "rest are searched in [s, 2s]",
+    "short_of": "search the short factors (used up to the original window) of this long-factor file, at "
+                "--target-length <= the window; writes both into factors.json",
+    "sample_mode": "select long documents, join short ones, or auto",
+}
+CHOICES = {"preset": ("fast", "paper"), "objective": ("ppl", "needle"), "sample_mode": ("auto", "select", "join")}
+MAIN = ("target_length", "docs", "seed")
+EVOLUTION = ("preset", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
+             "screen_docs", "promote", "patience", "search_n_hat", "search_attention_scale")
+LONGROPE2 = ("objective", "critical_dim", "short_of", "sample_mode")
+
+
 def register(sub) -> None:
+    from ..schema import add_config_args
+    from ..search.runner import SearchConfig
+
     p = sub.add_parser("search", help="search per-pair RoPE rescale factors and n_hat for a target length",
                        description="Evolutionary search (LongRoPE) of per-pair rescale factors and the "
                                    "start-token window n_hat that minimise perplexity at --target-length. "
                                    "Run under `torchrun --nproc-per-node K` to score candidates on K processes.")
     add_model_args(p)
-    add_data_args(p, split="validation")
+    add_data_args(p, split=SearchConfig.split)
     p.set_defaults(model=None, dtype=None, split=None)
-    p.add_argument("--target-length", type=int, default=None, help="context length to extend to (tokens)")
-    p.add_argument("--docs", type=int, default=None, help="documents the fitness is measured on (default 5)")
+    kw = {"suppress": True, "helps": HELP, "choices": CHOICES}
+    add_config_args(p, SearchConfig, MAIN, **kw)
     p.add_argument("--out", required=True, help="output folder: factors.json, history.jsonl, state.json, search.png")
-    p.add_argument("--seed", type=int, default=None, help="random seed of the search and the samples (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the search saved in --out/state.json")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a search longrope wrote in --out before (a folder it did not write is never touched)")
-    g = p.add_argument_group("evolution")
-    g.add_argument("--preset", choices=("fast", "paper"), default=None,
-                   help="fast (default): population 16, 8 parents, 8 mutants + 8 crossovers, up to 40 "
-                        "generations, new candidates screened on 1 document and the best quarter scored on "
-                        "all, stop after 8 flat generations; paper: 64/40/32/16/16, p=0.3, every candidate "
-                        "on all documents")
-    g.add_argument("--population", type=int, default=None, help="initial population size")
-    g.add_argument("--iterations", type=int, default=None, help="generations after the initial one")
-    g.add_argument("--parents", type=int, default=None, help="candidates kept each generation")
-    g.add_argument("--mutations", type=int, default=None, help="mutants added each generation")
-    g.add_argument("--crossovers", type=int, default=None, help="crossovers added each generation")
-    g.add_argument("--mutation-prob", type=float, default=None, help="probability of changing each pair")
-    g.add_argument("--step", type=float, default=None, help="grid step of the factors (default 0.01)")
-    g.add_argument("--screen-docs", type=int, default=None,
-                   help="score new candidates on this many documents first (0: off)")
-    g.add_argument("--promote", type=float, default=None,
-                   help="at most this fraction of screened candidates is scored on all documents")
-    g.add_argument("--patience", type=int, default=None,
-                   help="stop after this many generations without improvement (0: never)")
-    g.add_argument("--no-n-hat", dest="search_n_hat", action="store_false", default=None,
-                   help="do not search the start-token window (n_hat stays 0)")
-    g.add_argument("--search-attention-scale", action="store_true", default=None,
-                   help="search the attention scale too (default: fixed sqrt(1 + ln s / ln L))")
-    g = p.add_argument_group("LongRoPE2")
-    g.add_argument("--objective", choices=("ppl", "needle"), default=None,
-                   help="ppl (default): perplexity at the target length; needle: perplexity of the "
-                        "answer tokens of a pass key planted at the start")
-    g.add_argument("--critical-dim", default=None,
-                   help="'auto' (theoretical d_tcd) or an even dimension K: pairs below K/2 get NTK "
-                        "factors, the rest are searched in [s, 2s]")
-    g.add_argument("--short-of", default=None, metavar="FACTORS",
-                   help="search the short factors (used up to the original window) of this long-factor "
-                        "file, at --target-length <= the window; writes both into factors.json")
-    g.add_argument("--sample-mode", choices=("auto", "select", "join"), default=None,
-                   help="select long documents, join short ones, or auto (default)")
+    add_config_args(p.add_argument_group("evolution"), SearchConfig, EVOLUTION,
+                    rename={"search_n_hat": "--no-n-hat"}, **kw)
+    add_config_args(p.add_argument_group("LongRoPE2"), SearchConfig, LONGROPE2,
+                    rename={"short_of": "--short-of"}, **kw)
     p.set_defaults(func=run)
 
 
@@ -75,7 +80,8 @@ def run(args) -> int:
     from ..search.plot import have_matplotlib
     from ..search.runner import PARTIAL, SearchConfig, load_state, run_search
 
-    given = {k: getattr(args, k) for k in _SEARCH if getattr(args, k, None) is not None}
+    from ..schema import from_args
+    given = {k: v for k, v in from_args(args, SearchConfig, _SEARCH).items() if v is not None}
     if args.resume:
         cfg = SearchConfig(**load_state(args.out)["config"])
         for k, v in given.items():

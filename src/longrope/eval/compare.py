@@ -11,9 +11,64 @@ import platform
 import time
 from typing import Sequence
 
+from dataclasses import dataclass, field, replace
+
 from ..errors import LongRopeError
 from .passkey import DEFAULT_DEPTHS, passkey_eval
 from .perplexity import perplexity
+from .results import CompareResult, MethodResult
+
+DEFAULT_METHODS = ("none", "pi", "ntk", "dynamic", "yarn")
+
+
+@dataclass
+class CompareConfig:
+    """What `compare` runs; every default is written here once (the CLI and recipes read them)."""
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": (
+        "comma-separated scalings: model (the model as loaded, with its own config scaling), none "
+        "(unscaled rotation), pi[:s], ntk[:s], dynamic[:s], yarn[:s], llama3[:s], longrope:PATH; `model` "
+        "is added first when the model's config carries a scaling")})
+    lengths: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048],
+                               metadata={"help": "evaluation lengths, e.g. 256,1k,2k", "length": True})
+    docs: int = field(default=4, metadata={"help": "documents per length"})
+    passkey_trials: int = field(default=5, metadata={"help": "passkey prompts per length and depth (0 skips passkey)"})
+    depths: list[float] = field(default_factory=lambda: list(DEFAULT_DEPTHS),
+                                metadata={"help": "passkey key depths in [0, 1]"})
+    factor: float | None = field(default=None, metadata={
+        "help": "factor of bare baseline names (default: longest length / original window)"})
+    stride: int | None = field(default=None, metadata={"help": "sliding-window stride (default: truncate mode)"})
+    batch_size: int = field(default=1, metadata={"help": "samples per forward pass"})
+    chunk: int = field(default=1024, metadata={"help": "positions per LM-head/loss chunk"})
+    short_length: int | None = field(default=None, metadata={
+        "help": "length of the short-context cost check (default: the original window)", "length": True})
+    data: str | None = None
+    split: str = "test"
+    seed: int = field(default=0, metadata={"help": "seed of sample selection and passkeys"})
+    plots: bool = field(default=True, metadata={"help": "skip the PNG plots"})
+    baselines_on: str = field(default="final", metadata={
+        "help": "recipes: score baselines on the initial or the final model", "choices": ("initial", "final")})
+    device: str | None = None  # where a recipe's compare stage loads the model (default: the recipe's)
+    dtype: str | None = None
+
+    def validated(self, where: str = "compare") -> "CompareConfig":
+        """Types and values of every field checked (one line naming the field); a checked copy."""
+        from ..schema import check_types
+        check_types(self, where)
+        c = replace(self, methods=parse_methods(self.methods), lengths=sorted(set(self.lengths)),
+                    depths=list(self.depths))
+        if c.docs < 1:
+            raise LongRopeError(f"{where}: docs must be >= 1, got {c.docs}")
+        if c.passkey_trials < 0:
+            raise LongRopeError(f"{where}: passkey_trials must be >= 0, got {c.passkey_trials}")
+        if not c.depths or not all(0 <= d <= 1 for d in c.depths):
+            raise LongRopeError(f"{where}: depths must be numbers in [0, 1], got {c.depths}")
+        for name in ("stride", "batch_size", "chunk"):
+            if getattr(c, name) is not None and getattr(c, name) < 1:
+                raise LongRopeError(f"{where}: {name} must be >= 1, got {getattr(c, name)}")
+        if c.factor is not None and not c.factor > 0:
+            raise LongRopeError(f"{where}: factor must be positive, got {c.factor}")
+        resolve_methods([m for m in c.methods if m != "model"], c.factor or 2.0)
+        return c
 
 
 def original_window(model) -> int:
@@ -76,85 +131,121 @@ def make_samples(ids, tokenizer, length: int, count: int, *, seed: int = 0, mode
     return build_samples(ids, length, count, mode=mode, bos_id=bos, sep_id=sep, seed=seed)
 
 
-def compare(model, tokenizer, methods: Sequence[str], lengths: Sequence[int], *, ids=None,
-            data: str | None = None, split: str = "test", docs: int = 4, passkey_trials: int = 5,
-            depths: Sequence[float] | None = None, seed: int = 0, factor: float | None = None,
-            stride: int | None = None, batch_size: int = 1, chunk: int = 1024,
-            short_length: int | None = None, progress: bool = True, log=None) -> dict:
-    """Run perplexity and passkey for every method and length; returns the results dict
-    (`{"ppl": {M: {L: v}}, "passkey": {M: {L: acc}}, "meta": {...}, ...}`, lengths as strings)."""
+def own_scaling(model) -> str | None:
+    """The RoPE scaling the model's own config carries ('yarn, factor 4'), or None for plain RoPE."""
+    from ..models import text_config
+
+    cfg = text_config(model.config)
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    kind = rope.get("rope_type") or rope.get("type")
+    if kind in (None, "default"):
+        return None
+    factor = rope.get("factor")
+    return f"{kind}, factor {factor:g}" if isinstance(factor, (int, float)) else str(kind)
+
+
+def describe_model_scaling(model) -> str:
+    own = own_scaling(model)
+    return f"model's own ({own})" if own else "model's own (plain RoPE, no scaling)"
+
+
+def with_model_entry(methods: Sequence[str], model) -> list[str]:
+    """`model` (the model as it is) goes first when its config carries a scaling and it is not listed."""
+    methods = list(methods)
+    return methods if "model" in methods or own_scaling(model) is None else ["model"] + methods
+
+
+def _samples(cfg: CompareConfig, tokenizer, ids, lengths, short):
+    """The same documents at every length: samples of the longest length, cut to each shorter one
+    (the papers' "first L tokens of each document"); with a stride, length n means windows of n
+    tokens sliding over 2n-token samples. Too little data fails here, before any work."""
+    span = (lambda n: 2 * n) if cfg.stride else (lambda n: n)
+    base = make_samples(ids, tokenizer, span(max(max(lengths), short)), cfg.docs, seed=cfg.seed)
+    samples = {n: [t[:span(n)] for t in base.tensors] for n in set(lengths) | {short}}
+    return samples, {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"}
+
+
+def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, short, progress, say) -> None:
+    """Every evaluation of one method (already applied to `model`) into `r`. A new evaluation goes
+    here (or in its own module called from here) and into a MethodResult field."""
+    for n in lengths:
+        p = ppl(n, progress=progress)
+        r.ppl[n], r.ppl_detail[n], r.seconds[n] = p.ppl, p.to_dict(), p.seconds
+        say(f"  ppl @ {n}: {p.ppl:.3f} ({p.docs} docs, {p.tokens} tokens, {p.seconds:.1f} s)")
+    r.short_ppl = ppl(short).ppl
+    if cfg.passkey_trials > 0:
+        pk = passkey_eval(model, tokenizer, lengths, trials=cfg.passkey_trials, depths=cfg.depths,
+                          seed=cfg.seed, progress=progress)
+        r.passkey = {int(n): v for n, v in pk.by_length.items()}
+        r.passkey_depth = {int(n): v for n, v in pk.grid.items()}
+        say(f"  passkey: {', '.join(f'{k}: {v:.0%}' for k, v in pk.by_length.items())}")
+
+
+def _check_sizes(model, scalings: dict) -> None:
+    """A factor file of the wrong size for the model fails before any work."""
+    from longrope import patch
+    dim = patch.rope_dims(model)[0]
+    for label, scaling in scalings.items():
+        try:
+            scaling.check_pairs(dim // 2)
+        except LongRopeError as e:
+            raise LongRopeError(f"method {label!r}: {e}") from None
+
+
+def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool = True,
+            log=None, model_name: str | None = None) -> CompareResult:
+    """Perplexity and passkey for every method of `config` at every length, on the model as loaded
+    (`model`: no patch; `none`: the explicitly unscaled rotation). Returns a CompareResult."""
     import longrope
     from longrope import patch
 
-    methods = parse_methods(methods)
-    lengths = sorted({int(n) for n in lengths})
-    if not lengths:
-        raise LongRopeError("the list of lengths is empty")
-    if docs < 1:
-        raise LongRopeError(f"--docs must be >= 1, got {docs}")
-    depths = list(DEFAULT_DEPTHS if depths is None else depths)
+    cfg = config.validated()
+    lengths = sorted(set(cfg.lengths))
     window = original_window(model)
-    fac = default_factor(model, lengths, factor)
-    scalings = resolve_methods(methods, fac)
-    short = short_length or window
+    fac = default_factor(model, lengths, cfg.factor)
+    methods = with_model_entry(cfg.methods, model)
+    scalings = resolve_methods([m for m in methods if m != "model"], fac)
+    _check_sizes(model, scalings)
+    short = cfg.short_length or window
     say = log or (lambda msg: None)
-
     if ids is None:
-        ids = load_token_ids(tokenizer, data, split)
-    # the same documents at every length: samples of the longest length, cut to each shorter one
-    # (the papers' "first L tokens of each document"); too little data fails here, before any work
-    # with a stride, length n means windows of n tokens sliding over 2n-token samples
-    span = (lambda n: 2 * n) if stride else (lambda n: n)
-    base = make_samples(ids, tokenizer, span(max(max(lengths), short)), docs, seed=seed)
-    samples = {n: [t[:span(n)] for t in base.tensors] for n in set(lengths) | {short}}
-    sample_info = {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"}
-    if passkey_trials > 0:  # a length too short for a passkey prompt fails here, before any work
+        ids = load_token_ids(tokenizer, cfg.data, cfg.split)
+    samples, sample_info = _samples(cfg, tokenizer, ids, lengths, short)
+    if cfg.passkey_trials > 0:  # a length too short for a passkey prompt fails here, before any work
         from ..data.passkey import passkey_prompt
         passkey_prompt(tokenizer, min(lengths), 0.5, 1)
+    ppl = lambda n, **kw: perplexity(model, samples[n], stride=cfg.stride,  # noqa: E731
+                                     window=n if cfg.stride else None, batch_size=cfg.batch_size,
+                                     chunk=cfg.chunk, **kw)
     was_patched = patch.current(model)
-
-    out = {"ppl": {}, "passkey": {}, "passkey_depth": {}, "short_ppl": {}, "ppl_detail": {}}
+    results: dict[str, MethodResult] = {}
     t0 = time.perf_counter()
     try:
         patch.remove(model)
-        none_short = perplexity(model, samples[short], stride=stride, window=short if stride else None,
-                                batch_size=batch_size, chunk=chunk)
-        for label, scaling in scalings.items():
-            say(f"{label}: {scaling.describe() if hasattr(scaling, 'describe') else scaling}")
-            patch.apply(model, scaling)
-            try:
-                out["ppl"][label], out["ppl_detail"][label] = {}, {}
-                for n in lengths:
-                    r = perplexity(model, samples[n], stride=stride, window=n if stride else None,
-                                   batch_size=batch_size, chunk=chunk, progress=progress)
-                    out["ppl"][label][str(n)] = r.ppl
-                    out["ppl_detail"][label][str(n)] = r.to_dict()
-                    say(f"  ppl @ {n}: {r.ppl:.3f} ({r.docs} docs, {r.tokens} tokens, {r.seconds:.1f} s)")
-                r = perplexity(model, samples[short], stride=stride, window=short if stride else None,
-                               batch_size=batch_size, chunk=chunk)
-                out["short_ppl"][label] = r.ppl
-                if passkey_trials > 0:
-                    pk = passkey_eval(model, tokenizer, lengths, trials=passkey_trials, depths=depths,
-                                      seed=seed, progress=progress)
-                    out["passkey"][label] = pk.by_length
-                    out["passkey_depth"][label] = pk.grid
-                    say(f"  passkey: {', '.join(f'{k}: {v:.0%}' for k, v in pk.by_length.items())}")
-            finally:
-                patch.remove(model)
+        if own_scaling(model) is not None:
+            patch.apply(model, "none")  # the short-window reference is the unscaled rotation
+        base_short = ppl(short)
+        for label in methods:
+            scaling = scalings.get(label)
+            spec = describe_model_scaling(model) if scaling is None else scaling.describe()
+            say(f"{label}: {spec}")
+            patch.remove(model)
+            if scaling is not None:
+                patch.apply(model, scaling)
+            results[label] = r = MethodResult(spec=spec, model=model_name)
+            _score(r, model, tokenizer, cfg, ppl, lengths, short, progress, say)
     finally:
+        patch.remove(model)
         if was_patched is not None:
             patch.apply(model, was_patched)
-    out["short"] = {"length": short, "unscaled_ppl": none_short.ppl,
-                    "relative_cost": {m: v / none_short.ppl - 1 for m, v in out["short_ppl"].items()}}
-    out["meta"] = {
+    meta = {
         "model": getattr(model.config, "_name_or_path", "") or type(model).__name__,
-        "original_window": window, "default_factor": fac,
-        "methods": {m: (s.describe() if hasattr(s, "describe") else str(s)) for m, s in scalings.items()},
-        "lengths": lengths, "docs": docs, "data": data or "builtin", "split": split,
-        "ppl_mode": "truncate" if stride is None else f"sliding window of L over 2L tokens, stride {stride}",
-        "samples": sample_info, "passkey_trials": passkey_trials, "depths": depths, "seed": seed,
+        "scaling": describe_model_scaling(model), "original_window": window, "default_factor": fac,
+        "lengths": lengths, "docs": cfg.docs, "data": cfg.data or "builtin", "split": cfg.split,
+        "ppl_mode": "truncate" if cfg.stride is None else f"sliding window of L over 2L tokens, stride {cfg.stride}",
+        "samples": sample_info, "passkey_trials": cfg.passkey_trials, "depths": list(cfg.depths), "seed": cfg.seed,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "seconds": time.perf_counter() - t0, "python": platform.python_version(),
         "longrope": longrope.__version__,
     }
-    return out
+    return CompareResult(results, short, base_short.ppl, meta)

@@ -1,4 +1,4 @@
-"""Markdown tables and PNG plots of evaluation results (the `compare` results dict).
+"""Markdown tables and PNG plots of evaluation results (a `CompareResult`).
 
 matplotlib is imported only when a plot is drawn (`pip install 'longrope[plot]'`).
 """
@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ..errors import LongRopeError
 from ..io import atomic_path
+from .results import CompareResult
 
 
 def _fmt(v, pct: bool = False) -> str:
@@ -47,47 +48,66 @@ def length_table(table: dict, *, pct: bool = False, corner: str = "method") -> s
     return markdown_table([corner] + lengths, rows)
 
 
-def ppl_table(results: dict) -> str:
-    return length_table(results["ppl"])
+def ppl_table(result: CompareResult) -> str:
+    return length_table(result.table("ppl"))
 
 
-def passkey_table(results: dict) -> str:
-    return length_table(results["passkey"], pct=True) if results.get("passkey") else ""
+def passkey_table(result: CompareResult) -> str:
+    table = result.table("passkey")
+    return length_table(table, pct=True) if table else ""
 
 
-def short_table(results: dict) -> str:
-    short = results.get("short") or {}
-    base = short.get("unscaled_ppl")
-    rows = []
-    for m, v in (results.get("short_ppl") or {}).items():
-        cost = short.get("relative_cost", {}).get(m)
-        rows.append([m, _fmt(v), _fmt(base), "-" if cost is None else _pct(cost)])
-    return markdown_table(["method", f"ppl @ {short.get('length', '?')}", "unscaled", "cost"], rows)
+def short_table(result: CompareResult) -> str:
+    cost = result.relative_cost
+    rows = [[m, _fmt(r.short_ppl), _fmt(result.unscaled_short_ppl), "-" if m not in cost else _pct(cost[m])]
+            for m, r in result.methods.items() if r.short_ppl is not None]
+    return markdown_table(["method", f"ppl @ {result.short_length}", "unscaled", "cost"], rows)
 
 
-def render_report(results: dict, images: dict[str, str] | None = None) -> str:
-    meta = results.get("meta", {})
+def render_report(result: CompareResult, images: dict[str, str] | None = None) -> str:
+    """The markdown report; `images` maps "ppl" and method labels to PNG files that exist."""
+    meta = result.meta
     images = images or {}
     out = ["# RoPE scaling comparison", ""]
     out.append(f"Model `{meta.get('model', '?')}`, original window {meta.get('original_window', '?')}, "
                f"baseline factor {meta.get('default_factor', 0):g}; data `{meta.get('data', '?')}` "
                f"({meta.get('split', '?')}), {meta.get('docs', '?')} documents per length, perplexity "
                f"mode: {meta.get('ppl_mode', '?')}; dtype {meta.get('dtype', '?')}; seed {meta.get('seed', '?')}.")
-    if meta.get("methods"):
-        out += ["", "Methods: " + "; ".join(f"`{k}` = {v}" for k, v in meta["methods"].items()) + "."]
-    out += ["", "## Perplexity by evaluation length", "", ppl_table(results)]
+    if meta.get("scaling"):
+        out += ["", f"Model as loaded: scaling: {meta['scaling']}; `none` is the unscaled rotation."]
+    out += ["", "Methods: " + "; ".join(f"`{k}` = {r.spec}" for k, r in result.methods.items()) + "."]
+    out += ["", "## Perplexity by evaluation length", "", ppl_table(result)]
     if "ppl" in images:
         out += ["", f"![perplexity vs length]({images['ppl']})"]
-    if results.get("passkey"):
+    if result.table("passkey"):
         out += ["", f"## Passkey retrieval accuracy ({meta.get('passkey_trials', '?')} trials per length "
                 f"and depth, depths {', '.join(f'{d:g}' for d in meta.get('depths', []))})", "",
-                passkey_table(results)]
-        for m in results["passkey"]:
-            if m in images:
-                out += ["", f"![passkey {m}]({images[m]})"]
-    if results.get("short_ppl"):
-        out += ["", "## Short-context cost (perplexity at the original window)", "", short_table(results)]
+                passkey_table(result)]
+        out += [line for m in result.table("passkey") if m in images
+                for line in ("", f"![passkey {m}]({images[m]})")]
+    for section in EXTRA_SECTIONS:  # evaluations added later (issue 14: tasks) put their table here
+        out += section(result)
+    if any(r.short_ppl is not None for r in result.methods.values()):
+        out += ["", "## Short-context cost (perplexity at the original window)", "", short_table(result)]
     return "\n".join(out) + "\n"
+
+
+def tasks_section(result: CompareResult) -> list[str]:
+    tasks = {m: r.tasks for m, r in result.methods.items() if r.tasks}
+    if not tasks:
+        return []
+    rows = {m: {f"{t}": next(iter(v.values()), None) for t, v in per.items()} for m, per in tasks.items()}
+    names = sorted({t for row in rows.values() for t in row})
+    body = [[m] + [_fmt(row.get(t)) for t in names] for m, row in rows.items()]
+    return ["", "## Tasks", "", markdown_table(["method"] + names, body)]
+
+
+EXTRA_SECTIONS = [tasks_section]
+
+
+def require_plots() -> None:
+    """Fail before the work when plots are asked for and matplotlib is missing."""
+    _plt()
 
 
 def _plt():
@@ -100,16 +120,16 @@ def _save(fig, path: str | os.PathLike) -> None:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
 
 
-def plot_ppl(results: dict, path: str | os.PathLike, title: str | None = None) -> Path:
+def plot_ppl(result: CompareResult, path: str | os.PathLike, title: str | None = None) -> Path:
     """Perplexity against length, log-log, one line per method."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     try:
-        for m, vals in results["ppl"].items():
+        for m, vals in result.table("ppl").items():
             pts = sorted((int(n), v) for n, v in vals.items() if v is not None and math.isfinite(v))
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
-        window = results.get("meta", {}).get("original_window")
+        window = result.meta.get("original_window")
         if window:
             ax.axvline(window, color="grey", linestyle=":", linewidth=1, label=f"original window {window}")
         ax.set_xscale("log", base=2)

@@ -82,6 +82,11 @@ class FinetuneConfig:
             raise LongRopeError(f"--batch-size {self.batch_size} is not a multiple of --micro-batch {self.micro_batch}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise LongRopeError(f"--lr must be a positive number, got {self.lr}")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise LongRopeError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
+        for name in ("weight_decay", "max_grad_norm", "loss_chunk"):
+            if not getattr(self, name) >= 0:
+                raise LongRopeError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.warmup is not None and self.warmup < 0:
             raise LongRopeError(f"--warmup must be >= 0, got {self.warmup}")
         if not 0.0 <= self.mixed_window < 1.0:
