@@ -209,6 +209,7 @@ def _finished_tiny(tmp_path):
 
 def test_resume_refuses_a_different_recipe_model_or_data(tmp_path, capsys):
     recipe, model, data, out = _finished_tiny(tmp_path)
+    capsys.readouterr()  # the first run's progress lines
     saved = (out / "recipe.json").read_text()
     other = tmp_path / "other.yaml"
     other.write_text(TINY.replace("docs: 2, passkey_trials", "docs: 3, passkey_trials"))
