@@ -7,6 +7,12 @@ import torch
 FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "phi3")
 
 
+@pytest.fixture(autouse=True)
+def _private_score_cache(tmp_path_factory, monkeypatch):
+    """Each test gets its own search score cache (the default one is under ~/.cache)."""
+    monkeypatch.setenv("LONGROPE_CACHE_DIR", str(tmp_path_factory.mktemp("scores")))
+
+
 def tiny_config(family: str = "llama", *, head_dim: int = 16, heads: int = 4, kv_heads: int = 2,
                 layers: int = 2, vocab: int = 128, window: int = 32, rope_scaling: dict | None = None,
                 partial_rotary_factor: float | None = None, **extra):

@@ -25,6 +25,11 @@ def register(sub) -> None:
     p.add_argument("--out", required=True, help="output folder: factors.json, history.jsonl, state.json, search.png")
     p.add_argument("--seed", type=int, default=None, help="random seed of the search and the samples (default 0)")
     p.add_argument("--resume", action="store_true", help="continue the search saved in --out/state.json")
+    p.add_argument("--cache", default="auto", metavar="DIR",
+                   help="score cache shared across runs: a candidate scored before (same weights, data, "
+                        "length, dtype, objective) is not scored again (default: $LONGROPE_CACHE_DIR or "
+                        "~/.cache/longrope/scores)")
+    p.add_argument("--no-cache", dest="cache", action="store_const", const=None, help="no score cache")
     g = p.add_argument_group("evolution")
     g.add_argument("--preset", choices=("fast", "paper"), default=None,
                    help="fast (default): population 16, 8 parents, 8 mutants + 8 crossovers, up to 40 "
@@ -85,13 +90,17 @@ def run(args) -> int:
             raise LongRopeError(f"{args.out} already holds a search; pass --resume to continue it "
                                 "or choose another --out")
         cfg = SearchConfig(**given, device=args.device, trust_remote_code=args.trust_remote_code)
-    summary = run_search(cfg, args.out, resume=args.resume, progress=True)
+    summary = run_search(cfg, args.out, resume=args.resume, progress=True, cache=args.cache)
     if summary["rank"] == 0:
+        from ..search.cost import describe
         base = ", ".join(f"{k} {v:.3f}" for k, v in summary["baselines"].items())
         crit = f", critical dim {summary['critical_dim']}" if summary["critical_dim"] else ""
         print(f"best ppl {summary['ppl']:.4f} at {cfg.target_length} tokens (n_hat {summary['best']['n_hat']}"
               f"{crit}); baselines: {base}")
-        print(f"{summary['evaluations']} full + {summary['screened']} screening evaluations, "
-              f"{summary['generations']} generations{' (early stop)' if summary['stopped_early'] else ''}, "
+        print(f"{summary['generations']} generations{' (early stop)' if summary['stopped_early'] else ''}, "
               f"{summary['seconds']:.1f} s; wrote {args.out}/factors.json")
+        print(f"cost: {describe(summary['cost'])}")
+        if summary["cache"]:
+            print(f"score cache: {summary['cache_hits']} hits, {summary['forward_passes']} forward passes run "
+                  f"this time ({summary['cache']})")
     return 0

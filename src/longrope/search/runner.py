@@ -112,9 +112,11 @@ def _samples(cfg: SearchConfig, tok, model, count: int):
 
 
 def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
-               model=None, tokenizer=None) -> dict:
+               model=None, tokenizer=None, cache="auto") -> dict:
     """Run (or resume) a search; returns a summary. `model`/`tokenizer` may be passed pre-loaded.
-    With `resume`, the settings come from OUT/state.json (`cfg` may be None, or give the device)."""
+    With `resume`, the settings come from OUT/state.json (`cfg` may be None, or give the device).
+    `cache`: the score cache folder shared across runs ("auto": `search.cache.default_dir()`;
+    None: off); it changes no result, only how many forward passes are run."""
     from .. import patch
     from ..models import load_model, load_tokenizer
     from ..rope.methods import attention_scale
@@ -164,8 +166,10 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
         space = Space.critical(seeds["ntk"], crit // 2, scale, window=original,
                                search_n_hat=cfg.search_n_hat, **space_kw)
     bar = _Progress(progress and rank == 0, cfg)
+    from .cache import for_search
+    store = for_search(cache, cfg, model, positions)
     objective = Objective(model, samples, original=original, target=cfg.target_length, positions=positions,
-                          chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick,
+                          chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick, store=store,
                           make_scaling=(lambda c: _with_short(long, c.factors, _short_attn(cfg, c)))
                           if long else None)
     full = objective.fitness()
@@ -190,6 +194,7 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
             "short_of": long.to_dict() if long is not None else None}
     t0 = time.time()
     prior = saved.get("seconds", 0.0) if saved else 0.0
+    prior_fp, prior_hits = (saved.get("forward_passes", 0), saved.get("cache_hits", 0)) if saved else (0, 0)
 
     def record(evo: dict, done: bool = False) -> None:
         bar.generation(evo)
@@ -199,6 +204,8 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
                "seeds": {k: v.tolist() for k, v in seeds.items()}, "done": done,
                "seconds": prior + time.time() - t0,
                "scored_here": objective.docs_run,  # sample forward passes by rank 0, this run
+               # by rank 0 over every run of this search (resumes add up); hits: from the score cache
+               "forward_passes": prior_fp + objective.docs_run, "cache_hits": prior_hits + objective.cache_hits,
                "evolution": evo}
         _write_outputs(out, doc, space, cfg, final=done)
         write_json(out / "state.json", doc)
@@ -210,6 +217,9 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
                     on_generation=record)
     record(result.state, done=True)
     bar.close()
+    from .cost import run_cost
+    cost = run_cost(cfg, result.evaluations, result.screened, prior_fp + objective.docs_run,
+                    prior_hits + objective.cache_hits)
     if world > 1:
         import torch.distributed as dist
         dist.barrier()  # no process leaves before rank 0 has written the outputs
@@ -220,7 +230,8 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
             "evaluations": result.evaluations, "screened": result.screened,
             "generations": result.generations, "stopped_early": result.stopped_early,
             "critical_dim": crit, "scale": scale, "original": original, "rank": rank, "world": world,
-            "forward_passes": objective.docs_run, "seconds": prior + time.time() - t0}
+            "forward_passes": objective.docs_run, "cache_hits": objective.cache_hits, "cost": cost,
+            "cache": str(store.path) if store is not None else None, "seconds": prior + time.time() - t0}
 
 
 def scaling_of(doc: dict, best: Candidate):
