@@ -6,7 +6,7 @@ from pathlib import Path
 from ..errors import LongRopeError
 from ._common import add_data_args, add_model_args
 
-_SEARCH = ("population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
+_SEARCH = ("screen_pick", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
            "screen_docs", "promote", "patience", "docs", "seed", "preset", "objective", "critical_dim",
            "target_length", "data", "split", "model", "dtype", "sample_mode", "search_attention_scale",
            "search_n_hat", "short_of")
@@ -45,6 +45,9 @@ def register(sub) -> None:
     g.add_argument("--step", type=float, default=None, help="grid step of the factors (default 0.01)")
     g.add_argument("--screen-docs", type=int, default=None,
                    help="score new candidates on this many documents first (0: off)")
+    g.add_argument("--screen-pick", choices=("first", "spread"), default=None,
+                   help="screen on the first documents (default) or on those whose perplexity differs most "
+                        "between PI, NTK and YaRN (the most factor-sensitive; no extra forward pass)")
     g.add_argument("--promote", type=float, default=None,
                    help="at most this fraction of screened candidates is scored on all documents")
     g.add_argument("--patience", type=int, default=None,

@@ -131,6 +131,7 @@ class Objective:
         self.scored = 0  # candidates scored by this process
         self.docs_run = 0  # sample forward passes run by this process
         self._nll: dict[tuple, float] = {}
+        self.screen_samples: list[int] | None = None  # the cheap fitness's samples (default: the first)
         self.store = store  # a search.cache.ScoreCache shared across runs, or None
         self.cache_hits = 0  # sample NLLs taken from the store instead of a forward pass
         if store is not None:
@@ -156,7 +157,10 @@ class Objective:
         from .. import patch
         from ..eval.perplexity import perplexity
 
-        todo = [i for i in range(docs) if (key, i) not in self._nll]
+        idx = list(range(docs))
+        if self.screen_samples is not None and docs < len(self.samples):
+            idx = sorted(self.screen_samples[:docs])  # the mean in sample order, as for all samples
+        todo = [i for i in idx if (key, i) not in self._nll]
         if todo and self.store is not None:
             from .cache import scaling_key
             skey = scaling_key(scaling)
@@ -185,7 +189,7 @@ class Objective:
                     self.docs_run += len(g)
             finally:
                 patch.remove(self.model)
-        return [self._nll[(key, i)] for i in range(docs)]
+        return [self._nll[(key, i)] for i in idx]
 
     def score_one(self, scaling, key, docs: int) -> float:
         nlls = self._sample_nlls(scaling, key, docs)

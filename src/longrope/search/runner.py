@@ -42,6 +42,7 @@ class SearchConfig:
     screen_docs: int | None = None
     promote: float | None = None
     patience: int | None = None
+    screen_pick: str = "first"  # which samples screen: first | spread (search/fidelity.py)
     step: float = 0.01
     search_n_hat: bool = True
     search_attention_scale: bool = False
@@ -77,6 +78,8 @@ class SearchConfig:
             raise LongRopeError("--screen-docs and --patience must be >= 0 (0: off)")
         if c.screen_docs and c.screen_docs >= c.docs:
             c.screen_docs = 0  # screening on all documents is just the full fitness: off
+        if c.screen_pick not in ("first", "spread"):
+            raise LongRopeError(f"unknown --screen-pick {c.screen_pick!r}; choose first or spread")
         if c.objective not in ("ppl", "needle"):
             raise LongRopeError(f"unknown objective {c.objective!r}; choose ppl or needle")
         return c
@@ -188,7 +191,11 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
             exact = [Scaling(method=n, factor=scale) for n in names]
         vals = objective.score_many(list(zip(exact, names)))
         baselines = {n: v for n, v in zip(names, vals)}
-    info = {"rotary_dim": dim, "base": base, "original": original, "scale": scale, "world": world,
+    if cfg.screen_docs:
+        from .fidelity import pick_screen
+        objective.screen_samples = (saved["info"].get("screen_samples") if saved else None) or \
+            pick_screen(objective, list(baselines), cfg.screen_docs, cfg.screen_pick)
+    info = {"screen_samples": objective.screen_samples, "rotary_dim": dim, "base": base, "original": original, "scale": scale, "world": world,
             "critical_dim": crit, "samples": len(samples), "sample_length": cfg.target_length,
             "answer_positions": list(positions) if positions else None,
             "short_of": long.to_dict() if long is not None else None}
