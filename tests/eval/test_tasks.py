@@ -6,8 +6,7 @@ import types
 
 import pytest
 
-from _eval_fixtures import char_tok  # noqa: F401  (fixture)
-from conftest import make_tiny
+from tests.helpers import make_tiny
 from longrope.errors import LongRopeError
 from longrope.eval import tasks as tasks_mod
 

@@ -13,7 +13,7 @@ import torch
 from longrope.search.cache import ScoreCache, open_cache, sample_hashes, scaling_key, weights_hash
 from longrope.search.runner import SearchConfig, run_search
 
-from _search_fixtures import char_tokenizer, save_tiny, write_texts
+from tests.helpers import save_tiny, write_texts
 
 
 def test_values_round_trip_exactly_and_torn_lines_are_skipped(tmp_path):

@@ -5,7 +5,7 @@ from longrope.errors import LongRopeError
 from longrope.search.cost import PAPER_SHAPE, describe, flops_per_pass, search_cost, settings
 from longrope.search.runner import SearchConfig, run_search
 
-from _search_fixtures import save_tiny, write_texts
+from tests.helpers import save_tiny, write_texts
 
 
 def test_paper_preset_counts_and_gpu_hours():
