@@ -1,7 +1,8 @@
 """Search levers on the built-in model at 8x: how well cheap scores rank candidates.
 
 Takes 16 candidates spread over the score range of a finished (or partial) search's history.jsonl
-(scored on all its documents in float32) and scores each on the first sample alone (the `fast`
+(default: benchmarks/results/search_levers_candidates.jsonl, the 16 measured there), scored on all
+its documents in float32, and scores each on the first sample alone (the `fast`
 preset's screen) in float32 and in bfloat16, and on the first sample's first half; prints the
 Spearman rank correlation of each with the full score, bf16 against fp32, and the wall times.
 
@@ -16,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from scipy.stats import spearmanr
 
 from longrope.models import load_model, load_tokenizer
 from longrope.search.objective import Objective
@@ -24,9 +24,24 @@ from longrope.search.runner import SearchConfig, _samples
 from longrope.search.space import Candidate
 
 
+def spearman(a, b) -> float:
+    """Spearman's rho (average ranks for ties)."""
+    def ranks(x):
+        x = np.asarray(x, dtype=np.float64)
+        order = np.argsort(x, kind="stable")
+        r = np.empty(len(x))
+        r[order] = np.arange(len(x))
+        for v in np.unique(x):  # ties share their mean rank
+            r[x == v] = r[x == v].mean()
+        return r
+    return float(np.corrcoef(ranks(a), ranks(b))[0, 1])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--history", required=True, help="history.jsonl of a search at --target-length")
+    p.add_argument("--history", default=str(Path(__file__).parent / "results" / "search_levers_candidates.jsonl"),
+                   help="history.jsonl of a search at --target-length (default: the 16 candidates measured "
+                        "in results/search_levers_builtin.txt)")
     p.add_argument("--target-length", type=int, default=2048)
     p.add_argument("--candidates", type=int, default=16)
     p.add_argument("--first", type=int, default=None, help="only the history's first N full evaluations")
@@ -51,11 +66,11 @@ def main() -> None:
                         target=a.target_length)
         t0 = time.time()
         sc = obj.fitness()(cands)
-        out[name] = {"scores": sc, "spearman_vs_full": spearmanr(full, sc).correlation, "seconds": time.time() - t0}
+        out[name] = {"scores": sc, "spearman_vs_full": spearman(full, sc), "seconds": time.time() - t0}
         print(f"{name}: Spearman vs full {out[name]['spearman_vs_full']:.3f}, {out[name]['seconds']:.1f} s", flush=True)
     model.to(torch.float32)
     f32, b16 = out["doc0_fp32"]["scores"], out["doc0_bf16"]["scores"]
-    out["bf16_vs_fp32"] = {"spearman": spearmanr(f32, b16).correlation,
+    out["bf16_vs_fp32"] = {"spearman": spearman(f32, b16),
                            "max_rel_diff": max(abs(x / y - 1) for x, y in zip(b16, f32))}
     print(f"bf16 vs fp32 (doc 0): Spearman {out['bf16_vs_fp32']['spearman']:.4f}, "
           f"max relative difference {out['bf16_vs_fp32']['max_rel_diff']:.4%}")
