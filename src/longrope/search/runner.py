@@ -201,7 +201,8 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
             "short_of": long.to_dict() if long is not None else None}
     t0 = time.time()
     prior = saved.get("seconds", 0.0) if saved else 0.0
-    prior_fp, prior_hits = (saved.get("forward_passes", 0), saved.get("cache_hits", 0)) if saved else (0, 0)
+    prior_fp, prior_hits = ((saved.get("forward_passes", saved.get("scored_here", 0)), saved.get("cache_hits", 0))
+                            if saved else (0, 0))  # states from before the cache: their one run's count
 
     def record(evo: dict, done: bool = False) -> None:
         bar.generation(evo)
