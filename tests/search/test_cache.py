@@ -41,7 +41,8 @@ def _writer(folder, ctx, worker, n):
 
 def test_concurrent_appends_lose_nothing(tmp_path):
     ctx = {"weights": "w"}
-    procs = [mp.get_context("spawn").Process(target=_writer, args=(tmp_path, ctx, w, 200)) for w in range(4)]
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"  # fork: no re-import, fast
+    procs = [mp.get_context(method).Process(target=_writer, args=(tmp_path, ctx, w, 200)) for w in range(4)]
     for p in procs:
         p.start()
     for p in procs:
@@ -84,8 +85,8 @@ def test_keys_follow_weights_samples_and_scaling(tmp_path):
 
 def test_warm_cache_gives_the_cold_result_without_forward_passes(tmp_path):
     model_dir, texts = save_tiny(tmp_path / "m"), write_texts(tmp_path / "t", n=3, words=200)
-    cfg = SearchConfig(target_length=96, model=str(model_dir), data=str(texts), docs=2, seed=5,
-                       population=8, parents=4, mutations=4, crossovers=4, iterations=3, patience=0)
+    cfg = SearchConfig(target_length=64, model=str(model_dir), data=str(texts), docs=2, seed=5,
+                       population=6, parents=3, mutations=3, crossovers=3, iterations=2, patience=0)
     runs = {}
     for name, cache in (("off", None), ("cold", tmp_path / "c"), ("warm", tmp_path / "c")):
         runs[name] = run_search(cfg, tmp_path / name, progress=False, cache=cache)
@@ -97,7 +98,7 @@ def test_warm_cache_gives_the_cold_result_without_forward_passes(tmp_path):
     assert warm["forward_passes"] == 0 and warm["cache_hits"] == off["forward_passes"]
     assert warm["cost"]["cache_hits"] == warm["cache_hits"] and off["cache"] is None
     # a longer search with the same seed re-scores nothing it shares with the shorter one
-    longer = run_search(SearchConfig(**{**cfg.__dict__, "iterations": 5}), tmp_path / "longer",
+    longer = run_search(SearchConfig(**{**cfg.__dict__, "iterations": 3}), tmp_path / "longer",
                         progress=False, cache=tmp_path / "c")
     assert longer["cache_hits"] == off["forward_passes"] and longer["forward_passes"] > 0
     store = open_cache(tmp_path / "c", None, model_path=model_dir, dtype="torch.float32", device="cpu",

@@ -38,12 +38,12 @@ def test_fast_preset_bound_and_overrides():
 
 def test_a_run_reports_what_it_counted_within_the_bound(tmp_path):
     model_dir, texts = save_tiny(tmp_path / "m"), write_texts(tmp_path / "t", n=3, words=200)
-    cfg = SearchConfig(target_length=96, model=str(model_dir), data=str(texts), docs=3, seed=1,
-                       population=8, parents=4, mutations=4, crossovers=4, iterations=3, patience=0,
+    cfg = SearchConfig(target_length=64, model=str(model_dir), data=str(texts), docs=3, seed=1,
+                       population=6, parents=3, mutations=3, crossovers=3, iterations=2, patience=0,
                        screen_docs=1, promote=0.5)
     s = run_search(cfg, tmp_path / "o", progress=False, cache=None)
     cost, bound = s["cost"], s["cost"]["bound"]
-    assert cost["forward_passes"] == s["forward_passes"] and cost["tokens"] == 96 * s["forward_passes"]
+    assert cost["forward_passes"] == s["forward_passes"] and cost["tokens"] == 64 * s["forward_passes"]
     assert cost["evaluations"] == s["evaluations"] and cost["screened"] == s["screened"]
     assert s["forward_passes"] <= bound["forward_passes"] and s["evaluations"] <= bound["evaluations"]
     assert f"{s['forward_passes']:,} forward passes" in describe(cost)
