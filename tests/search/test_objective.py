@@ -79,3 +79,38 @@ def test_objective_reuses_screened_documents_and_matches_perplexity():
     assert s1[0] == pytest.approx(perplexity(model, samples[:1]).ppl, rel=1e-9)
     patch.remove(model)
     assert full([b, a]) == [s3[1], s3[0]] and obj.docs_run == 6  # cached, order-independent
+
+
+def test_screen_pick_spread_chooses_the_most_factor_sensitive_sample():
+    from types import SimpleNamespace
+
+    from longrope.search.fidelity import pick_screen
+
+    nll = {("pi", 0): 3.0, ("ntk", 0): 2.9, ("yarn", 0): 2.8,  # spread 0.2
+           ("pi", 1): 2.5, ("ntk", 1): 0.9, ("yarn", 1): 0.5,  # spread 2.0
+           ("pi", 2): float("inf"), ("ntk", 2): 1.0, ("yarn", 2): 0.2}  # 0.8 (inf ignored)
+    obj = SimpleNamespace(samples=[0, 1, 2], _nll=nll, world=1)
+    assert pick_screen(obj, ["pi", "ntk", "yarn"], 1, "spread") == [1]
+    assert pick_screen(obj, ["pi", "ntk", "yarn"], 2, "spread") == [1, 2]
+    assert pick_screen(obj, ["pi", "ntk", "yarn"], 2, "first") == [0, 1]
+    with pytest.raises(LongRopeError, match="screen pick"):
+        pick_screen(obj, ["pi"], 1, "random")
+
+
+def test_screening_on_a_chosen_sample_keeps_the_full_score():
+    from longrope.search.objective import Objective
+    from longrope.search.space import Space
+    from tests.helpers import make_tiny
+
+    model = make_tiny("llama")
+    g = torch.Generator().manual_seed(1)
+    samples = [torch.randint(3, 128, (96,), generator=g) for _ in range(3)]
+    sp = Space.paper(8, 3.0, window=32)
+    a = sp.snap(np.linspace(1, 3, 8))
+    plain = Objective(model, samples, original=32, target=96)
+    picked = Objective(model, samples, original=32, target=96)
+    picked.screen_samples = [2]
+    s_plain, s_pick = plain.fitness(1)([a])[0], picked.fitness(1)([a])[0]
+    assert picked.docs_run == 1 and list(picked._nll) == [(a, 2)] and s_pick != s_plain
+    assert plain.fitness(1)([a])[0] == s_plain
+    assert picked.fitness()([a]) == plain.fitness()([a]) and picked.docs_run == 3

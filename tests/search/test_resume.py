@@ -38,13 +38,18 @@ def comparable(out):
     state = json.loads((out / "state.json").read_text())
     state.pop("seconds")
     state.pop("scored_here")
+    state.pop("forward_passes"), state.pop("cache_hits")
     return (json.loads((out / "factors.json").read_text()), (out / "history.jsonl").read_text(), state)
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("cache", ["on", "off"])
+def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path, cache):
+    """With the cache on, the three runs share one: the resume takes the killed generation's scores
+    from it and the uninterrupted run takes all of them; the outputs must not notice."""
     model, texts = save_tiny(tmp_path / "model"), write_texts(tmp_path / "texts", n=4, words=400)
-    common = ["--model", model, "--data", texts, *ARGS]
+    common = ["--model", model, "--data", texts, *ARGS,
+              *(["--cache", str(tmp_path / "scores")] if cache == "on" else ["--no-cache"])]
     killed_out = tmp_path / "killed"
     with search(*common, "--out", killed_out) as victim:
         deadline = time.time() + 120
@@ -57,10 +62,15 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     killed_at = generation(killed_out)
     assert 3 <= killed_at < 10 and not json.loads((killed_out / "state.json").read_text())["done"]
     with torch_threads(1):
-        assert cli.main(["search", "--out", str(killed_out), "--resume"]) == 0
+        assert cli.main(["search", "--out", str(killed_out), "--resume", *common[-2 if cache == "on" else -1:]]) == 0
         assert cli.main(["search", *map(str, common), "--out", str(tmp_path / "whole")]) == 0
     a, b = comparable(tmp_path / "whole"), comparable(killed_out)
     assert a[0]["long_factor"] == b[0]["long_factor"] and a[0]["n_hat"] == b[0]["n_hat"]
     assert a[0] == b[0]  # including the best ppl and the baselines in the provenance
     assert a[1] == b[1]  # every evaluation, same order, same scores
     assert a[2] == b[2]
+    whole = json.loads((tmp_path / "whole" / "state.json").read_text())
+    if cache == "on":  # every score of the uninterrupted run was in the cache already
+        assert whole["scored_here"] == 0 and whole["cache_hits"] > 0
+    else:
+        assert whole["scored_here"] > 0 and whole["cache_hits"] == 0

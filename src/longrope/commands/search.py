@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import LongRopeError
 from ._common import add_data_args, add_model_args
 
-_SEARCH = ("population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
+_SEARCH = ("screen_pick", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
            "screen_docs", "promote", "patience", "docs", "seed", "preset", "objective", "critical_dim",
            "target_length", "data", "split", "model", "dtype", "sample_mode", "search_attention_scale",
            "search_n_hat", "short_of")
@@ -40,10 +40,10 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
                 "--target-length <= the window; writes both into factors.json",
     "sample_mode": "select long documents, join short ones, or auto",
 }
-CHOICES = {"preset": ("fast", "paper"), "objective": ("ppl", "needle"), "sample_mode": ("auto", "select", "join")}
+CHOICES = {"preset": ("fast", "paper"), "screen_pick": ("first", "spread"), "objective": ("ppl", "needle"), "sample_mode": ("auto", "select", "join")}
 MAIN = ("target_length", "docs", "seed")
 EVOLUTION = ("preset", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
-             "screen_docs", "promote", "patience", "search_n_hat", "search_attention_scale")
+             "screen_docs", "screen_pick", "promote", "patience", "search_n_hat", "search_attention_scale")
 LONGROPE2 = ("objective", "critical_dim", "short_of", "sample_mode")
 
 
@@ -62,6 +62,11 @@ def register(sub) -> None:
     add_config_args(p, SearchConfig, MAIN, **kw)
     p.add_argument("--out", required=True, help="output folder: factors.json, history.jsonl, state.json, search.png")
     p.add_argument("--resume", action="store_true", help="continue the search saved in --out/state.json")
+    p.add_argument("--cache", default="auto", metavar="DIR",
+                   help="score cache shared across runs: a candidate scored before (same weights, data, "
+                        "length, dtype, objective) is not scored again (default: $LONGROPE_CACHE_DIR or "
+                        "~/.cache/longrope/scores)")
+    p.add_argument("--no-cache", dest="cache", action="store_const", const=None, help="no score cache")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a search longrope wrote in --out before (a folder it did not write is never touched)")
     add_config_args(p.add_argument_group("evolution"), SearchConfig, EVOLUTION,
@@ -103,13 +108,17 @@ def run(args) -> int:
         if not have_matplotlib():
             print("longrope search: note: matplotlib is not installed, so search.png will not be drawn "
                   "(pip install 'longrope[plot]'); the results are written as usual", file=sys.stderr)
-        summary = run_search(cfg, args.out, resume=args.resume, progress=True)
+        summary = run_search(cfg, args.out, resume=args.resume, progress=True, cache=args.cache)
     if summary["rank"] == 0:
+        from ..search.cost import describe
         base = ", ".join(f"{k} {v:.3f}" for k, v in summary["baselines"].items())
         crit = f", critical dim {summary['critical_dim']}" if summary["critical_dim"] else ""
         print(f"best ppl {summary['ppl']:.4f} at {cfg.target_length} tokens (n_hat {summary['best']['n_hat']}"
               f"{crit}); baselines: {base}")
-        print(f"{summary['evaluations']} full + {summary['screened']} screening evaluations, "
-              f"{summary['generations']} generations{' (early stop)' if summary['stopped_early'] else ''}, "
+        print(f"{summary['generations']} generations{' (early stop)' if summary['stopped_early'] else ''}, "
               f"{summary['seconds']:.1f} s; wrote {args.out}/factors.json")
+        print(f"cost: {describe(summary['cost'])}")
+        if summary["cache"]:
+            print(f"score cache: {summary['cache_hits']} hits, {summary['forward_passes']} forward passes run "
+                  f"this time ({summary['cache']})")
     return 0

@@ -123,7 +123,7 @@ class Objective:
 
     def __init__(self, model, samples: Sequence[torch.Tensor], *, original: int, target: int,
                  positions: tuple[int, int] | None = None, chunk: int = 1024,
-                 rank: int = 0, world: int = 1, on_score=None, make_scaling=None):
+                 rank: int = 0, world: int = 1, on_score=None, make_scaling=None, store=None):
         self.model, self.samples, self.original, self.target = model, list(samples), original, target
         self.make_scaling = make_scaling  # Candidate -> Scaling; default: long factors at the target
         self.positions, self.chunk = positions, chunk
@@ -131,6 +131,12 @@ class Objective:
         self.scored = 0  # candidates scored by this process
         self.docs_run = 0  # sample forward passes run by this process
         self._nll: dict[tuple, float] = {}
+        self.screen_samples: list[int] | None = None  # the cheap fitness's samples (default: the first)
+        self.store = store  # a search.cache.ScoreCache shared across runs, or None
+        self.cache_hits = 0  # sample NLLs taken from the store instead of a forward pass
+        if store is not None:
+            from .cache import sample_hashes
+            self._sample_keys = sample_hashes(self.samples)
 
     def scaling(self, c: Candidate):
         from ..rope.scaling import Scaling
@@ -151,7 +157,19 @@ class Objective:
         from .. import patch
         from ..eval.perplexity import perplexity
 
-        todo = [i for i in range(docs) if (key, i) not in self._nll]
+        idx = list(range(docs))
+        if self.screen_samples is not None and docs < len(self.samples):
+            idx = sorted(self.screen_samples[:docs])  # the mean in sample order, as for all samples
+        todo = [i for i in idx if (key, i) not in self._nll]
+        if todo and self.store is not None:
+            from .cache import scaling_key
+            skey = scaling_key(scaling)
+            for i in list(todo):
+                v = self.store.get(skey, self._sample_keys[i])
+                if v is not None:
+                    self._nll[(key, i)] = v
+                    self.cache_hits += 1
+                    todo.remove(i)
         if todo:
             patch.apply(self.model, scaling)
             try:
@@ -166,10 +184,12 @@ class Objective:
                         vals = r.doc_nll
                     for i, v in zip(g, vals):
                         self._nll[(key, i)] = float(v)
+                        if self.store is not None:
+                            self.store.put(skey, self._sample_keys[i], float(v))
                     self.docs_run += len(g)
             finally:
                 patch.remove(self.model)
-        return [self._nll[(key, i)] for i in range(docs)]
+        return [self._nll[(key, i)] for i in idx]
 
     def score_one(self, scaling, key, docs: int) -> float:
         nlls = self._sample_nlls(scaling, key, docs)

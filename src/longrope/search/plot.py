@@ -33,7 +33,10 @@ def plot_search(path: str | Path, doc: dict, best: Candidate) -> bool:
                       label=f"{name.upper()} (exact) {float(v):.3f}")
     a.set_xlabel("generation")
     a.set_ylabel(f"perplexity at {doc['config']['target_length']} tokens")
-    a.set_title(f"{doc['config']['preset']} preset, {hist[-1]['evaluations']} evaluations")
+    from .cost import describe, doc_cost
+    cost = doc_cost(doc)
+    a.set_title(f"{doc['config']['preset']} preset: " + (describe(cost).replace("; ", "\n") if cost else
+                f"{hist[-1]['evaluations']} evaluations"), fontsize=9)
     a.legend(fontsize=8)
     pairs = range(len(best.factors))
     for k, (name, values) in enumerate(doc["seeds"].items()):

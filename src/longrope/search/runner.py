@@ -46,6 +46,7 @@ class SearchConfig:
     screen_docs: int | None = None
     promote: float | None = None
     patience: int | None = None
+    screen_pick: str = "first"  # which samples screen: first | spread (search/fidelity.py)
     step: float = 0.01
     search_n_hat: bool = True
     search_attention_scale: bool = False
@@ -81,6 +82,8 @@ class SearchConfig:
             raise LongRopeError("--screen-docs and --patience must be >= 0 (0: off)")
         if c.screen_docs and c.screen_docs >= c.docs:
             c.screen_docs = 0  # screening on all documents is just the full fitness: off
+        if c.screen_pick not in ("first", "spread"):
+            raise LongRopeError(f"unknown --screen-pick {c.screen_pick!r}; choose first or spread")
         if c.objective not in ("ppl", "needle"):
             raise LongRopeError(f"unknown objective {c.objective!r}; choose ppl or needle")
         return c
@@ -124,9 +127,11 @@ def _samples(cfg: SearchConfig, tok, model, count: int):
 
 
 def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
-               model=None, tokenizer=None) -> dict:
+               model=None, tokenizer=None, cache="auto") -> dict:
     """Run (or resume) a search; returns a summary. `model`/`tokenizer` may be passed pre-loaded.
-    With `resume`, the settings come from OUT/state.json (`cfg` may be None, or give the device)."""
+    With `resume`, the settings come from OUT/state.json (`cfg` may be None, or give the device).
+    `cache`: the score cache folder shared across runs ("auto": `search.cache.default_dir()`;
+    None: off); it changes no result, only how many forward passes are run."""
     from .. import patch
     from ..models import load_model, load_tokenizer
     from ..rope.methods import attention_scale
@@ -177,8 +182,10 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
                                search_n_hat=cfg.search_n_hat, **space_kw)
     bar = _Progress(progress and rank == 0, cfg, baselines=len(seeds) + bool(long is not None and cfg.search_attention_scale),
                     done_generations=saved["evolution"].get("generation") if saved else None, world=world)
+    from .cache import for_search
+    store = for_search(cache, cfg, model, positions)
     objective = Objective(model, samples, original=original, target=cfg.target_length, positions=positions,
-                          chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick,
+                          chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick, store=store,
                           make_scaling=(lambda c: _with_short(long, c.factors, _short_attn(cfg, c)))
                           if long else None)
     bar.objective = objective
@@ -198,12 +205,18 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
             exact = [Scaling(method=n, factor=scale) for n in names]
         vals = objective.score_many(list(zip(exact, names)))
         baselines = {n: v for n, v in zip(names, vals)}
-    info = {"rotary_dim": dim, "base": base, "original": original, "scale": scale, "world": world,
+    if cfg.screen_docs:
+        from .fidelity import pick_screen
+        objective.screen_samples = (saved["info"].get("screen_samples") if saved else None) or \
+            pick_screen(objective, list(baselines), cfg.screen_docs, cfg.screen_pick)
+    info = {"screen_samples": objective.screen_samples, "rotary_dim": dim, "base": base, "original": original, "scale": scale, "world": world,
             "critical_dim": crit, "samples": len(samples), "sample_length": cfg.target_length,
             "answer_positions": list(positions) if positions else None,
             "short_of": long.to_dict() if long is not None else None}
     t0 = time.time()
     prior = saved.get("seconds", 0.0) if saved else 0.0
+    prior_fp, prior_hits = ((saved.get("forward_passes", saved.get("scored_here", 0)), saved.get("cache_hits", 0))
+                            if saved else (0, 0))  # states from before the cache: their one run's count
 
     def record(evo: dict, done: bool = False) -> None:
         bar.generation(evo)
@@ -213,6 +226,8 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
                "seeds": {k: v.tolist() for k, v in seeds.items()}, "done": done,
                "seconds": prior + time.time() - t0,
                "scored_here": objective.docs_run,  # sample forward passes by rank 0, this run
+               # by rank 0 over every run of this search (resumes add up); hits: from the score cache
+               "forward_passes": prior_fp + objective.docs_run, "cache_hits": prior_hits + objective.cache_hits,
                "evolution": evo}
         _write_outputs(out, doc, space, cfg, final=done)
         write_json(out / "state.json", doc)
@@ -228,6 +243,9 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
                     on_generation=record)
     record(result.state, done=True)
     bar.close()
+    from .cost import run_cost
+    cost = run_cost(cfg, result.evaluations, result.screened, prior_fp + objective.docs_run,
+                    prior_hits + objective.cache_hits)
     if world > 1:
         import torch.distributed as dist
         dist.barrier()  # no process leaves before rank 0 has written the outputs
@@ -238,7 +256,8 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
             "evaluations": result.evaluations, "screened": result.screened,
             "generations": result.generations, "stopped_early": result.stopped_early,
             "critical_dim": crit, "scale": scale, "original": original, "rank": rank, "world": world,
-            "forward_passes": objective.docs_run, "seconds": prior + time.time() - t0}
+            "forward_passes": objective.docs_run, "cache_hits": objective.cache_hits, "cost": cost,
+            "cache": str(store.path) if store is not None else None, "seconds": prior + time.time() - t0}
 
 
 def scaling_of(doc: dict, best: Candidate):

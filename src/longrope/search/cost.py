@@ -1,0 +1,126 @@
+"""What a search costs: evaluations, forward passes, tokens and GPU-hours, for planning.
+
+`search_cost(preset_or_config, length, docs, model_shape)` bounds a search before it runs (early
+stopping and screening can only make it cheaper); `run_cost(...)` states what a finished run
+spent. GPU-hours use the forward-pass FLOPs of a decoder (2 * params per token for the weights
+plus 2 * layers * hidden * length for causal attention over the context) at `tflops_per_gpu`
+effective TFLOP/s. "At the paper's scale" means LLaMA2-7B searched at 128k tokens on 5 documents,
+the setting of LongRoPE's first search (Ding et al. 2024).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, is_dataclass
+from typing import Mapping
+
+from ..errors import LongRopeError
+
+# LLaMA2-7B: 6.74e9 parameters, 32 layers, hidden 4096.
+PAPER_SHAPE = {"params": 6.74e9, "layers": 32, "hidden": 4096}
+PAPER_LENGTH, PAPER_DOCS = 131072, 5
+TFLOPS_PER_GPU = 100.0  # effective, an A100/H100-class GPU on long-context forward passes
+BASELINES = 3  # PI, NTK and YaRN are scored on all documents before the search
+
+
+def _shape(model_shape) -> dict:
+    if model_shape is None:
+        return dict(PAPER_SHAPE)
+    if isinstance(model_shape, Mapping):
+        get = model_shape.get
+    else:
+        def get(k, d=None):
+            return getattr(model_shape, k, d)
+    try:
+        return {k: float(get(k)) for k in ("params", "layers", "hidden")}
+    except (TypeError, ValueError):
+        raise LongRopeError("model_shape needs params, layers and hidden") from None
+
+
+def settings(preset_or_config) -> dict:
+    """The evolution's counts from a preset name, a Preset, a SearchConfig or a recipe stage's
+    options (a dict with an optional 'preset' and overrides)."""
+    from .evolution import PRESETS
+
+    if isinstance(preset_or_config, str):
+        name, over = preset_or_config, {}
+    elif is_dataclass(preset_or_config) and hasattr(preset_or_config, "preset"):
+        over = asdict(preset_or_config)
+        name = over.get("preset") or "fast"
+    elif is_dataclass(preset_or_config):
+        return asdict(preset_or_config)
+    elif isinstance(preset_or_config, Mapping):
+        over, name = dict(preset_or_config), preset_or_config.get("preset") or "fast"
+    else:
+        raise LongRopeError(f"cannot read search settings from {type(preset_or_config).__name__}")
+    if name not in PRESETS:
+        raise LongRopeError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    out = asdict(PRESETS[name])
+    out.update({k: v for k, v in over.items() if k in out and v is not None})
+    return out
+
+
+def flops_per_pass(shape: Mapping, length: int) -> float:
+    return length * (2 * shape["params"] + 2 * shape["layers"] * shape["hidden"] * length)
+
+
+def search_cost(preset_or_config, length: int, docs: int, model_shape=None, *,
+                tflops_per_gpu: float = TFLOPS_PER_GPU) -> dict:
+    """Upper bounds of one search: {evaluations, screened, forward_passes, tokens, flops, gpu_hours,
+    gpu_hours_at_paper_scale}. `evaluations` counts full-fidelity scorings, `screened` the cheap
+    ones; `forward_passes` counts one pass per (candidate, document), the baselines included.
+    `gpu_hours` is for `model_shape` (default: LLaMA2-7B) at `length`; `gpu_hours_at_paper_scale`
+    is the same preset on LLaMA2-7B at 128k tokens with 5 documents."""
+    s = settings(preset_or_config)
+    if length < 1 or docs < 1:
+        raise LongRopeError("length and docs must be positive")
+    kids = s["mutations"] + s["crossovers"]
+
+    def passes(n_docs: int) -> tuple[int, int, int]:
+        sd = s["screen_docs"] or 0
+        if 0 < sd < n_docs:
+            promoted = min(kids, max(1, math.ceil(s["promote"] * kids))) if kids else 0
+            full = max(s["parents"], BASELINES) + s["iterations"] * promoted
+            screened = s["population"] + s["iterations"] * kids
+            return full, screened, screened * sd + full * (n_docs - sd) + BASELINES * n_docs
+        full = s["population"] + s["iterations"] * kids
+        return full, 0, (full + BASELINES) * n_docs
+
+    full, screened, fp = passes(docs)
+    shape = _shape(model_shape)
+    rate = tflops_per_gpu * 1e12 * 3600
+    paper_fp = passes(PAPER_DOCS)[2]
+    return {"evaluations": full, "screened": screened, "forward_passes": fp, "tokens": fp * length,
+            "flops": fp * flops_per_pass(shape, length),
+            "gpu_hours": fp * flops_per_pass(shape, length) / rate,
+            "gpu_hours_at_paper_scale": paper_fp * flops_per_pass(PAPER_SHAPE, PAPER_LENGTH) / rate}
+
+
+def run_cost(cfg, evaluations: int, screened: int, forward_passes: int, cache_hits: int) -> dict:
+    """What a finished run spent, and the same run's GPU-hours at the paper's scale: the passes it
+    needed (run + taken from the cache) per document, times the paper's 5 documents at 128k."""
+    needed = forward_passes + cache_hits
+    bound = search_cost(cfg, cfg.target_length, cfg.docs)
+    per_doc = needed / cfg.docs
+    paper = per_doc * PAPER_DOCS * flops_per_pass(PAPER_SHAPE, PAPER_LENGTH) / (TFLOPS_PER_GPU * 1e12 * 3600)
+    return {"evaluations": evaluations, "screened": screened, "forward_passes": forward_passes,
+            "cache_hits": cache_hits, "tokens": forward_passes * cfg.target_length,
+            "gpu_hours_at_paper_scale": paper, "bound": bound}
+
+
+def describe(cost: dict) -> str:
+    """One line for logs and titles."""
+    hits = f" (+{cost['cache_hits']:,} from the cache)" if cost.get("cache_hits") else ""
+    return (f"{cost['evaluations']:,} full + {cost['screened']:,} screening evaluations, "
+            f"{cost['forward_passes']:,} forward passes{hits}, {cost['tokens']:,} tokens; "
+            f"~{cost['gpu_hours_at_paper_scale']:,.0f} GPU-h at paper scale")
+
+
+def doc_cost(doc: dict) -> dict | None:
+    """run_cost from a search state document (state.json), or None for states that predate it."""
+    if "forward_passes" not in doc:
+        return None
+    from .runner import SearchConfig
+
+    hist = doc["evolution"]["history"][-1]
+    return run_cost(SearchConfig(**doc["config"]), hist["evaluations"], hist["screened"],
+                    doc["forward_passes"], doc.get("cache_hits", 0))

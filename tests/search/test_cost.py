@@ -1,0 +1,50 @@
+"""Cost reporting: the bound search_cost gives, against a run's counted forward passes."""
+import pytest
+
+from longrope.errors import LongRopeError
+from longrope.search.cost import PAPER_SHAPE, describe, flops_per_pass, search_cost, settings
+from longrope.search.runner import SearchConfig, run_search
+
+from tests.helpers import save_tiny, write_texts
+
+
+def test_paper_preset_counts_and_gpu_hours():
+    c = search_cost("paper", 131072, 5)
+    assert c["evaluations"] == 64 + 40 * 32 == 1344 and c["screened"] == 0
+    assert c["forward_passes"] == (1344 + 3) * 5 and c["tokens"] == c["forward_passes"] * 131072
+    per_pass = 131072 * (2 * 6.74e9 + 2 * 32 * 4096 * 131072)
+    assert c["flops"] == pytest.approx(c["forward_passes"] * per_pass)
+    assert c["gpu_hours"] == pytest.approx(c["flops"] / 1e14 / 3600)
+    assert c["gpu_hours_at_paper_scale"] == pytest.approx(c["gpu_hours"])  # same setting
+    assert 100 < c["gpu_hours"] < 200  # ~6.7k passes of ~6e15 FLOPs at 100 TFLOP/s
+    assert flops_per_pass(PAPER_SHAPE, 1) == pytest.approx(2 * 6.74e9 + 2 * 32 * 4096)
+
+
+def test_fast_preset_bound_and_overrides():
+    fast = search_cost("fast", 2048, 4, {"params": 1e6, "layers": 2, "hidden": 64})
+    # 16 screened + 40 * 16; full: 8 parents + 40 * ceil(0.25 * 16); 1 + 3 docs; baselines on 4 docs
+    assert fast["screened"] == 656 and fast["evaluations"] == 168
+    assert fast["forward_passes"] == 656 * 1 + 168 * 3 + 3 * 4
+    assert fast["gpu_hours_at_paper_scale"] < search_cost("paper", 2048, 4)["gpu_hours_at_paper_scale"] / 3
+    cfg = SearchConfig(target_length=2048, docs=4, iterations=10, screen_docs=0).resolved()
+    assert settings(cfg)["iterations"] == 10
+    assert search_cost(cfg, 2048, 4)["forward_passes"] == (16 + 10 * 16 + 3) * 4  # no screening
+    assert search_cost({"preset": "paper", "iterations": 0}, 8, 1)["evaluations"] == 64
+    with pytest.raises(LongRopeError, match="unknown preset"):
+        search_cost("slow", 2048, 4)
+    with pytest.raises(LongRopeError, match="model_shape"):
+        search_cost("fast", 2048, 4, {"params": 1})
+
+
+def test_a_run_reports_what_it_counted_within_the_bound(tmp_path):
+    model_dir, texts = save_tiny(tmp_path / "m"), write_texts(tmp_path / "t", n=3, words=200)
+    cfg = SearchConfig(target_length=64, model=str(model_dir), data=str(texts), docs=3, seed=1,
+                       population=6, parents=3, mutations=3, crossovers=3, iterations=2, patience=0,
+                       screen_docs=1, promote=0.5)
+    s = run_search(cfg, tmp_path / "o", progress=False, cache=None)
+    cost, bound = s["cost"], s["cost"]["bound"]
+    assert cost["forward_passes"] == s["forward_passes"] and cost["tokens"] == 64 * s["forward_passes"]
+    assert cost["evaluations"] == s["evaluations"] and cost["screened"] == s["screened"]
+    assert s["forward_passes"] <= bound["forward_passes"] and s["evaluations"] <= bound["evaluations"]
+    assert f"{s['forward_passes']:,} forward passes" in describe(cost)
+    assert (tmp_path / "o" / "search.png").stat().st_size > 0
