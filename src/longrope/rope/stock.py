@@ -154,6 +154,11 @@ class Llama3(Yarn):
     """llama.cpp reads Llama-3 scaling as `rope_freqs.weight`: the divisors of theta_i."""
     hf_type = "llama3"
 
+    def rope_parameters(self, scaling, *, dim, base, original):
+        """transformers requires both frequency bounds: write the method's defaults when not given."""
+        return {"low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                **super().rope_parameters(scaling, dim=dim, base=base, original=original)}
+
     def gguf(self, scaling, *, dim, base, original):
         inv, _ = registry.compute("llama3", dim=dim, base=base, original=window(scaling, original),
                                   factor=scale(scaling, original), **scaling.params)

@@ -93,4 +93,8 @@ def run_converter(converter: Path, hf_dir: Path, out_file: Path, *, outtype: str
     if done.returncode != 0 or not out_file.is_file():
         lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
         last = lines[-1] if lines else f"exit status {done.returncode}"
+        if "pre-tokenizer was not recognized" in last:
+            raise LongRopeError("llama.cpp's converter does not recognise this tokenizer's pre-tokenizer: pass "
+                                "--pre-tokenizer NAME, llama.cpp's name for the same splitting rules (the "
+                                "built-in model's is 'starcoder': single digits + the GPT-2 regex)")
         raise LongRopeError(f"llama.cpp's converter failed: {last.strip()[:300]}")
