@@ -106,3 +106,53 @@ def installed(runtime: str) -> bool:
 def require(runtime: str) -> None:
     if not installed(runtime):
         raise LongRopeError(f"{runtime} is not installed: {INSTALL_HINT[runtime]}")
+
+
+def vllm_python() -> str | None:
+    """The Python of vLLM's virtual environment: $LONGROPE_VLLM_PYTHON, else this one if it has vLLM."""
+    import os
+    import sys
+    given = os.environ.get("LONGROPE_VLLM_PYTHON")
+    if given:
+        return given if Path(given).is_file() else None
+    return sys.executable if installed("vllm") else None
+
+
+def vllm_logprobs(hf_dir: Path, ids: list[int], max_model_len: int, top: int = 5,
+                  timeout: float = 1800) -> list[dict[int, float]]:
+    """Per position 1..n-1: {token id: log-prob} for the actual token and vLLM's top `top`."""
+    import json
+    import subprocess
+    import tempfile
+
+    python = vllm_python()
+    if python is None:
+        raise LongRopeError(f"vLLM is not installed: {INSTALL_HINT['vllm']}")
+    with tempfile.TemporaryDirectory(prefix="longrope-vllm-") as tmp:
+        req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
+        req.write_text(json.dumps({"model": str(hf_dir), "ids": ids, "max_model_len": max_model_len, "top": top}))
+        script = Path(__file__).with_name("_vllm_logprobs.py")
+        done = subprocess.run([python, str(script), str(req), str(res)], capture_output=True, text=True,
+                              timeout=timeout, start_new_session=True)
+        if done.returncode != 0 or not res.is_file():
+            tail = [ln for ln in done.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+            raise LongRopeError(f"vLLM failed: {tail[0][:300]}")
+        rows = json.loads(res.read_text())["logprobs"]
+    return [{int(k): v for k, v in row.items()} for row in rows]
+
+
+def compare_logprobs(runtime: str, theirs: list[dict[int, float]], ref: np.ndarray, ids: list[int],
+                     context: int, gated: bool = True) -> Row:
+    """Row for a runtime that returns log-probs: deltas over the actual and top tokens it reports."""
+    lp_ref = log_softmax(ref[:-1])
+    deltas, compared, agree, lp_actual = [], [], 0, []
+    for i, row in enumerate(theirs):
+        for tok, lp in row.items():
+            deltas.append(abs(lp - lp_ref[i, tok]))
+            compared.append(abs(lp_ref[i, tok]))
+        agree += int(max(row, key=row.get) == int(lp_ref[i].argmax()))
+        lp_actual.append(row[ids[i + 1]])
+    nxt = np.array(ids[1:])
+    return Row(runtime, len(ids), context, float(max(deltas)), float(max(deltas) / max(compared)),
+               agree / len(theirs), ppl_of(np.array(lp_actual)), ppl_of(lp_ref[np.arange(len(nxt)), nxt]),
+               gated, note="log-prob deltas (vLLM returns log-probs)")
