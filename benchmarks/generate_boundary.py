@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -101,7 +102,8 @@ def main() -> None:
             f"{m} {r['median_s'][m]:.3f} s (x{r['ratio_to_no_switching'][m]:.2f})" for m in MODES)
             + f"; rerotate/reprefill x{r['rerotate_over_reprefill']:.2f}; greedy = reprefill: "
             f"{r['greedy_equal_to_reprefill']}")
-    write_json(args.out, {"command": "python benchmarks/generate_boundary.py", "results": results})
+    command = "python benchmarks/generate_boundary.py " + " ".join(sys.argv[1:])
+    write_json(args.out, {"command": command.strip(), "results": results})
 
 
 if __name__ == "__main__":

@@ -64,10 +64,12 @@ def check_runtime(exported: str | Path, runtimes=RUNTIMES, *, gguf: str | Path |
                 for n, ctx, gated in cases:
                     logits = parity.llama_cpp_logits(path, ids[n], ctx, threads)
                     rows.append(parity.compare_logits(rt, logits, ref[n], ids[n], ctx, gated))
-            else:
-                for n, ctx, gated in cases:
-                    lps = parity.vllm_logprobs(exported, ids[n], ctx)
-                    rows.append(parity.compare_logprobs(rt, lps, ref[n], ids[n], ctx, gated))
+            else:  # vLLM wants room for one output token: score all ids but the last
+                for ctx in sorted({c for _, c, _ in cases}):
+                    mine = [(n, gated) for n, c, gated in cases if c == ctx]
+                    lps = parity.vllm_logprobs(exported, [ids[n][:-1] for n, _ in mine], ctx)
+                    rows += [parity.compare_logprobs(rt, lp, ref[n][:-1], ids[n][:-1], ctx, gated)
+                             for (n, gated), lp in zip(mine, lps)]
     return {"exported": str(exported), "scaling": scaling.describe(), "original": original, "target": target,
             "rows": rows, "skipped": skipped}
 

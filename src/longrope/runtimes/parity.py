@@ -118,9 +118,11 @@ def vllm_python() -> str | None:
     return sys.executable if installed("vllm") else None
 
 
-def vllm_logprobs(hf_dir: Path, ids: list[int], max_model_len: int, top: int = 5,
-                  timeout: float = 1800) -> list[dict[int, float]]:
-    """Per position 1..n-1: {token id: log-prob} for the actual token and vLLM's top `top`."""
+def vllm_logprobs(hf_dir: Path, prompts: list[list[int]], max_model_len: int, top: int = 5,
+                  timeout: float = 1800) -> list[list[dict[int, float]]]:
+    """Per prompt, per position 1..n-1: {token id: log-prob} for the actual token and vLLM's top
+    `top`. One vLLM engine for all prompts (it takes minutes to start on a CPU); a prompt must be
+    shorter than `max_model_len` (vLLM counts the one requested output token)."""
     import json
     import subprocess
     import tempfile
@@ -130,7 +132,7 @@ def vllm_logprobs(hf_dir: Path, ids: list[int], max_model_len: int, top: int = 5
         raise LongRopeError(f"vLLM is not installed: {INSTALL_HINT['vllm']}")
     with tempfile.TemporaryDirectory(prefix="longrope-vllm-") as tmp:
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
-        req.write_text(json.dumps({"model": str(hf_dir), "ids": ids, "max_model_len": max_model_len, "top": top}))
+        req.write_text(json.dumps({"model": str(hf_dir), "prompts": prompts, "max_model_len": max_model_len, "top": top}))
         script = Path(__file__).with_name("_vllm_logprobs.py")
         done = subprocess.run([python, str(script), str(req), str(res)], capture_output=True, text=True,
                               timeout=timeout, start_new_session=True)
@@ -138,7 +140,7 @@ def vllm_logprobs(hf_dir: Path, ids: list[int], max_model_len: int, top: int = 5
             tail = [ln for ln in done.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
             raise LongRopeError(f"vLLM failed: {tail[0][:300]}")
         rows = json.loads(res.read_text())["logprobs"]
-    return [{int(k): v for k, v in row.items()} for row in rows]
+    return [[{int(k): v for k, v in pos.items()} for pos in prompt] for prompt in rows]
 
 
 def compare_logprobs(runtime: str, theirs: list[dict[int, float]], ref: np.ndarray, ids: list[int],
