@@ -181,3 +181,36 @@ def test_real_converter_on_the_builtin_model(tmp_path):
     assert rc == 0 and keys["tokenizer.ggml.pre"] == "starcoder"
     np.testing.assert_allclose(tensors["rope_factors_long.weight"], record["long_factor"], rtol=1e-6)
     assert keys["llama.rope.scaling.original_context_length"] == 256 and "llama.rope.scaling.factor" not in keys
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family,spec", [("llama", "longrope"), ("mistral", "longrope"), ("phi3", "longrope"),
+                                         ("qwen2", "yarn:4"), ("qwen3", "yarn:4"), ("llama", "pi:4")])
+def test_real_llama_cpp_runs_each_family_like_transformers(tmp_path, family, spec):
+    """Real converter + llama.cpp on a tiny random model of each family (built-in tokenizer)."""
+    pytest.importorskip("llama_cpp")
+    from transformers import AutoTokenizer
+    from longrope import export
+    from longrope.errors import LongRopeError
+    from longrope.models import BUILTIN_DIR
+    from longrope.runtimes import parity
+    try:
+        converter.find_converter()
+    except LongRopeError as e:
+        pytest.skip(str(e))
+    if family == "phi3":
+        pytest.skip("llama.cpp's Phi-3 converter reads a sentencepiece tokenizer.model only")
+    # window 256: llama.cpp rounds its context up to a multiple of 256; vocab above the tokenizer's
+    # (the Qwen converter asserts it), as released checkpoints pad it
+    src = tmp_path / "src"
+    make_tiny(family, seed=4, vocab=4160, initializer_range=0.2, window=256).save_pretrained(src)
+    AutoTokenizer.from_pretrained(BUILTIN_DIR).save_pretrained(src)
+    scaling = Scaling("longrope", long_factor=LONG, short_factor=SHORT, factor=4.0) if spec == "longrope" else spec
+    hf = export(src, scaling, tmp_path / "hf")
+    gg = gguf_export.export_gguf(src, scaling, tmp_path / "m.gguf", pre_tokenizer="starcoder", outtype="f32")
+    ids = np.random.default_rng(0).integers(3, 4096, 400).tolist()
+    for n in (200, 400):  # inside (short factors) and beyond (long) the window of 256
+        ref = parity.transformers_logits(hf, ids[:n])
+        logits, used = parity.llama_cpp_logits(gg, ids[:n], n)
+        row = parity.compare_logits("llama.cpp", logits, ref, ids[:n], used)
+        assert row.rel_error < 1e-4, (family, spec, n, row)

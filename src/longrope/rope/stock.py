@@ -212,6 +212,7 @@ class LongRope(StockMapping):
             VLLM: {"below_window": f"long factors whenever max_model_len > {orig}, short only if "
                                    f"max_model_len <= {orig}",
                    "above_window": "long factors"},
-            LLAMA_CPP: {"below_window": f"long factors whenever n_ctx > {orig}, short only if n_ctx <= {orig}",
+            LLAMA_CPP: {"below_window": f"long factors whenever n_ctx > {orig} (n_ctx is rounded up to a multiple "
+                                        f"of 256), short only if the rounded n_ctx <= {orig}",
                         "above_window": "long factors"},
         }

@@ -62,8 +62,8 @@ def check_runtime(exported: str | Path, runtimes=RUNTIMES, *, gguf: str | Path |
                 path = Path(gguf) if gguf else _gguf_from(exported, scaling, Path(tmp) / "m.gguf", converter,
                                                           pre_tokenizer)
                 for n, ctx, gated in cases:
-                    logits = parity.llama_cpp_logits(path, ids[n], ctx, threads)
-                    rows.append(parity.compare_logits(rt, logits, ref[n], ids[n], ctx, gated))
+                    logits, used = parity.llama_cpp_logits(path, ids[n], ctx, threads)
+                    rows.append(parity.compare_logits(rt, logits, ref[n], ids[n], used, gated))
             else:  # vLLM wants room for one output token: score all ids but the last
                 for ctx in sorted({c for _, c, _ in cases}):
                     mine = [(n, gated) for n, c, gated in cases if c == ctx]

@@ -91,8 +91,10 @@ def run_converter(converter: Path, hf_dir: Path, out_file: Path, *, outtype: str
     except subprocess.TimeoutExpired:
         raise LongRopeError(f"llama.cpp's converter ran over {timeout:.0f} s") from None
     if done.returncode != 0 or not out_file.is_file():
-        lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip()]
+        lines = [ln for ln in (done.stderr or done.stdout).strip().splitlines() if ln.strip(" ^~\t")]
         last = lines[-1] if lines else f"exit status {done.returncode}"
+        if len(lines) > 1 and ":" not in last:  # a bare exception: name the line that raised it
+            last = f"{last} at {lines[-2].strip()}"
         if "pre-tokenizer was not recognized" in last:
             raise LongRopeError("llama.cpp's converter does not recognise this tokenizer's pre-tokenizer: pass "
                                 "--pre-tokenizer NAME, llama.cpp's name for the same splitting rules (the "

@@ -66,14 +66,16 @@ def transformers_logits(hf_dir: Path, ids: list[int]) -> np.ndarray:
         return model(torch.tensor([ids])).logits[0].float().numpy()
 
 
-def llama_cpp_logits(gguf: Path, ids: list[int], n_ctx: int, threads: int = 2) -> np.ndarray:
-    """float32 [len(ids), vocab] from llama.cpp (llama-cpp-python) with a context of `n_ctx`."""
+def llama_cpp_logits(gguf: Path, ids: list[int], n_ctx: int, threads: int = 2) -> tuple[np.ndarray, int]:
+    """(float32 [len(ids), vocab], the context llama.cpp allocated) from llama.cpp (llama-cpp-python)
+    asked for a context of `n_ctx`. llama.cpp rounds the context up to a multiple of 256, and picks
+    the long factors when that exceeds the original window."""
     from llama_cpp import Llama
 
     llm = Llama(model_path=str(gguf), n_ctx=n_ctx, n_batch=min(n_ctx, 512), logits_all=True,
                 n_threads=threads, verbose=False, seed=0, type_k=0, type_v=0)  # F32 KV cache
     llm.eval(ids)
-    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32), int(llm.n_ctx())
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
