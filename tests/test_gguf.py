@@ -145,6 +145,23 @@ def test_dropping_dynamic_exports_plain_rope(tmp_path, fake_converter):
     assert rc == 0 and "llama.rope.scaling.type" not in keys and keys["llama.rope.freq_base"] == 10000.0
 
 
+def test_gguf_out_never_replaces_a_file_unless_told_nor_a_folder(tmp_path, capsys, fake_converter):
+    src = tiny_folder(tmp_path)
+    out = tmp_path / "mine.gguf"
+    out.write_bytes(b"user data")
+    (tmp_path / "folder").mkdir()
+    argv = ["export", "--format", "gguf", "--model", str(src), "--scaling", "pi:4", "--pre-tokenizer", "gpt2"]
+    for target, extra, msg in ((out, [], "--overwrite"), (tmp_path / "folder", ["--overwrite"], "a folder")):
+        capsys.readouterr()
+        rc = main([*argv, "--out", str(target), *extra])
+        err = capsys.readouterr().err.strip()
+        assert rc == 2 and msg in err and len(err.splitlines()) == 1, err
+    assert out.read_bytes() == b"user data" and not any((tmp_path / "folder").iterdir())
+    assert main([*argv, "--out", str(out), "--overwrite"]) == 0
+    keys, _ = gguf_file.read_back(out)
+    assert keys["llama.rope.scaling.type"] == "linear"
+
+
 def test_converter_is_found_in_an_sdist_and_cached(tmp_path, monkeypatch):
     import tarfile
     monkeypatch.delenv("LLAMA_CPP_CONVERTER", raising=False)
