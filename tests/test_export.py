@@ -1,6 +1,7 @@
 """Export: a folder stock transformers loads, in a process that never imports longrope."""
 import json
 import sys
+from dataclasses import replace
 
 import pytest
 import torch
@@ -88,3 +89,39 @@ def test_export_of_baselines_uses_stock_types(tmp_path):
         assert cfg["rope_parameters"]["rope_type"] == kind
     ntk = json.loads((tmp_path / "default" / "config.json").read_text())
     assert ntk["rope_parameters"]["rope_theta"] == pytest.approx(10000 * 4 ** (16 / 14))
+
+
+def test_export_writes_the_keys_each_runtime_reads(tmp_path):
+    """vLLM multiplies max_position_embeddings by factor for linear/dynamic, ignores attention_factor
+    (it reads short_mscale/long_mscale) and derives its default scale from max_position / original."""
+    src = tmp_path / "src"
+    make_tiny("llama").save_pretrained(src)
+    pi = json.loads((longrope.export(src, "pi:4", tmp_path / "pi") / "config.json").read_text())
+    assert pi["max_position_embeddings"] == 32 and pi["rope_scaling"]["factor"] == 4  # vLLM: 32 * 4
+    yarn = json.loads((longrope.export(src, "yarn:4", tmp_path / "yarn") / "config.json").read_text())
+    assert yarn["max_position_embeddings"] == 128 and yarn["rope_scaling"]["original_max_position_embeddings"] == 32
+    scaling = Scaling("longrope", long_factor=LONG, short_factor=SHORT, factor=4.0, attention=1.3)
+    out = longrope.export(src, scaling, tmp_path / "lr")
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["max_position_embeddings"] == 128
+    for entry in (cfg["rope_scaling"], cfg["rope_parameters"]):
+        assert entry["short_mscale"] == entry["long_mscale"] == entry["attention_factor"] == 1.3
+    su = json.loads((longrope.export(src, replace(scaling, attention="su"), tmp_path / "su") / "config.json").read_text())
+    assert "short_mscale" not in su["rope_scaling"]  # vLLM's default sqrt(1 + ln(128/32) / ln 32) is ours
+    record = json.loads((out / "longrope_scaling.json").read_text())
+    runtimes = record["stock"]["runtimes"]
+    assert set(runtimes) == {"transformers", "vllm", "llama.cpp"}
+    assert "n_ctx > 32" in runtimes["llama.cpp"]["below_window"]
+    assert record["stock"]["vllm_keys"] == {"short_mscale": 1.3, "long_mscale": 1.3}
+
+
+def test_portable_export_has_one_set_of_factors(tmp_path):
+    src = tmp_path / "src"
+    make_tiny("llama").save_pretrained(src)
+    scaling = Scaling("longrope", long_factor=LONG, short_factor=SHORT, factor=4.0, short_attention=1.0)
+    out = longrope.export(src, scaling, tmp_path / "p", portable=True)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["rope_parameters"]["short_factor"] == cfg["rope_parameters"]["long_factor"] == LONG
+    record = json.loads((out / "longrope_scaling.json").read_text())
+    assert record["provenance"]["portable"] and record["short_factor"] == SHORT  # the full scaling kept
+    assert "at every length" in record["stock"]["runtimes"]["vllm"]["below_window"]

@@ -125,7 +125,9 @@ def _generate_vs_recompute(model, prompt_len=28, new=12, seed=1):
         for k in range(new):  # logits of each cached step against a full recompute of its prefix
             full = model(out.sequences[:, :prompt_len + k], use_cache=False).logits[:, -1]
             worst = max(worst, (out.logits[k] - full).abs().max().item())
-            step = model(seq, use_cache=False).logits[:, -1].argmax(-1, keepdim=True)
+            logits = model(seq, use_cache=False).logits[:, -1]
+            logits[:, model.generation_config.eos_token_id] = -float("inf")  # as min_new_tokens does
+            step = logits.argmax(-1, keepdim=True)
             seq = torch.cat([seq, step], dim=1)  # greedy decoding that recomputes the whole prefix
     return out.sequences, seq, worst
 
@@ -213,3 +215,64 @@ def test_tables_stay_float32_when_the_model_is_cast():
         assert torch.equal(after[k], v), k
     cos, _ = model.model.rotary_emb(torch.zeros(1, dtype=torch.bfloat16), torch.arange(8)[None])
     assert cos.dtype == torch.bfloat16
+
+
+# -- re-rotating the cache instead of re-prefilling --------------------------------------------------
+RE_SCALINGS = {
+    "short/long": dict(),
+    "n_hat": dict(n_hat=6),
+    "short attention": dict(short_attention=1.0),
+}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("case", list(RE_SCALINGS))
+def test_rerotated_cache_generation_equals_recompute_for_one_layer(family, case):
+    """One layer: keys and values depend on the rotation only through the keys' rotation, so a
+    re-rotated cache is exactly the long-factor cache and greedy generation equals recomputation."""
+    long = [1.0 + 3 * i for i in range(PAIRS)]
+    short = [1.0 + 0.1 * i for i in range(PAIRS)]
+    model = make_tiny(family, initializer_range=0.2, layers=1)
+    longrope.apply(model, Scaling("longrope", long_factor=long, short_factor=short, factor=16.0,
+                                  **RE_SCALINGS[case]), boundary="rerotate")
+    cached, recomputed, worst = _generate_vs_recompute(model)
+    assert cached.shape[1] > WINDOW + 2
+    assert worst < 1e-4, worst
+    assert torch.equal(cached, recomputed)
+
+
+def test_rerotated_partial_rotary_phi3_equals_recompute():
+    long, short = [1.0 + 3 * i for i in range(4)], [1.0 + 0.1 * i for i in range(4)]
+    model = make_tiny("phi3", initializer_range=0.2, layers=1, partial_rotary_factor=0.5)
+    longrope.apply(model, Scaling("longrope", long_factor=long, short_factor=short, factor=16.0, n_hat=3),
+                   boundary="rerotate")
+    cached, recomputed, worst = _generate_vs_recompute(model)
+    assert worst < 1e-4 and torch.equal(cached, recomputed)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_rerotated_keys_equal_a_long_factor_prefill_in_the_first_layer(family):
+    """In every layer the rotation is exactly the long one; in layer 0 the keys are equal outright
+    (deeper layers keep hidden states computed with the short factors: not a full recompute)."""
+    from transformers import DynamicCache
+    from longrope.kv_rerotate import rerotate_cache
+    long, short = long_short()
+    model = make_tiny(family, initializer_range=0.2)
+    longrope.apply(model, Scaling("longrope", long_factor=long, short_factor=short, factor=4.0, n_hat=5))
+    ids = torch.randint(3, 128, (1, WINDOW), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        short_cache = model(ids, use_cache=True).past_key_values
+        rot = model.model.rotary_emb
+        assert rerotate_cache(short_cache, rot) == len(short_cache.layers)
+        long_cache = DynamicCache(config=model.config)
+        pos = torch.arange(WINDOW)[None]
+        rot.original, saved = -1, rot.original  # force the long tables for a prefill inside the window
+        model(ids, position_ids=pos, cache=long_cache, use_cache=True)
+        rot.original = saved
+    torch.testing.assert_close(short_cache.layers[0].keys, long_cache.layers[0].keys, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(short_cache.layers[1].keys, long_cache.layers[1].keys, atol=1e-3)
+
+
+def test_unknown_boundary_mode_is_a_clear_error(tiny_llama):
+    with pytest.raises(LongRopeError, match="unknown boundary mode"):
+        longrope.apply(tiny_llama, "yarn:4", boundary="rewind")

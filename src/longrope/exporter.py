@@ -5,7 +5,9 @@ factor, attention factor when it is not the default) under `rope_parameters` (tr
 and `rope_scaling` (the key older runtimes read). Two things have no stock spelling: `n_hat > 0`
 and a separate short-mode attention scale. Export refuses them unless the caller accepts
 dropping them (the exported model then uses the scaled rotation from position 0, and the long
-attention scale at short lengths too).
+attention scale at short lengths too). Each method's stock spelling (keys, `max_position_embeddings`,
+vLLM's `short_mscale`/`long_mscale`) comes from its mapping in rope/stock.py; `longrope_scaling.json`
+records the full scaling and what each runtime does below and above the window.
 """
 from __future__ import annotations
 
@@ -20,19 +22,25 @@ from .patch import rope_dims
 from .rope.scaling import Scaling, parse_spec
 
 
-def stock_form(scaling: Scaling, drop_n_hat: bool = False, drop_short_attention: bool = False) -> Scaling:
-    """`scaling` without what stock runtimes cannot express, if the caller accepts dropping it."""
+def stock_form(scaling: Scaling, drop_n_hat: bool = False, drop_short_attention: bool = False,
+               portable: bool = False) -> Scaling:
+    """`scaling` without what stock runtimes cannot express, if the caller accepts dropping it.
+    `portable`: short factors = long factors, one attention scale, so the result does not depend
+    on whether a runtime picks the short or the long factors (vLLM and llama.cpp choose once)."""
     if scaling.n_hat and not drop_n_hat:
         raise LongRopeError(f"the stock config format cannot express n_hat={scaling.n_hat} (un-interpolated "
                             "start positions); pass drop_n_hat=True (CLI: --drop-n-hat) to export without it, "
                             "accepting that "
                             "positions below it are rotated with the scaled factors")
-    if scaling.short_attention is not None and not drop_short_attention:
+    if scaling.short_attention is not None and not drop_short_attention and not portable:
         raise LongRopeError(f"the stock config format has one attention scale for short and long factors; "
                             f"short_attention={scaling.short_attention} cannot be expressed: pass "
                             "drop_short_attention=True (CLI: --drop-short-attention) to export with the long "
                             "one at every length")
-    return replace(scaling, n_hat=0, short_attention=None)
+    out = replace(scaling, n_hat=0, short_attention=None)
+    if portable and scaling.method == "longrope":
+        out = replace(out, short_factor=None)
+    return out
 
 
 def stock_rope_parameters(model, scaling: Scaling) -> tuple[dict, int | None]:
@@ -43,28 +51,27 @@ def stock_rope_parameters(model, scaling: Scaling) -> tuple[dict, int | None]:
     old = getattr(model.config, "rope_parameters", None) or {}
     if "partial_rotary_factor" in old:
         rope["partial_rotary_factor"] = old["partial_rotary_factor"]
-    orig = scaling.original_max_position or original
-    if scaling.method in ("none", "ntk", "dynamic"):  # dynamic reads the window from max_position_embeddings
-        return rope, (orig if scaling.method == "dynamic" else None)
-    target = scaling.target_length or (int(round(scaling.factor * orig)) if scaling.factor else None)
-    return rope, target
+    return rope, scaling.stock().max_position(scaling, original)
 
 
 def export(model: str | Path, scaling: Scaling | str, out: str | Path, *, drop_n_hat: bool = False,
-           drop_short_attention: bool = False, trust_remote_code: bool = False) -> Path:
+           drop_short_attention: bool = False, portable: bool = False, trust_remote_code: bool = False) -> Path:
     """Load `model`, write it to `out` (atomically) with `scaling` in its config. Returns `out`."""
     scaling = parse_spec(scaling)
-    stock = stock_form(scaling, drop_n_hat, drop_short_attention)
+    stock = stock_form(scaling, drop_n_hat, drop_short_attention, portable)
     src = resolve(model)
     lm = load_model(src, dtype="auto", trust_remote_code=trust_remote_code)
+    dim, base, original = rope_dims(lm)
     rope, max_pos = stock_rope_parameters(lm, stock)
     cfg = lm.config
-    original = rope.get("original_max_position_embeddings")
-    cfg.rope_parameters = rope
     if max_pos:
         cfg.max_position_embeddings = max_pos
-    if original and hasattr(cfg, "original_max_position_embeddings"):
-        cfg.original_max_position_embeddings = original  # Phi-3 reads it outside rope_parameters
+    vllm = stock.stock().vllm_keys(stock, dim=dim, base=base, original=original,
+                                   max_position=cfg.max_position_embeddings)
+    cfg.rope_parameters = {**rope, **vllm}
+    orig_window = rope.get("original_max_position_embeddings")
+    if orig_window and hasattr(cfg, "original_max_position_embeddings"):
+        cfg.original_max_position_embeddings = orig_window  # Phi-3 reads it outside rope_parameters
     out = Path(out)
     with atomic_dir(out, "export") as tmp:
         lm.save_pretrained(tmp)
@@ -72,12 +79,21 @@ def export(model: str | Path, scaling: Scaling | str, out: str | Path, *, drop_n
             load_tokenizer(src, trust_remote_code=trust_remote_code).save_pretrained(tmp)
         except LongRopeError:
             pass  # a model folder without a tokenizer exports without one
-        _add_legacy_rope_scaling(tmp / "config.json", rope)
-        record = scaling.to_dict()
-        record["provenance"] = {**scaling.provenance, "exported_from": str(src),
-                                "dropped_n_hat": scaling.n_hat, "dropped_short_attention": scaling.short_attention}
-        write_json(tmp / "longrope_scaling.json", record)
+        _add_legacy_rope_scaling(tmp / "config.json", {**rope, **vllm})
+        write_json(tmp / "longrope_scaling.json", _record(scaling, stock, src, original, portable,
+                                                           cfg.max_position_embeddings, vllm))
     return out
+
+
+def _record(scaling: Scaling, stock: Scaling, src: Path, original: int, portable: bool,
+            max_position: int, vllm: dict) -> dict:
+    """longrope_scaling.json: the full scaling, what was dropped, and what each runtime will do."""
+    record = scaling.to_dict()
+    record["provenance"] = {**scaling.provenance, "exported_from": str(src), "dropped_n_hat": scaling.n_hat,
+                            "dropped_short_attention": scaling.short_attention, "portable": portable}
+    record["stock"] = {"max_position_embeddings": max_position, "vllm_keys": vllm,
+                       "runtimes": stock.stock().runtimes(stock, original)}
+    return record
 
 
 def _add_legacy_rope_scaling(config_path: Path, rope: dict) -> None:

@@ -7,8 +7,10 @@ for `ScaledRotaryEmbedding`, which has the same interface: no per-family code.
 
 Short/long factors: the long factors apply when max(position_ids) + 1 exceeds the original
 window. Keys cached while the sequence was short were rotated with the short factors, so when
-`generate` first crosses the window we drop the cache and re-prefill the whole sequence (the
-stock Phi-3 remedy, here for every family).
+`generate` first crosses the window we either drop the cache and re-prefill the whole sequence
+(`boundary="reprefill"`, the default: exact, the stock Phi-3 remedy, here for every family) or
+re-rotate the cached keys to the long factors (`boundary="rerotate"`, see kv_rerotate.py: no
+re-encoding, exact for the rotation but it keeps deeper layers' short-factor hidden states).
 """
 from __future__ import annotations
 
@@ -100,9 +102,17 @@ class ScaledRotaryEmbedding(nn.Module):
         return f"{self.scaling.describe()}, dim={self.dim}, base={self.base:g}, original={self.original}"
 
 
-def apply(model: nn.Module, scaling: Scaling | str | None, *, default_factor: float | None = None) -> nn.Module:
+BOUNDARIES = ("reprefill", "rerotate")
+
+
+def apply(model: nn.Module, scaling: Scaling | str | None, *, default_factor: float | None = None,
+          boundary: str = "reprefill") -> nn.Module:
     """Patch `model` in place with `scaling` (a Scaling or a spec such as 'yarn:8'); returns it.
-    Applying again replaces the previous patch; `remove(model)` restores the original."""
+    `boundary`: what `generate` does with a short-factor cache when it crosses the window
+    ('reprefill' or 'rerotate'). Applying again replaces the previous patch; `remove(model)`
+    restores the original."""
+    if boundary not in BOUNDARIES:
+        raise LongRopeError(f"unknown boundary mode {boundary!r}; use {' or '.join(BOUNDARIES)}")
     scaling = parse_spec(scaling, default_factor=default_factor)
     dim, base, original = rope_dims(model)
     scaling.check_pairs(dim // 2)
@@ -118,6 +128,7 @@ def apply(model: nn.Module, scaling: Scaling | str | None, *, default_factor: fl
         state["modules"].append((parent, name, module))
     if scaling.switches:
         state["original_window"] = scaling.original_max_position or original
+        state["boundary"] = boundary
         model.prepare_inputs_for_generation = types.MethodType(_prepare_across_window, model)
     model.__dict__[_STATE] = state
     return model
@@ -140,15 +151,24 @@ def current(model: nn.Module) -> Scaling | None:
 
 
 def _prepare_across_window(self, input_ids, *args, **kwargs):
-    """Drop a cache built with the short factors once the sequence outgrows the original window,
-    so the whole sequence is re-encoded with the long factors. transformers >= 5.24 passes the cache
-    as `cache`, earlier releases as `past_key_values`."""
-    window = self.__dict__[_STATE]["original_window"]
+    """At the first generation step longer than the original window, a cache built with the short
+    factors is dropped (re-prefill) or re-rotated to the long factors. transformers >= 5.24 passes
+    the cache as `cache`, earlier releases as `past_key_values`."""
+    state = self.__dict__[_STATE]
+    window = state["original_window"]
     name = "cache" if "cache" in kwargs else "past_key_values"
     cache = kwargs.get(name)
     if cache is not None and input_ids.shape[1] > window:
         past = cache.get_seq_length()
         if 0 < past <= window:
+            if state["boundary"] == "rerotate":
+                from transformers.generation.utils import GenerationMixin
+
+                from .kv_rerotate import rerotate_cache
+                parent, attr, _ = state["modules"][0]
+                rerotate_cache(cache, getattr(parent, attr))
+                # the generic step: a family's own override (Phi-3) would drop the cache here
+                return GenerationMixin.prepare_inputs_for_generation(self, input_ids, *args, **kwargs)
             kwargs[name] = None  # the model starts a fresh cache; generate keeps it from here
             kwargs["next_sequence_length"] = None
     return type(self).prepare_inputs_for_generation(self, input_ids, *args, **kwargs)

@@ -34,16 +34,34 @@ def test_json_roundtrip_and_spec(tmp_path):
 
 def test_public_factor_file_one_per_line_and_per_layer(tmp_path):
     one = tmp_path / "result_final.csv"
-    one.write_text("1.0\n1.5\n2.5\n")
-    s = load_scaling(one)
-    assert s.long_factor == [1.0, 1.5, 2.5] and s.factor == 2.5
-    assert parse_spec(f"longrope:{one}:factor=4").factor == 4
+    one.write_text("1.0\n1.5\n4.0\n")
+    s = load_scaling(one)  # a whole largest factor may be read as the scale
+    assert s.long_factor == [1.0, 1.5, 4.0] and s.factor == 4.0
+    assert parse_spec(f"longrope:{one}:factor=3").factor == 3
     rows = tmp_path / "layers.csv"
     rows.write_text("1.0,1.5,2.5\n1.0,1.5,2.5\n")
-    assert load_scaling(rows).long_factor == [1.0, 1.5, 2.5]
+    assert load_scaling(rows, factor=2).long_factor == [1.0, 1.5, 2.5]
     rows.write_text("1.0,1.5,2.5\n1.0,1.6,2.5\n")
     with pytest.raises(LongRopeError, match="per-layer"):
-        load_scaling(rows)
+        load_scaling(rows, factor=2)
+
+
+def test_public_factor_file_scale_comes_from_the_target_not_the_largest_factor(tmp_path):
+    """The public search lets factors reach 1 + s: a file searched at s = 8 may top out at 8.62."""
+    path = tmp_path / "result_final.csv"
+    path.write_text("\n".join(str(1.0 + 7.62 * i / 31) for i in range(32)) + "\n")
+    with pytest.raises(LongRopeError, match="largest factor 8.62 is not a whole number"):
+        load_scaling(path)
+    assert parse_spec(f"longrope:{path}:factor=8").factor == 8
+    by_target = parse_spec(f"longrope:{path}:target_length=2048")
+    assert by_target.factor is None and by_target.target_length == 2048
+    inv, scale = by_target.inv_freq(dim=64, base=1e4, original=256)  # s = 2048 / 256 from the model window
+    assert scale == pytest.approx(math.sqrt(1 + math.log(8) / math.log(256)))
+    both = parse_spec(f"longrope:{path}:target_length=4096:original_max_position=512")
+    assert both.factor == 8
+    path.write_text("1.0\n5.0\n")
+    with pytest.warns(UserWarning, match="above 1 \\+ s"):
+        parse_spec(f"longrope:{path}:factor=2")
 
 
 @pytest.mark.parametrize("content,msg", [

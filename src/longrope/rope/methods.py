@@ -20,60 +20,33 @@ from typing import Sequence
 import torch
 
 from ..errors import LongRopeError
+from . import stock
+from .basis import attention_scale, base_inv_freq, factors_of, ntk_base  # noqa: F401 (re-exported)
 from .registry import register
 
 
-def base_inv_freq(dim: int, base: float) -> torch.Tensor:
-    """theta_i = base^(-2i/dim) for i = 0 .. dim/2 - 1, float32 [dim // 2]."""
-    exponents = torch.arange(0, dim, 2, dtype=torch.int64).to(torch.float32) / dim  # [dim/2]
-    return 1.0 / (base ** exponents)
-
-
-def factors_of(inv_freq: torch.Tensor, dim: int, base: float) -> torch.Tensor:
-    """The per-pair factors lambda_i = theta_i / theta'_i that a method's inv_freq implies."""
-    return base_inv_freq(dim, base).double() / inv_freq.double()
-
-
-def attention_scale(policy: str | float, factor: float, original: int) -> float:
-    """Attention scale of a LongRoPE scaling: 'su' = sqrt(1 + ln s / ln L), 'yarn' = 0.1 ln s + 1,
-    or a number. No scaling (s <= 1) means scale 1 for the named policies."""
-    if isinstance(policy, (int, float)) and not isinstance(policy, bool):
-        return float(policy)
-    if factor <= 1.0:
-        return 1.0
-    if policy == "su":
-        return math.sqrt(1.0 + math.log(factor) / math.log(original))
-    if policy == "yarn":
-        return 0.1 * math.log(factor) + 1.0
-    raise LongRopeError(f"unknown attention scale policy {policy!r}; use 'su', 'yarn' or a number")
-
-
-@register("none", aliases=("default",), hf_type="default")
+@register("none", aliases=("default",), stock=stock.Default())
 def none(dim: int, base: float, original: int, *, seq_len: int | None = None):
     return base_inv_freq(dim, base), 1.0
 
 
-@register("linear", aliases=("pi",), hf_type="linear", params=("factor",))
+@register("linear", aliases=("pi",), stock=stock.Linear(), params=("factor",))
 def linear(dim: int, base: float, original: int, *, factor: float, seq_len: int | None = None):
     """Position interpolation: every frequency divided by s."""
     return base_inv_freq(dim, base) / factor, 1.0
 
 
-def _ntk_base(base: float, dim: int, scale: float) -> float:
-    return base * scale ** (dim / (dim - 2))
-
-
-@register("ntk", hf_type=None, params=("factor",))
+@register("ntk", stock=stock.FixedNtk(), params=("factor",))
 def ntk(dim: int, base: float, original: int, *, factor: float, seq_len: int | None = None):
     """Fixed NTK-aware scaling: the base becomes b * s^(d/(d-2))."""
-    return base_inv_freq(dim, _ntk_base(base, dim, factor)), 1.0
+    return base_inv_freq(dim, ntk_base(base, dim, factor)), 1.0
 
 
-@register("dynamic", hf_type="dynamic", params=("factor",), length_dependent=True)
+@register("dynamic", stock=stock.Dynamic(), params=("factor",), length_dependent=True)
 def dynamic(dim: int, base: float, original: int, *, factor: float, seq_len: int | None = None):
     """Dynamic NTK: base b * ((s * len / L) - (s - 1))^(d/(d-2)), len = max(seq_len, L)."""
     length = max(seq_len or original, original)
-    return base_inv_freq(dim, _ntk_base(base, dim, factor * length / original - (factor - 1))), 1.0
+    return base_inv_freq(dim, ntk_base(base, dim, factor * length / original - (factor - 1))), 1.0
 
 
 def yarn_ramp(dim: int, base: float, original: int, beta_fast: float = 32, beta_slow: float = 1,
@@ -92,7 +65,7 @@ def yarn_ramp(dim: int, base: float, original: int, beta_fast: float = 32, beta_
     return ramp.clamp(0, 1)
 
 
-@register("yarn", hf_type="yarn",
+@register("yarn", stock=stock.Yarn(),
           params=("factor", "beta_fast", "beta_slow", "attention_factor", "truncate"))
 def yarn(dim: int, base: float, original: int, *, factor: float, beta_fast: float = 32,
          beta_slow: float = 1, attention_factor: float | None = None, truncate: bool = True,
@@ -106,7 +79,7 @@ def yarn(dim: int, base: float, original: int, *, factor: float, beta_fast: floa
     return inv_freq, float(attention_factor)
 
 
-@register("llama3", hf_type="llama3", params=("factor", "low_freq_factor", "high_freq_factor"))
+@register("llama3", stock=stock.Llama3(), params=("factor", "low_freq_factor", "high_freq_factor"))
 def llama3(dim: int, base: float, original: int, *, factor: float, low_freq_factor: float = 1.0,
            high_freq_factor: float = 4.0, seq_len: int | None = None):
     """Llama-3: wavelengths above L/low kept interpolated by s, below L/high kept, smooth between."""
@@ -120,7 +93,7 @@ def llama3(dim: int, base: float, original: int, *, factor: float, low_freq_fact
     return torch.where(medium, blended, scaled), 1.0
 
 
-@register("longrope", aliases=("su",), hf_type="longrope",
+@register("longrope", aliases=("su",), stock=stock.LongRope(),
           params=("long_factor", "short_factor", "factor", "attention", "short_attention"),
           length_dependent=True)
 def longrope(dim: int, base: float, original: int, *, long_factor: Sequence[float],

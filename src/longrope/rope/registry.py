@@ -1,11 +1,15 @@
-"""Name -> RoPE scaling method. Methods register themselves (see methods.py); look them up here.
+"""Name -> RoPE scaling method: the table only. Methods register themselves in methods.py, which
+the package `longrope.rope` imports on load, so this module imports no method (no import circle).
 
     compute("yarn", dim=64, base=1e4, original=4096, factor=8) -> (inv_freq, attention_scale)
+
+Each method carries its stock mapping (`Method.stock`, see stock.py): the Hugging Face
+`rope_parameters`, the `max_position_embeddings` to write, the vLLM keys and the GGUF keys/tensors.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -16,31 +20,31 @@ from ..errors import LongRopeError
 class Method:
     name: str
     fn: Callable[..., tuple[torch.Tensor, float]]
-    hf_type: str | None          # the `rope_type` stock transformers uses, None if it has none
     params: tuple[str, ...]      # keyword parameters the method accepts
     length_dependent: bool       # reads seq_len (tables change with the sequence length)
+    stock: Any                   # a stock.StockMapping: how stock runtimes spell this method
+
+    @property
+    def hf_type(self) -> str | None:
+        """The `rope_type` stock transformers uses, None if it has none."""
+        return self.stock.hf_type
 
 
 METHODS: dict[str, Method] = {}
 ALIASES: dict[str, str] = {}
 
 
-def register(name: str, *, aliases: tuple[str, ...] = (), hf_type: str | None = None,
-             params: tuple[str, ...] = (), length_dependent: bool = False):
+def register(name: str, *, stock, aliases: tuple[str, ...] = (), params: tuple[str, ...] = (),
+             length_dependent: bool = False):
     def deco(fn):
-        METHODS[name] = Method(name, fn, hf_type, params, length_dependent)
+        METHODS[name] = Method(name, fn, params, length_dependent, stock)
         for alias in (name, *aliases):
             ALIASES[alias] = name
         return fn
     return deco
 
 
-def _ensure_loaded() -> None:
-    from . import methods  # noqa: F401  (registers the built-in methods)
-
-
 def get(name: str) -> Method:
-    _ensure_loaded()
     try:
         return METHODS[ALIASES[name.lower()]]
     except KeyError:
@@ -48,7 +52,6 @@ def get(name: str) -> Method:
 
 
 def names() -> list[str]:
-    _ensure_loaded()
     return sorted(ALIASES)
 
 

@@ -1,5 +1,7 @@
-"""`Scaling`: one RoPE scaling, validated, with its spec string, our JSON format, the public
-LongRoPE factor file and Hugging Face configs.
+"""`Scaling`: one RoPE scaling, validated, and its own JSON form. The spec strings live in
+spec.py, the other file formats (public LongRoPE factors, Hugging Face configs) in files.py, the
+stock runtimes' spelling of each method in stock.py; `parse_spec` and `load_scaling` stay
+importable from here.
 
 Our factor file (JSON, `"format": "longrope-scaling", "version": 1`):
 
@@ -15,15 +17,13 @@ in use; stock runtimes apply one scale to both, so a different value does not ex
 """
 from __future__ import annotations
 
-import json
 import math
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import LongRopeError
-from . import registry
+from . import registry, stock
 
 FORMAT = "longrope-scaling"
 VERSION = 1
@@ -100,8 +100,11 @@ class Scaling:
     def inv_freq(self, *, dim: int, base: float, original: int, seq_len: int | None = None):
         """(inv_freq [dim/2] float32, attention_scale) for this scaling on a model of these dims."""
         self.check_pairs(dim // 2)
+        params = self.method_params()
+        if self.method == "longrope":  # s may come from target_length and the model's window
+            params["factor"] = stock.scale(self, original)
         return registry.compute(self.method, dim=dim, base=base, original=original,
-                                seq_len=seq_len, **self.method_params())
+                                seq_len=seq_len, **params)
 
     def check_pairs(self, pairs: int) -> None:
         if self.long_factor is not None and len(self.long_factor) != pairs:
@@ -140,36 +143,20 @@ class Scaling:
             parts.append(f"n_hat={self.n_hat}")
         return " ".join(parts)
 
-    # -- Hugging Face configs ------------------------------------------------------------
+    # -- stock runtimes ------------------------------------------------------------------
+    def stock(self):
+        """This method's stock mapping (rope/stock.py)."""
+        return registry.get(self.method).stock
+
     def to_hf(self, *, dim: int, base: float, original: int) -> dict[str, Any]:
         """The `rope_parameters` dict stock runtimes read for this scaling (rope_theta included).
-        Raises for what the stock format cannot express (n_hat > 0)."""
+        Raises for what the stock format cannot express (n_hat > 0, a short attention scale)."""
         if self.n_hat:
             raise LongRopeError(f"the stock longrope format cannot express n_hat={self.n_hat}")
         if self.short_attention is not None:
             raise LongRopeError("the stock longrope format has one attention scale for short and long "
                                 f"factors; it cannot express short_attention={self.short_attention}")
-        orig = self.original_max_position or original
-        if self.method == "none":
-            return {"rope_type": "default", "rope_theta": base}
-        if self.method == "ntk":  # a fixed base change: stock RoPE with a larger theta
-            from .methods import _ntk_base
-            return {"rope_type": "default", "rope_theta": _ntk_base(base, dim, self.factor)}
-        hf_type = registry.get(self.method).hf_type
-        out: dict[str, Any] = {"rope_type": hf_type, "rope_theta": base}
-        if self.method == "longrope":
-            out.update(short_factor=list(self.short_factor or self.long_factor),
-                       long_factor=list(self.long_factor), original_max_position_embeddings=orig,
-                       factor=self.factor if self.factor is not None else max(self.long_factor))
-            if self.attention != "su":
-                from .methods import attention_scale
-                out["attention_factor"] = attention_scale(self.attention, out["factor"], orig)
-            return out
-        out["factor"] = self.factor
-        if self.method in ("yarn", "llama3"):
-            out["original_max_position_embeddings"] = orig
-        out.update(self.params)
-        return out
+        return self.stock().rope_parameters(self, dim=dim, base=base, original=original)
 
 
 def _check_attention(value, name: str) -> str | float:
@@ -195,141 +182,15 @@ def _check_factors(values, name: str) -> list[float]:
     return out
 
 
-# -- spec strings -------------------------------------------------------------------------
-_KV = re.compile(r"^(\w+)=(.+)$")
-
-
-def _value(text: str) -> Any:
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
-
-
-def parse_spec(spec: str | Scaling | None, default_factor: float | None = None) -> Scaling:
-    """`none`, `pi:8`, `ntk:8`, `dynamic:8`, `yarn:8[:beta_fast=16]`, `llama3:8`,
-    `longrope:PATH[:factor=8][:n_hat=4]`; a bare method name takes `default_factor`."""
-    if isinstance(spec, Scaling):
-        return spec
-    if spec is None or str(spec).strip() in ("", "none", "default"):
-        return Scaling("none")
-    name, _, rest = str(spec).strip().partition(":")
-    method = registry.get(name).name
-    segments = rest.split(":") if rest else []
-    extras: dict[str, Any] = {}
-    while segments and _KV.match(segments[-1]):
-        k, v = _KV.match(segments.pop()).groups()
-        extras[k] = _value(v)
-    arg = ":".join(segments)
-    if method == "longrope":
-        if not arg:
-            raise LongRopeError("longrope needs a factor file: 'longrope:PATH'")
-        scaling = load_scaling(arg)
-        for k, v in extras.items():
-            if k not in Scaling.__dataclass_fields__ or k in ("method", "params", "provenance"):
-                raise LongRopeError(f"unknown longrope option {k!r}")
-            setattr(scaling, k, v)
-        scaling.__post_init__()
-        return scaling
-    if arg:
-        try:
-            factor = float(arg)
-        except ValueError:
-            raise LongRopeError(f"bad scale factor in {spec!r}: {arg!r}") from None
-    elif "factor" in extras:
-        factor = _option(method, "factor", extras.pop("factor"))
-    elif default_factor is not None:
-        factor = float(default_factor)
-    else:
-        factor = None
-    unknown = set(extras) - set(registry.get(method).params)
-    if unknown:
-        raise LongRopeError(f"{method} takes no option(s) {', '.join(sorted(unknown))}")
-    extras = {k: _option(method, k, v) for k, v in extras.items()}
-    return Scaling(method, factor=factor if method != "none" else None, params=extras)
-
-
-def _option(method: str, key: str, value: Any) -> Any:
-    """A `key=value` option of a spec, checked: `truncate` is true/false, every other one a
-    finite positive number."""
-    if key == "truncate":
-        if not isinstance(value, bool):
-            raise LongRopeError(f"{method} option truncate must be true or false, got {value!r}")
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
-        raise LongRopeError(f"{method} option {key} must be a positive number, got {value!r}")
-    return value
-
-
-# -- factor files ---------------------------------------------------------------------------
-def load_scaling(path: str | Path) -> Scaling:
-    """Read our JSON, a Hugging Face config.json (rope type longrope/su), or the public LongRoPE
-    code's plain-text factors (one float per line, or one comma-separated row per layer)."""
-    path = Path(path).expanduser()
-    if path.is_dir() and (path / "config.json").is_file():
-        path = path / "config.json"
-    if not path.is_file():
-        raise LongRopeError(f"factor file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise LongRopeError(f"cannot read factor file {path}: {e}") from None
-    if not text.strip():
-        raise LongRopeError(f"factor file is empty: {path}")
-    if text.lstrip().startswith("{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise LongRopeError(f"bad JSON in {path}: {e.msg} at line {e.lineno}") from None
-        if data.get("format") == FORMAT:
-            return Scaling.from_dict(data)
-        return _from_hf_config(data, path)
-    return _from_public_csv(text, path)
-
-
-def _from_public_csv(text: str, path: Path) -> Scaling:
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        try:
-            rows.append([float(v) for v in re.split(r"[,\s]+", line) if v])
-        except ValueError:
-            raise LongRopeError(f"{path}:{n}: not a number in {line[:40]!r}") from None
-    if all(len(r) == 1 for r in rows):
-        factors = [r[0] for r in rows]
-    elif all(r == rows[0] for r in rows):
-        factors = rows[0]
-    else:
-        raise LongRopeError(f"{path} holds {len(rows)} different per-layer rows; per-layer factors "
-                            "are not supported (one vector for all layers)")
-    return Scaling("longrope", long_factor=factors, factor=max(factors),
-                   provenance={"source": str(path), "format": "LongRoPE public factors",
-                               "note": "factor (s) taken as the largest lambda; override with :factor=S"})
-
-
-def _from_hf_config(cfg: dict[str, Any], path: Path) -> Scaling:
-    rope = cfg.get("rope_parameters") or cfg.get("rope_scaling")
-    if not isinstance(rope, dict):
-        raise LongRopeError(f"{path} has no rope_scaling / rope_parameters entry")
-    kind = rope.get("rope_type", rope.get("type"))
-    if kind not in ("longrope", "su"):
-        raise LongRopeError(f"{path}: rope type {kind!r} is not longrope/su")
-    original = cfg.get("original_max_position_embeddings") or rope.get("original_max_position_embeddings")
-    if not original:
-        original = cfg.get("max_position_embeddings")
-    factor = rope.get("factor")
-    if factor is None:  # as transformers: the ratio of the extended window to the original one
-        factor = cfg["max_position_embeddings"] / original
-    attention = rope.get("attention_factor")
-    return Scaling("longrope", long_factor=rope.get("long_factor"), short_factor=rope.get("short_factor"),
-                   factor=float(factor), original_max_position=int(original),
-                   target_length=cfg.get("max_position_embeddings"),
-                   attention=float(attention) if attention is not None else "su",
-                   provenance={"source": str(path), "format": "Hugging Face config"})
+def __getattr__(name: str):
+    """`parse_spec` and `load_scaling` moved to spec.py / files.py; still importable from here."""
+    if name == "parse_spec":
+        from .spec import parse_spec
+        return parse_spec
+    if name == "load_scaling":
+        from .files import load_scaling
+        return load_scaling
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["Scaling", "parse_spec", "load_scaling", "FORMAT", "VERSION"]

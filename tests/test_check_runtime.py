@@ -1,0 +1,68 @@
+"""check-runtime: the metrics on known arrays, skipped runtimes, and (slow) llama.cpp for real."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from longrope.cli import main
+from longrope.runtimes import parity
+
+
+def test_metrics_on_known_logits():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(6, 10)).astype(np.float32)
+    ids = [1, 2, 3, 4, 5, 6]
+    same = parity.compare_logits("x", ref.copy(), ref, ids, 6)
+    assert same.max_abs_delta == 0 and same.top1_agreement == 1 and same.ppl_runtime == same.ppl_transformers
+    lp = parity.log_softmax(ref[:-1])
+    assert same.ppl_transformers == pytest.approx(math.exp(-np.mean([lp[i, ids[i + 1]] for i in range(5)])))
+    off = ref.copy()
+    off[2, 7] += 0.5
+    row = parity.compare_logits("x", off, ref, ids, 6)
+    assert row.max_abs_delta == pytest.approx(0.5) and row.rel_error == pytest.approx(0.5 / np.abs(ref).max())
+    assert not row.passes(1e-4, 3) and same.passes(1e-4, 3)
+
+
+def test_logprob_rows_compare_actual_and_top_tokens():
+    rng = np.random.default_rng(1)
+    ref = rng.normal(size=(4, 8))
+    ids = [0, 3, 5, 1]
+    lp = parity.log_softmax(ref[:-1])
+    theirs = [{ids[i + 1]: lp[i, ids[i + 1]], int(lp[i].argmax()): lp[i].max()} for i in range(3)]
+    row = parity.compare_logprobs("vllm", theirs, ref, ids, 4)
+    assert row.max_abs_delta < 1e-12 and row.top1_agreement == 1 and row.ppl_runtime == pytest.approx(row.ppl_transformers)
+    theirs[1][ids[2]] += 0.01
+    assert parity.compare_logprobs("vllm", theirs, ref, ids, 4).max_abs_delta == pytest.approx(0.01)
+
+
+def test_not_installed_runtimes_are_skipped_with_the_hint(tmp_path, capsys, monkeypatch):
+    from longrope import export
+    monkeypatch.setattr(parity, "installed", lambda rt: False)
+    monkeypatch.delenv("LONGROPE_VLLM_PYTHON", raising=False)
+    out = export("builtin", "pi:2", tmp_path / "e")
+    rc = main(["check-runtime", str(out), "--out", str(tmp_path / "r.json")])
+    text = capsys.readouterr().out
+    assert rc == 0 and "llama.cpp | skipped: not installed" in text and "vllm | skipped" in text
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["rows"] == [] and result["original"] == 256 and result["target"] == 512
+
+
+def test_check_runtime_refuses_a_folder_that_is_not_an_export(tmp_path, capsys):
+    assert main(["check-runtime", str(tmp_path)]) == 2
+    assert "not a longrope export" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_llama_cpp_matches_transformers_on_the_builtin_8x_export(tmp_path):
+    pytest.importorskip("llama_cpp")
+    from longrope.errors import LongRopeError
+    from longrope.runtimes.converter import find_converter
+    try:
+        find_converter()
+    except LongRopeError as e:
+        pytest.skip(str(e))
+    from longrope import export
+    out = export("builtin", "longrope:docs/results/builtin-8x/factors-short-long.json", tmp_path / "e",
+                 drop_n_hat=True, drop_short_attention=True)
+    assert main(["check-runtime", str(out), "--runtime", "llama.cpp"]) == 0
