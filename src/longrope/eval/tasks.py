@@ -119,14 +119,14 @@ def check_tasks(tasks: Sequence[str], known: Sequence[str], *, lengths: bool,
         raise LongRopeError("the list of tasks is empty")
     known = set(known)
     for t in tasks:
+        if lengths and t not in LENGTH_TASKS:
+            raise LongRopeError(f"task {t!r} is not a RULER task; --lengths works with the RULER tasks "
+                                f"{', '.join(OFFLINE_RULER)}")
         if t not in known and t not in LENGTH_TASKS:
             raise LongRopeError(f"unknown lm-evaluation-harness task: {t!r}")
         if t in NETWORK_RULER and not allow_downloads:
             raise LongRopeError(f"task {t} downloads {NETWORK_RULER[t]}, which an offline run cannot; "
                                 f"offline RULER tasks: {', '.join(OFFLINE_RULER)}")
-        if lengths and t not in LENGTH_TASKS:
-            raise LongRopeError(f"task {t} has no length setting; --lengths works with RULER tasks "
-                                f"({', '.join(OFFLINE_RULER)})")
     return tasks
 
 
