@@ -104,6 +104,7 @@ def test_lengths_one_run_each_with_our_tokenizer(fake_harness, char_tok):
     ([], [256], "the list of tasks is empty"),
     (["niah_single_1"], [0], "lengths must be >= 1, got 0"),
     (["niah_single_1"], [], "the list of lengths is empty"),
+    (["niah_single_1", "ruler_vt"], [512, 1024], "ruler_vt needs lengths >= 1024"),
 ])
 def test_length_run_refuses_bad_input(fake_harness, char_tok, tasks, lengths, msg):
     with pytest.raises(LongRopeError, match=msg):

@@ -41,6 +41,9 @@ NETWORK_RULER = {
              "niah_multiquery, ruler_qa_squad and ruler_qa_hotpot subtasks",
 }
 LENGTH_TASKS = frozenset(OFFLINE_RULER) | frozenset(NETWORK_RULER)
+# Below these lengths the harness's sample generator never returns (ruler_vt sizes an in-context
+# example to 500 tokens, then loops until a sample fits beside it): refused up front.
+MIN_LENGTHS = {"ruler_vt": 1024}
 PREFIX_ROOM = 64  # tokens beyond L for the answer prefix lm-eval appends to a RULER prompt
 
 
@@ -130,19 +133,29 @@ def check_tasks(tasks: Sequence[str], known: Sequence[str], *, lengths: bool,
     return tasks
 
 
-def _check_lengths(lengths: Sequence[int]) -> list[int]:
+def _check_lengths(lengths: Sequence[int], tasks: Sequence[str]) -> list[int]:
     out = [int(n) for n in lengths]
     if not out:
         raise LongRopeError("the list of lengths is empty")
     for n in out:
         if n < 1:
             raise LongRopeError(f"lengths must be >= 1, got {n}")
+        for t in tasks:
+            if n < MIN_LENGTHS.get(t, 0):
+                raise LongRopeError(f"task {t} needs lengths >= {MIN_LENGTHS[t]} (its sample generator "
+                                    f"never finishes below), got {n}")
     return out
 
 
 def _harness_error(e: BaseException) -> LongRopeError:
+    if isinstance(e, ZeroDivisionError):  # RULER's string match over a sample with no expected answer
+        return LongRopeError("lm-evaluation-harness: a task generated samples with no expected answer (ruler_cwe "
+                             "does when the length leaves no room for its word lists): use longer lengths")
     first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
     return LongRopeError(f"lm-evaluation-harness: {first}")
+
+
+HARNESS_ERRORS = (KeyError, ValueError, AssertionError, RuntimeError, OSError, ConnectionError, ZeroDivisionError)
 
 
 def _evaluate(lm, tasks, tm, *, limit, seed, log_samples: bool = False) -> dict:
@@ -151,7 +164,7 @@ def _evaluate(lm, tasks, tm, *, limit, seed, log_samples: bool = False) -> dict:
         return lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=tm, limit=limit,
                                        log_samples=log_samples, random_seed=seed, numpy_random_seed=seed,
                                        torch_random_seed=seed, fewshot_random_seed=seed) or {}
-    except (KeyError, ValueError, AssertionError, RuntimeError, OSError, ConnectionError) as e:
+    except HARNESS_ERRORS as e:
         raise _harness_error(e) from None
 
 
@@ -176,8 +189,8 @@ def run_tasks_at_lengths(model, tokenizer, tasks: Sequence[str], lengths: Sequen
     require_harness()
     from lm_eval.models.huggingface import HFLM
 
-    lengths = _check_lengths(lengths)
     tasks = check_tasks(tasks, LENGTH_TASKS, lengths=True, allow_downloads=allow_downloads)
+    lengths = _check_lengths(lengths, tasks)
     if batch_size < 1:
         raise LongRopeError(f"--batch-size must be >= 1, got {batch_size}")
     limit = _limit(limit)
@@ -221,7 +234,7 @@ def run_tasks(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | None
             out = lm_eval.simple_evaluate(model=lm, tasks=list(tasks), task_manager=tm, num_fewshot=num_fewshot,
                                           limit=limit, random_seed=seed, numpy_random_seed=seed,
                                           torch_random_seed=seed, fewshot_random_seed=seed)
-        except (KeyError, ValueError, AssertionError, RuntimeError, OSError, ConnectionError) as e:
+        except HARNESS_ERRORS as e:
             raise _harness_error(e) from None
     results = (out or {}).get("results", {})
     return {task: {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
