@@ -83,7 +83,7 @@ def test_lengths_one_run_each_with_our_tokenizer(fake_harness, char_tok):
 
     model = patch.apply(make_tiny("llama"), "pi:2")
     samples = {}
-    res = tasks_mod.run_tasks_at_lengths(model, char_tok, ["niah_single_1", "ruler_vt"], [256, 512], limit=4,
+    res = tasks_mod.run_tasks_at_lengths(model, char_tok, ["niah_single_1", "niah_multikey_2"], [256, 512], limit=4,
                                          batch_size=2, seed=1, samples=samples, log=None)
     runs = fake_harness["runs"]
     assert [r["meta"]["max_seq_lengths"] for r in runs] == [[256], [512]]
@@ -91,8 +91,8 @@ def test_lengths_one_run_each_with_our_tokenizer(fake_harness, char_tok):
     assert all(r["tok_saved"] and r["offline"] == "1" and r["limit"] == 4 for r in runs)
     assert not Path(runs[0]["meta"]["tokenizer"]).exists()  # the temporary tokenizer folder is removed
     assert fake_harness["scaling_at_wrap"].describe() == "linear:2" and fake_harness["batch_size"] == 2
-    assert res == {"niah_single_1": {256: 0.1875, 512: 0.09375}, "ruler_vt": {256: 0.1875, 512: 0.09375}}
-    assert samples["ruler_vt"][512] == [{"doc": {"max_length": 512}}]
+    assert res == {"niah_single_1": {256: 0.1875, 512: 0.09375}, "niah_multikey_2": {256: 0.0, 512: 0.0}}
+    assert samples["niah_multikey_2"][512] == [{"doc": {"max_length": 512}}]
 
 
 @pytest.mark.parametrize("tasks,lengths,msg", [
