@@ -117,8 +117,8 @@ def test_harness_errors_are_one_line(fake_harness, char_tok):
         tasks_mod.run_tasks(make_tiny("llama"), char_tok, ["nope"])
     with pytest.raises(LongRopeError, match="empty"):
         tasks_mod.run_tasks(make_tiny("llama"), char_tok, [])
-    with pytest.raises(LongRopeError, match="downloads"):
-        tasks_mod.run_tasks(make_tiny("llama"), char_tok, ["niah_multiquery"])
+    with pytest.raises(LongRopeError, match="RULER task niah_single_1 is sized per length: give --lengths"):
+        tasks_mod.run_tasks(make_tiny("llama"), char_tok, ["niah_single_1"])
 
 
 def test_missing_harness_message(monkeypatch):
@@ -148,6 +148,7 @@ def test_cli_tasks_at_lengths(fake_harness, tiny_model_dir, tmp_path, capsys):
     (["--tasks", "niah_single_1", "--lengths", "-3"], "lengths must be positive"),
     (["--tasks", "niah_single_1", "--lengths", "256", "--limit", "0"], "--limit must be > 0"),
     (["--tasks", " , ", "--lengths", "256"], "the list of tasks is empty"),
+    (["--tasks", "ruler_vt"], "RULER task ruler_vt is sized per length"),
 ])
 def test_cli_tasks_bad_input_one_line_exit_2(fake_harness, tiny_model_dir, capsys, argv, msg):
     rc = main(["eval", "tasks", "--model", str(tiny_model_dir)] + argv)

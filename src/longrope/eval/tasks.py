@@ -127,6 +127,8 @@ def check_tasks(tasks: Sequence[str], known: Sequence[str], *, lengths: bool,
                                 f"{', '.join(OFFLINE_RULER)}")
         if t not in known and t not in LENGTH_TASKS:
             raise LongRopeError(f"unknown lm-evaluation-harness task: {t!r}")
+        if not lengths and t in LENGTH_TASKS:
+            raise LongRopeError(f"RULER task {t} is sized per length: give --lengths")
         if t in NETWORK_RULER and not allow_downloads:
             raise LongRopeError(f"task {t} downloads {NETWORK_RULER[t]}, which an offline run cannot; "
                                 f"offline RULER tasks: {', '.join(OFFLINE_RULER)}")
