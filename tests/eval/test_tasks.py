@@ -149,6 +149,7 @@ def test_cli_tasks_at_lengths(fake_harness, tiny_model_dir, tmp_path, capsys):
     (["--tasks", "niah_single_1", "--lengths", "256", "--limit", "0"], "--limit must be > 0"),
     (["--tasks", " , ", "--lengths", "256"], "the list of tasks is empty"),
     (["--tasks", "ruler_vt"], "RULER task ruler_vt is sized per length"),
+    (["--tasks", "ruler_vt", "--lengths", "512"], "ruler_vt needs lengths >= 1024"),
 ])
 def test_cli_tasks_bad_input_one_line_exit_2(fake_harness, tiny_model_dir, capsys, argv, msg):
     rc = main(["eval", "tasks", "--model", str(tiny_model_dir)] + argv)

@@ -174,8 +174,10 @@ def run_tasks(args) -> int:
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     lengths = int_list(args.lengths) if args.lengths is not None else None
     harness.require_harness()  # fail before loading the model
+    harness.check_limit(args.limit)
     if lengths is not None:
         harness.check_tasks(tasks, harness.LENGTH_TASKS, lengths=True, allow_downloads=args.allow_downloads)
+        harness.check_lengths(lengths, tasks)
         if args.num_fewshot is not None:
             raise LongRopeError("--num-fewshot does not apply to RULER tasks (--lengths)")
     elif not tasks:

@@ -135,7 +135,7 @@ def check_tasks(tasks: Sequence[str], known: Sequence[str], *, lengths: bool,
     return tasks
 
 
-def _check_lengths(lengths: Sequence[int], tasks: Sequence[str]) -> list[int]:
+def check_lengths(lengths: Sequence[int], tasks: Sequence[str]) -> list[int]:
     out = [int(n) for n in lengths]
     if not out:
         raise LongRopeError("the list of lengths is empty")
@@ -170,7 +170,7 @@ def _evaluate(lm, tasks, tm, *, limit, seed, log_samples: bool = False) -> dict:
         raise _harness_error(e) from None
 
 
-def _limit(limit: float | None):
+def check_limit(limit: float | None):
     if limit is None:
         return None
     if limit <= 0:
@@ -192,10 +192,10 @@ def run_tasks_at_lengths(model, tokenizer, tasks: Sequence[str], lengths: Sequen
     from lm_eval.models.huggingface import HFLM
 
     tasks = check_tasks(tasks, LENGTH_TASKS, lengths=True, allow_downloads=allow_downloads)
-    lengths = _check_lengths(lengths, tasks)
+    lengths = check_lengths(lengths, tasks)
     if batch_size < 1:
         raise LongRopeError(f"--batch-size must be >= 1, got {batch_size}")
-    limit = _limit(limit)
+    limit = check_limit(limit)
     out: dict[str, dict[int, float]] = {t: {} for t in tasks}
     with tempfile.TemporaryDirectory(prefix="longrope-tok-") as tok_dir, offline(not allow_downloads):
         tokenizer.save_pretrained(tok_dir)
@@ -227,7 +227,7 @@ def run_tasks(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | None
     tasks = [t for t in tasks if t and t.strip()]
     if not tasks:
         raise LongRopeError("the list of tasks is empty")
-    limit = _limit(limit)
+    limit = check_limit(limit)
     lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=_device(model))
     with offline(not allow_downloads):
         tm = task_manager(tasks)
