@@ -1,10 +1,10 @@
 """The command line: --help everywhere, one-line errors with exit status 2."""
-import subprocess
 import sys
 
 import pytest
 
 from longrope.cli import build_parser, main
+from tests.helpers import run_group
 
 
 def subcommands():
@@ -37,7 +37,7 @@ def test_errors_are_one_line_exit_2(capsys, argv, msg):
 
 
 def test_wrong_factor_count_for_the_model(tmp_path, capsys):
-    from conftest import make_tiny
+    from tests.helpers import make_tiny
     make_tiny("llama").save_pretrained(tmp_path / "m")
     (tmp_path / "f.csv").write_text("1.0\n2.0\n")
     rc = main(["export", "--model", str(tmp_path / "m"), "--scaling", f"longrope:{tmp_path / 'f.csv'}",
@@ -47,8 +47,8 @@ def test_wrong_factor_count_for_the_model(tmp_path, capsys):
 
 
 def test_console_script_runs_as_a_process():
-    r = subprocess.run([sys.executable, "-m", "longrope", "inspect", "pi:2", "--head-dim", "8", "--window", "16"],
-                       capture_output=True, text=True)
+    r = run_group([sys.executable, "-m", "longrope", "inspect", "pi:2", "--head-dim", "8", "--window", "16"],
+                  timeout=120)
     assert r.returncode == 0 and "interpolated" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "longrope", "inspect", "pi:0"], capture_output=True, text=True)
+    r = run_group([sys.executable, "-m", "longrope", "inspect", "pi:0"], timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1

@@ -1,15 +1,14 @@
 """Export: a folder stock transformers loads, in a process that never imports longrope."""
 import json
-import subprocess
 import sys
 
 import pytest
 import torch
-from conftest import make_tiny
 
 import longrope
 from longrope.cli import main
 from longrope.rope.scaling import Scaling
+from tests.helpers import make_tiny, run_group
 
 LONG = [1.0 + 0.5 * i for i in range(8)]
 SHORT = [1.0 + 0.02 * i for i in range(8)]
@@ -39,8 +38,9 @@ def test_exported_model_loads_stock_and_matches_apply(tmp_path, family, attentio
     batch = {f"len{n}": torch.randint(3, 128, (1, n), generator=torch.Generator().manual_seed(n))
              for n in (20, 90)}  # inside and beyond the original window (32)
     torch.save(batch, tmp_path / "ids.pt")
-    subprocess.run([sys.executable, "-c", STOCK_LOAD, str(out), str(tmp_path / "ids.pt"),
-                    str(tmp_path / "logits.pt")], check=True)
+    r = run_group([sys.executable, "-c", STOCK_LOAD, str(out), str(tmp_path / "ids.pt"),
+                   str(tmp_path / "logits.pt")], timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
     stock = torch.load(tmp_path / "logits.pt", weights_only=True)
     with torch.no_grad():
         for key, ids in batch.items():

@@ -1,7 +1,7 @@
 """`longrope.apply` against stock transformers, n_hat, short/long switching and the KV-cache boundary."""
 import pytest
 import torch
-from conftest import FAMILIES, make_tiny, tiny_config
+from tests.helpers import FAMILIES, make_tiny, tiny_config
 
 import longrope
 from longrope.errors import LongRopeError

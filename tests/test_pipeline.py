@@ -12,8 +12,7 @@ from longrope.cli import main
 from longrope.errors import LongRopeError
 from longrope.pipeline import list_recipes, load_recipe, run
 
-sys.path.insert(0, str(Path(__file__).parent / "search"))
-from _search_fixtures import cli_env, save_tiny, write_texts  # noqa: E402
+from tests.helpers import cli_env, run_group, save_tiny, spawn, write_texts
 
 SHIPPED = ("builtin-8x", "builtin-progressive", "llama2-7b-2m", "mistral-7b-128k")
 
@@ -105,16 +104,16 @@ def test_killed_extend_resumes_and_finishes(tmp_path):
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "longrope", "extend", "--recipe", str(recipe), "--model", str(model),
            "--data", str(data), "--out", str(out)]
-    proc = subprocess.Popen(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     state = out / "01-search" / "state.json"
-    deadline = time.time() + 120
-    while not state.is_file() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.2)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    with spawn(cmd, env=cli_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as proc:
+        deadline = time.time() + 120
+        while not state.is_file() and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert state.is_file() and not (out / "01-search" / "done.json").exists()
-    r = subprocess.run(cmd + ["--resume"], env=cli_env(), capture_output=True, text=True, timeout=600)
+    r = run_group(cmd + ["--resume"], env=cli_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "resuming" in r.stderr and (out / "03-compare" / "done.json").is_file()
 

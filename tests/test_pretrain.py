@@ -2,15 +2,11 @@
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent / "data"))
-from _data_fixtures import write_corpus  # noqa: E402
-
-from longrope.cli import main  # noqa: E402
+from longrope.cli import main
+from tests.data.helpers import write_corpus
 
 TINY = ["--layers", "1", "--hidden", "64", "--heads", "1", "--intermediate", "128", "--vocab-size", "400",
         "--window", "256", "--batch-size", "4", "--lr", "3e-3", "--warmup", "5", "--passkey-share", "0.25",
@@ -117,7 +113,8 @@ def test_shipped_builtin_model_loads_and_meets_its_recorded_targets():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from longrope.data.passkey import first_integer, passkey_prompt
+    from longrope.data.passkey import passkey_prompt
+    from longrope.eval.passkey import parse_answer
     from longrope.models import BUILTIN_DIR, load_model, load_tokenizer
 
     size = sum(f.stat().st_size for f in BUILTIN_DIR.iterdir() if f.is_file())
@@ -132,10 +129,19 @@ def test_shipped_builtin_model_loads_and_meets_its_recorded_targets():
         p = passkey_prompt(tok, 240, depth, key)
         out = model.generate(p.input_ids[None], attention_mask=torch.ones(1, len(p.input_ids), dtype=torch.long),
                              max_new_tokens=7, do_sample=False, pad_token_id=tok.pad_token_id)
-        assert first_integer(tok.decode(out[0, len(p.input_ids):], skip_special_tokens=True)) == key
+        assert parse_answer(tok.decode(out[0, len(p.input_ids):], skip_special_tokens=True)) == key
     m = json.loads((BUILTIN_DIR / "measurements.json").read_text())
     assert m["passkey_window"]["accuracy"] >= 0.95 and m["passkey_window"]["trials"] >= 100
     assert m["long_ppl"]["ratio"] >= 1.5 and m["passkey_long"]["accuracy"] <= 0.5
     prov = json.loads((BUILTIN_DIR / "provenance.json").read_text())
     assert prov["command"].startswith("longrope pretrain") and prov["train_seconds"] <= 30 * 60
     assert "val_ppl_256" in m and (BUILTIN_DIR / "PROVENANCE.md").is_file()
+
+
+def test_resume_keeps_the_answer_losses_not_yet_logged(tmp_path):
+    extra = ("--eval-every", "2", "--checkpoint-every", "2", "--passkey-share", "0.5")
+    _, whole = run(tmp_path, "a", *extra, steps=3)
+    _, resumed = run(tmp_path, "a", *extra, "--resume", steps=3)  # from the step-2 checkpoint
+    drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
+    assert [r["step"] for r in whole] == [2, 3] and "passkey_answer_loss" in whole[-1]
+    assert drop(resumed) == drop(whole)  # the step-3 mean still covers steps 1-3

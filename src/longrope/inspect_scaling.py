@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LongRopeError
 from .rope.methods import base_inv_freq, factors_of
 from .rope.scaling import Scaling, parse_spec
 
@@ -54,13 +53,9 @@ def format_table(spec: str, scaling: Scaling, rows: list[dict], dims: Dims) -> s
 
 
 def plot_factors(curves: dict[str, list[float]], path: str | Path, title: str) -> None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise LongRopeError("plots need matplotlib: pip install 'longrope[plot]'") from None
     from .io import atomic_path
+    from .plotting import pyplot
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4))
     for name, lam in curves.items():
         ax.plot(range(len(lam)), lam, marker=".", label=name)

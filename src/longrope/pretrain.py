@@ -21,11 +21,14 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from .errors import LongRopeError
-from .io import append_line, atomic_dir, atomic_path, write_json
+from .io import atomic_dir, write_json
+from .lm_head import IGNORE, LMHead, shifted_targets, token_nll
+from .train.toolkit import RunFolder, StepLog, adamw, load_state, load_weights, lr_at, save_checkpoint
 
 
 @dataclass
@@ -128,35 +131,33 @@ class Batches:
 
 
 def _weighted_loss(logits, labels, answer, weight: float):
-    """Mean next-token loss with answer tokens weighted `weight`; also the plain answer-token loss."""
-    lg, lab, ans = logits[:, :-1].float(), labels[:, 1:], answer[:, 1:]
-    nll = torch.nn.functional.cross_entropy(lg.reshape(-1, lg.size(-1)), lab.reshape(-1), ignore_index=-100,
-                                            reduction="none").view_as(lab)
-    scored = (lab != -100).float()
-    w = scored + (weight - 1.0) * ans.float() * scored
-    loss = (nll * w).sum() / w.sum()
+    """Mean next-token loss with answer tokens weighted `weight` (1: transformers' causal-LM loss,
+    the plain mean over scored tokens); also the plain answer-token loss."""
+    nll = token_nll(logits[:, :-1], labels[:, 1:])
+    lab, ans = labels[:, 1:], answer[:, 1:]
+    if weight == 1.0:
+        loss = token_nll(logits, shifted_targets(labels), "mean")
+    else:
+        scored = (lab != IGNORE).float()
+        w = scored + (weight - 1.0) * ans.float() * scored
+        loss = (nll * w).sum() / w.sum()
     n_ans = int(ans.sum())
     return loss, (float(nll.detach()[ans].mean()) if n_ans else None)
 
 
-def _lr_at(step: int, cfg: PretrainConfig) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(cfg.steps - cfg.warmup, 1)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+def _logits(model, head: LMHead, x: torch.Tensor) -> torch.Tensor:
+    return head(model.get_decoder()(input_ids=x).last_hidden_state)
 
 
 @torch.no_grad()
 def evaluate(model, samples: list[torch.Tensor], batch: int = 8) -> float:
     """Mean next-token loss (nats) over `samples`."""
     model.eval()
+    head = LMHead(model)
     total, n = 0.0, 0
     for i in range(0, len(samples), batch):
         x = torch.stack(samples[i:i + batch])
-        logits = model(input_ids=x).logits[:, :-1].float()
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), x[:, 1:].reshape(-1),
-                                                 reduction="sum")
-        total += float(loss)
+        total += float(token_nll(_logits(model, head, x)[:, :-1], x[:, 1:], "sum"))
         n += x[:, 1:].numel()
     model.train()
     return total / n
@@ -176,54 +177,46 @@ def _corpus(cfg: PretrainConfig):
     return [d for i, d in enumerate(docs) if i % 20 != 19], docs[19::20]
 
 
-def _save_checkpoint(ckpt: Path, model, opt, gen, step: int, tokens: int, seconds: float) -> None:
-    from safetensors.torch import save_model
+@dataclass
+class _Data:
+    tok: Any
+    train_ids: list
+    val_ids: list
+    stream: torch.Tensor  # the training documents joined with EOS BOS
+    val: list[torch.Tensor]  # validation samples
+    init: Path | None = None  # the model folder of --init
+    init_info: dict | None = None  # its provenance.json
+    seconds: float = 0.0
 
-    with atomic_dir(ckpt) as tmp:
-        save_model(model, str(tmp / "model.safetensors"))
-        torch.save(opt.state_dict(), tmp / "optimizer.pt")
-        torch.save({"generator": gen.get_state()}, tmp / "rng.pt")
-        write_json(tmp / "state.json", {"step": step, "tokens": tokens, "seconds": seconds})
 
-
-def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
-    """Train and write the model folder `cfg.out`; returns the run summary (also in provenance.json)."""
-    from safetensors.torch import load_model
-    from tqdm.auto import tqdm
-    from transformers import AutoTokenizer, LlamaForCausalLM
+def _tokenizer(cfg: PretrainConfig, run: RunFolder, resume: bool, train_docs) -> tuple:
+    """(tokenizer, init folder, its provenance): --init's, the run's own on resume, else a new BPE."""
+    from transformers import AutoTokenizer
 
     from .data.bpe import train_bpe
 
-    if cfg.autocast not in ("none", "bfloat16"):
-        raise LongRopeError(f"--autocast must be none or bfloat16, got {cfg.autocast!r}")
-    torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    work = Path(cfg.work) if cfg.work else out.with_name(out.name + ".work")
-    work.mkdir(parents=True, exist_ok=True)
-    log, ckpt, tok_dir = work / "log.jsonl", work / "checkpoint", work / "tokenizer"
-    if resume and not (ckpt / "state.json").is_file():
-        raise LongRopeError(f"nothing to resume: no checkpoint in {ckpt}")
-    if not resume and log.exists():
-        log.unlink()
-
-    t0 = time.time()
-    from .data import build_samples, tokenize_documents
-
-    train_docs, val_docs = _corpus(cfg)
-    init_info = None
+    tok_dir = run.work / "tokenizer"
     if cfg.init:
         from .models import resolve
 
         init = resolve(cfg.init)
-        tok = AutoTokenizer.from_pretrained(init, local_files_only=True)
-        if (init / "provenance.json").is_file():
-            init_info = json.loads((init / "provenance.json").read_text())
-    elif resume and (tok_dir / "tokenizer.json").is_file():
-        tok = AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
-    else:
-        tok = train_bpe([d.text for d in train_docs], cfg.vocab_size)
-        with atomic_dir(tok_dir) as tmp:
-            tok.save_pretrained(tmp)
+        info = json.loads((init / "provenance.json").read_text()) if (init / "provenance.json").is_file() else None
+        return AutoTokenizer.from_pretrained(init, local_files_only=True), init, info
+    if resume and (tok_dir / "tokenizer.json").is_file():
+        return AutoTokenizer.from_pretrained(tok_dir, local_files_only=True), None, None
+    tok = train_bpe([d.text for d in train_docs], cfg.vocab_size)
+    with atomic_dir(tok_dir) as tmp:
+        tok.save_pretrained(tmp)
+    return tok, None, None
+
+
+def _data(cfg: PretrainConfig, run: RunFolder, resume: bool) -> _Data:
+    """The tokenizer, the training token stream and the validation samples."""
+    from .data import build_samples, tokenize_documents
+
+    t0 = time.time()
+    train_docs, val_docs = _corpus(cfg)
+    tok, init, init_info = _tokenizer(cfg, run, resume, train_docs)
     train_ids = tokenize_documents(train_docs, tok, cfg.cache_dir)
     val_ids = tokenize_documents(val_docs, tok, cfg.cache_dir)
     sep = [tok.eos_token_id, tok.bos_token_id]
@@ -232,56 +225,55 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
         raise LongRopeError(f"the training data holds {len(stream):,} tokens, too few for {cfg.window}-token samples")
     val = build_samples(val_ids, cfg.window, None, mode="join", bos_id=tok.bos_token_id,
                         sep_id=tok.eos_token_id, seed=cfg.seed)
-    val.tensors = val.tensors[:cfg.eval_samples]
-    prep_seconds = time.time() - t0
+    return _Data(tok, train_ids, val_ids, stream, val.tensors[:cfg.eval_samples], init, init_info,
+                 time.time() - t0)
+
+
+def _model(cfg: PretrainConfig, data: _Data):
+    """A new Llama (seeded init), or --init's model in float32 (its sizes then fill `cfg`)."""
+    from transformers import LlamaForCausalLM
 
     torch.manual_seed(cfg.seed)  # weight init draws from the global generator inside transformers
-    if cfg.init:  # a second stage: the given model's config and weights, in float32
-        model = LlamaForCausalLM.from_pretrained(init, dtype=torch.float32, local_files_only=True)
-        if model.config.max_position_embeddings != cfg.window:
-            raise LongRopeError(f"--window {cfg.window} differs from the window of {init} "
-                                f"({model.config.max_position_embeddings})")
-        mc = model.config
-        cfg.layers, cfg.hidden, cfg.heads = mc.num_hidden_layers, mc.hidden_size, mc.num_attention_heads
-        cfg.intermediate, cfg.vocab_size, cfg.head_dim = mc.intermediate_size, mc.vocab_size, mc.head_dim
-    else:
-        model = LlamaForCausalLM(model_config(cfg, len(tok)))
-    model.train()
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    gen = torch.Generator().manual_seed(cfg.seed)
-    step, tokens, seconds = 0, 0, 0.0
-    if resume:
-        load_model(model, str(ckpt / "model.safetensors"))
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        gen.set_state(torch.load(ckpt / "rng.pt", weights_only=True)["generator"])
-        state = json.loads((ckpt / "state.json").read_text())
-        step, tokens, seconds = state["step"], state["tokens"], state["seconds"]
-        _truncate_log(log, step)
-    batches = Batches(stream, tok, cfg, gen)
-    n_params = sum(p.numel() for p in model.parameters())
-    bar = tqdm(total=cfg.steps, initial=step, disable=not progress or None, desc="pretrain", unit="step")
-    last, answer_losses = {}, []
+    if data.init is None:
+        return LlamaForCausalLM(model_config(cfg, len(data.tok)))
+    model = LlamaForCausalLM.from_pretrained(data.init, dtype=torch.float32, local_files_only=True)
+    if model.config.max_position_embeddings != cfg.window:
+        raise LongRopeError(f"--window {cfg.window} differs from the window of {data.init} "
+                            f"({model.config.max_position_embeddings})")
+    mc = model.config
+    cfg.layers, cfg.hidden, cfg.heads = mc.num_hidden_layers, mc.hidden_size, mc.num_attention_heads
+    cfg.intermediate, cfg.vocab_size, cfg.head_dim = mc.intermediate_size, mc.vocab_size, mc.head_dim
+    return model
+
+
+def _train_step(model, head: LMHead, opt, batches: Batches, step: int, cfg: PretrainConfig):
+    """One optimizer step; returns (loss, scored tokens, answer-token loss or None)."""
+    x, y, ans = batches.next()
+    for g in opt.param_groups:
+        g["lr"] = lr_at(step, cfg.lr, steps=cfg.steps, warmup=cfg.warmup, min_ratio=cfg.min_lr_ratio,
+                        shape="cosine")
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16"):
+        logits = _logits(model, head, x)
+    loss, answer_loss = _weighted_loss(logits, y, ans, cfg.passkey_weight)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    return float(loss.detach()), int((y != IGNORE).sum()), answer_loss
+
+
+def _train(cfg: PretrainConfig, run: RunFolder, model, opt, gen, data: _Data, state: dict,
+           progress: bool) -> tuple[dict, float]:
+    """The steps from the checkpoint's (`state`) to the end; returns the last log row and the wall time."""
+    step, tokens, seconds = state["step"], state["tokens"], state["seconds"]
+    batches, head = Batches(data.stream, data.tok, cfg, gen), LMHead(model)
+    steplog = StepLog(run.log, total=cfg.steps, initial=step, desc="pretrain", show=progress, postfix="{:.3f}")
+    last, answer_losses = {"step": step, "tokens": tokens}, list(state.get("answer_losses", []))
     t_start = time.time() - seconds
-    cpu_start = time.process_time()
     while step < cfg.steps:
-        x, y, ans = batches.next()
-        for g in opt.param_groups:
-            g["lr"] = _lr_at(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16"):
-            fwd = model(input_ids=x, labels=y if cfg.passkey_weight == 1.0 else None)
-        loss, answer_loss = _weighted_loss(fwd.logits, y, ans, cfg.passkey_weight)
-        if fwd.loss is not None:  # weight 1: transformers' own loss (plain mean over scored tokens)
-            loss = fwd.loss
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        loss, n, answer_loss = _train_step(model, head, opt, batches, step, cfg)
         step += 1
-        tokens += int((y != -100).sum())
-        loss = float(loss.detach())
+        tokens += n
         if answer_loss is not None:
             answer_losses.append(answer_loss)
         last = {"step": step, "loss": round(loss, 6), "lr": opt.param_groups[0]["lr"], "tokens": tokens,
@@ -290,48 +282,68 @@ def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True
             last["passkey_answer_loss"] = round(sum(answer_losses) / len(answer_losses), 4)
             answer_losses = []
         if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-            last["val_loss"] = round(evaluate(model, val.tensors), 6)
-        if step % cfg.log_every == 0 or "val_loss" in last or step == cfg.steps:
-            append_line(log, json.dumps(last))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}")
+            last["val_loss"] = round(evaluate(model, data.val), 6)
+        logged = step % cfg.log_every == 0 or "val_loss" in last or step == cfg.steps
+        steplog.step(last if logged else None, loss)
         if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            _save_checkpoint(ckpt, model, opt, gen, step, tokens, time.time() - t_start)
-    bar.close()
-    wall = time.time() - t_start
-    val_loss = last.get("val_loss") if "val_loss" in last else round(evaluate(model, val.tensors), 6)
-    summary = {
+            save_checkpoint(run.checkpoint, model, {"step": step, "tokens": tokens, "seconds": time.time() - t_start,
+                                                    "answer_losses": answer_losses},  # not yet logged
+                            optimizer=opt, generator=gen)
+    steplog.close()
+    return last, time.time() - t_start
+
+
+def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
+    """Train and write the model folder `cfg.out`; returns the run summary (also in provenance.json)."""
+    if cfg.autocast not in ("none", "bfloat16"):
+        raise LongRopeError(f"--autocast must be none or bfloat16, got {cfg.autocast!r}")
+    torch.set_num_threads(cfg.threads)
+    run = RunFolder(cfg.out, cfg.work)  # the output and work paths: checked here, first
+    run.check_resume(resume)
+    run.work.mkdir(parents=True, exist_ok=True)
+    data = _data(cfg, run, resume)
+    model = _model(cfg, data)
+    model.train()
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    state = {"step": 0, "tokens": 0, "seconds": 0.0}
+    if resume:
+        load_weights(run.checkpoint, model)
+        load_state(run.checkpoint, optimizer=opt, generator=gen)
+        state = run.read_state()
+    run.start(resume, state["step"])
+    cpu_start = time.process_time()
+    last, wall = _train(cfg, run, model, opt, gen, data, state, progress)
+    val_loss = last.get("val_loss") if "val_loss" in last else round(evaluate(model, data.val), 6)
+    summary = _summary(cfg, model, data, last, val_loss, wall, time.process_time() - cpu_start, run.log)
+    _write_output(run.out, model, data.tok, cfg, summary, run.log)
+    return summary
+
+
+def _summary(cfg: PretrainConfig, model, data: _Data, last: dict, val_loss: float, wall: float,
+             cpu: float, log: Path) -> dict:
+    return {
         "command": cfg.command, "seed": cfg.seed, "config": {k: v for k, v in asdict(cfg).items()
                                                               if k not in ("command", "extra")},
-        "parameters": n_params, "steps": step, "tokens_seen": tokens,
+        "parameters": sum(p.numel() for p in model.parameters()), "steps": last.get("step", 0),
+        "tokens_seen": last.get("tokens", 0),
         "final_train_loss": _mean_recent(log, 20), "final_val_loss": val_loss,
         "final_val_ppl_256": round(math.exp(val_loss), 4), "train_seconds": round(wall, 1),
-        "train_cpu_seconds_this_process": round(time.process_time() - cpu_start, 1),
-        "prep_seconds": round(prep_seconds, 1), "python": sys.version.split()[0],
+        "train_cpu_seconds_this_process": round(cpu, 1),
+        "prep_seconds": round(data.seconds, 1), "python": sys.version.split()[0],
         "platform": platform.platform(), "torch": torch.__version__, "threads": cfg.threads,
         "corpus": {"source": cfg.data or "builtin",
-                   "train": {"docs": len(train_ids), "tokens": sum(map(len, train_ids))},
-                   "validation": {"docs": len(val_ids), "tokens": sum(map(len, val_ids))}},
-        **({"init_from": str(cfg.init), "init_provenance": init_info} if cfg.init else {}),
+                   "train": {"docs": len(data.train_ids), "tokens": sum(map(len, data.train_ids))},
+                   "validation": {"docs": len(data.val_ids), "tokens": sum(map(len, data.val_ids))}},
+        **({"init_from": str(cfg.init), "init_provenance": data.init_info} if cfg.init else {}),
         **cfg.extra,
     }
-    _write_output(out, model, tok, cfg, summary, log)
-    return summary
 
 
 def _mean_recent(log: Path, n: int) -> float | None:
     rows = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     rows = rows[-n:]
     return round(sum(r["loss"] for r in rows) / len(rows), 4) if rows else None
-
-
-def _truncate_log(log: Path, step: int) -> None:
-    """Drop log lines past the checkpoint, so a resumed run's log reads as one run."""
-    if not log.exists():
-        return
-    keep = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
-    with atomic_path(log) as tmp:
-        tmp.write_text("".join(line + "\n" for line in keep))
 
 
 def _write_output(out: Path, model, tok, cfg: PretrainConfig, summary: dict, log: Path) -> None:

@@ -1,7 +1,7 @@
 """The built-in tokenizer recipe: byte-level BPE, digits one by one, BOS added, stock-loadable."""
 from __future__ import annotations
 
-from _data_fixtures import make_text, small_tokenizer
+from tests.data.helpers import make_text, small_tokenizer
 from longrope.data.bpe import train_bpe
 
 

@@ -1,7 +1,7 @@
 """`longrope data stats` / `longrope data samples` through longrope.cli.main."""
 from __future__ import annotations
 
-from _data_fixtures import tokenizer_model_dir, write_corpus
+from tests.data.helpers import tokenizer_model_dir, write_corpus
 from longrope.cli import main
 
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from _data_fixtures import small_tokenizer
-from longrope.data.passkey import (FILLER, INTRO, QUESTION, first_integer, passkey_prompt, prompt_text,
-                                   random_keys)
+from longrope.data.passkey import FILLER, INTRO, QUESTION, passkey_prompt, prompt_text
 from longrope.errors import LongRopeError
+from longrope.eval.passkey import parse_answer
+from tests.data.helpers import small_tokenizer
 
 
 @pytest.mark.parametrize("length", [256, 300, 1000])
@@ -64,14 +64,6 @@ def test_bad_arguments():
         passkey_prompt(tok, 300, 0.5, -3)
 
 
-def test_first_integer_and_keys():
-    assert first_integer(" 12345. Remember") == 12345
-    assert first_integer(" is 0042 and 7") == 42
-    assert first_integer(" no digits") is None
-    keys = random_keys(200, seed=1)
-    assert keys == random_keys(200, seed=1) and all(1 <= k <= 50000 for k in keys)
-
-
 def test_mixed_passkey_samples_hold_prompt_answer_then_text():
     import torch
 
@@ -88,7 +80,7 @@ def test_mixed_passkey_samples_hold_prompt_answer_then_text():
         row = mixed[i].tolist()
         text = tok.decode(row)
         assert text.startswith(tok.bos_token + INTRO) and QUESTION in text
-        key = first_integer(text[text.index("The pass key is"):])
+        key = parse_answer(text[text.index("The pass key is"):])
         # the answer follows the question, then EOS, then the original row's first tokens
         end = max(j + len(q) for j in range(len(row) - len(q) + 1) if row[j:j + len(q)] == q)
         ans = answer_ids(tok, key)

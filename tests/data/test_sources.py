@@ -7,7 +7,7 @@ import pytest
 
 from longrope.cli import main
 from longrope.data import Document, load_documents
-from longrope.data.sources import SPLITS, load_builtin, split_of, split_stats, stdlib_files
+from longrope.data.sources import SPLITS, load_builtin, split_of, stdlib_files
 from longrope.errors import LongRopeError
 
 
@@ -34,8 +34,6 @@ def test_split_depends_only_on_relative_path(tmp_path):
     b = [(r, split_of(r)) for r, _ in stdlib_files(tmp_path / "b" / "deeper")]
     assert a == b
     assert [r for r, _ in a] == ["pkg/y.py", "pkg/z.py", "x.py"]  # test folders are left out
-    stats = split_stats(tmp_path / "a")
-    assert sum(s["docs"] for s in stats.values()) == 3
 
 
 def test_builtin_loads_the_held_out_splits():
@@ -127,7 +125,7 @@ def test_bad_inputs_raise_one_line(tmp_path, case, match):
 
 @pytest.mark.parametrize("case", ["missing", "empty", "jsonl_field"])
 def test_cli_bad_data_exits_2_with_one_line(tmp_path, capsys, case):
-    from _data_fixtures import tokenizer_model_dir
+    from tests.data.helpers import tokenizer_model_dir
 
     model = tokenizer_model_dir(tmp_path / "m")
     (tmp_path / "empty.txt").write_text("")

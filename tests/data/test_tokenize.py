@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from _data_fixtures import make_text, small_tokenizer
+from tests.data.helpers import make_text, small_tokenizer
 from longrope.data import Document, tokenize_documents
 from longrope.data import tokenize as tokmod
 

@@ -6,8 +6,7 @@ import json
 import pytest
 import torch
 
-from _eval_fixtures import char_tok, one_thread, text_dir, tiny_model_dir  # noqa: F401  (fixtures)
-from conftest import make_tiny
+from tests.helpers import make_tiny
 from longrope.cli import main
 from longrope.eval.compare import compare, original_window
 from longrope.eval.perplexity import perplexity

@@ -7,8 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from conftest import make_tiny
-from _eval_fixtures import char_tok, one_thread  # noqa: F401  (fixtures)
+from tests.helpers import make_tiny
 from longrope.errors import LongRopeError
 from longrope.eval.passkey import parse_answer, passkey_eval, summarize, trial_key
 

@@ -7,8 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from _eval_fixtures import one_thread  # noqa: F401  (fixture)
-from conftest import FAMILIES, make_tiny
+from tests.helpers import FAMILIES, make_tiny
 from longrope.errors import LongRopeError
 from longrope.eval.perplexity import perplexity
 

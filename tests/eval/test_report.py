@@ -1,13 +1,12 @@
 """Report tables and plots from a hand-made results dict."""
 from __future__ import annotations
 
-import builtins
-
 import pytest
 
 from longrope.errors import LongRopeError
 from longrope.eval.report import (length_table, markdown_table, plot_passkey, plot_ppl, render_report,
                                   safe_name, short_table)
+from tests.helpers import without_module
 
 RESULTS = {
     "ppl": {"none": {"256": 10.0, "512": 250.5, "1024": 12345.0}, "yarn": {"256": 10.5, "512": 11.0, "1024": 12.25}},
@@ -48,15 +47,8 @@ def test_plots_are_png(tmp_path):
 
 
 def test_missing_matplotlib_is_one_line_error(tmp_path, monkeypatch):
-    real = builtins.__import__
-
-    def block(name, *a, **k):
-        if name == "matplotlib" or name.startswith("matplotlib."):
-            raise ImportError(name)
-        return real(name, *a, **k)
-
-    monkeypatch.setattr(builtins, "__import__", block)
-    with pytest.raises(LongRopeError, match=r"pip install 'longrope\[plot\]'"):
+    with without_module(monkeypatch, "matplotlib"), \
+            pytest.raises(LongRopeError, match=r"pip install 'longrope\[plot\]'"):
         plot_ppl(RESULTS, tmp_path / "p.png")
 
 

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from _eval_fixtures import char_tok, tiny_model_dir  # noqa: F401  (fixtures)
-from conftest import make_tiny
+from tests.helpers import make_tiny
 from longrope.cli import main
 from longrope.errors import LongRopeError
 from longrope.eval import tasks as tasks_mod

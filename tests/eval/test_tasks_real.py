@@ -6,8 +6,6 @@ import re
 
 import pytest
 
-from _eval_fixtures import one_thread  # noqa: F401  (fixture)
-
 pytest.importorskip("lm_eval")
 pytest.importorskip("wonderwords")
 

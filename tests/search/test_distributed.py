@@ -2,7 +2,6 @@
 processes and the result is identical to a single-process run with the same seed."""
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 
 from longrope import cli
 
-from _search_fixtures import cli_env, save_tiny, write_texts
+from tests.helpers import cli_env, run_group, save_tiny, torch_threads, write_texts
 
 ARGS = ["--target-length", "128", "--docs", "3", "--population", "10", "--parents", "5",
         "--mutations", "4", "--crossovers", "4", "--iterations", "4", "--seed", "11"]
@@ -32,17 +31,12 @@ def test_two_processes_give_the_single_process_result(tmp_path):
         pytest.skip("torchrun not installed")
     model, texts = save_tiny(tmp_path / "model"), write_texts(tmp_path / "texts", n=4)
     common = ["--model", str(model), "--data", str(texts), *ARGS]
-    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "longrope", "search",
-                           *common, "--out", str(tmp_path / "two")], env=cli_env(), capture_output=True,
-                          text=True, timeout=300)
+    proc = run_group([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "longrope", "search",
+                      *common, "--out", str(tmp_path / "two")], env=cli_env(), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("best ppl") == 1  # only rank 0 reports (and writes)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         assert cli.main(["search", *common, "--out", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(threads)
     two, one = outputs(tmp_path / "two"), outputs(tmp_path / "one")
     assert two[3] == 2 and one[3] == 1
     assert 0.4 * one[4] <= two[4] <= 0.6 * one[4]  # rank 0 scored about half of the candidates

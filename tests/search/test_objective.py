@@ -8,7 +8,7 @@ import torch
 from longrope.errors import LongRopeError
 from longrope.search.objective import critical_dim, needle_samples, resolve_critical, seed_factors
 
-from _search_fixtures import char_tokenizer
+from tests.helpers import char_tokenizer
 
 
 def test_seed_factors_are_the_exact_factors_each_method_implies():
@@ -57,14 +57,10 @@ def test_needle_samples_put_the_key_early_and_score_only_the_answer():
 
 
 def test_objective_reuses_screened_documents_and_matches_perplexity():
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from conftest import make_tiny
     from longrope import patch
     from longrope.eval.perplexity import perplexity
     from longrope.search.objective import Objective
+    from tests.helpers import make_tiny
     from longrope.search.space import Space
 
     model = make_tiny("llama")

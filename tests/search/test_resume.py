@@ -11,20 +11,20 @@ import sys
 import time
 
 import pytest
-import torch
 
 from longrope import cli
 
-from _search_fixtures import cli_env, save_tiny, write_texts
+from tests.helpers import cli_env, save_tiny, spawn, torch_threads, write_texts
 
 ARGS = ["--target-length", "256", "--docs", "3", "--population", "12", "--parents", "6",
         "--mutations", "6", "--crossovers", "6", "--iterations", "10", "--patience", "0",
         "--screen-docs", "1", "--promote", "0.5", "--seed", "3"]
 
 
-def search(*argv, **kw):
-    return subprocess.Popen([sys.executable, "-m", "longrope", "search", *map(str, argv)], env=cli_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+def search(*argv):
+    """`longrope search` as a process in its own session; its group is killed on leaving the block."""
+    return spawn([sys.executable, "-m", "longrope", "search", *argv], env=cli_env(),
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def generation(out):
@@ -46,8 +46,7 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
     model, texts = save_tiny(tmp_path / "model"), write_texts(tmp_path / "texts", n=4, words=400)
     common = ["--model", model, "--data", texts, *ARGS]
     killed_out = tmp_path / "killed"
-    victim = search(*common, "--out", killed_out)
-    try:
+    with search(*common, "--out", killed_out) as victim:
         deadline = time.time() + 120
         while generation(killed_out) < 3 and victim.poll() is None and time.time() < deadline:
             time.sleep(0.01)
@@ -55,18 +54,11 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path):
         assert victim.poll() is None, "the run finished before it could be killed: make it longer"
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait()
-    finally:
-        if victim.poll() is None:
-            victim.kill()
     killed_at = generation(killed_out)
     assert 3 <= killed_at < 10 and not json.loads((killed_out / "state.json").read_text())["done"]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         assert cli.main(["search", "--out", str(killed_out), "--resume"]) == 0
         assert cli.main(["search", *map(str, common), "--out", str(tmp_path / "whole")]) == 0
-    finally:
-        torch.set_num_threads(threads)
     a, b = comparable(tmp_path / "whole"), comparable(killed_out)
     assert a[0]["long_factor"] == b[0]["long_factor"] and a[0]["n_hat"] == b[0]["n_hat"]
     assert a[0] == b[0]  # including the best ppl and the baselines in the provenance

@@ -4,23 +4,20 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from longrope import cli
 from longrope.errors import LongRopeError
 from longrope.search.runner import SearchConfig, _samples, run_search
 
-from _search_fixtures import save_tiny, write_texts
+from tests.helpers import save_tiny, torch_threads, write_texts
 
 SMALL = dict(population=8, parents=4, mutations=3, crossovers=3, iterations=3, docs=3)
 
 
 @pytest.fixture(autouse=True)
 def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models: threads only add contention
-    yield
-    torch.set_num_threads(n)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -113,7 +110,7 @@ def test_one_line_errors_exit_2(files, tmp_path, capsys):
 
     norope = tmp_path / "gpt2"
     GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=128, n_positions=64)).save_pretrained(norope)
-    from _search_fixtures import char_tokenizer
+    from tests.helpers import char_tokenizer
     char_tokenizer().save_pretrained(norope)
     rc, err = run_cli(["--model", norope, "--data", texts, "--out", tmp_path / "g", "--target-length", 128], capsys)
     assert rc == 2 and "no rotary embedding" in err and "\n" not in err

@@ -5,7 +5,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,17 +12,13 @@ import torch
 from longrope import cli
 from longrope.train.finetune import BatchPlan, FinetuneConfig, lr_factor, short_pieces
 from longrope.train.loss import CausalLMLoss
-
-from _finetune_fixtures import cli_env, losses, save_tiny, write_texts
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import make_tiny  # noqa: E402
+from tests.helpers import cli_env, losses, make_tiny, run_group, save_tiny, spawn, torch_threads, write_texts
 
 
 @pytest.fixture(scope="module")
 def assets(tmp_path_factory):
     root = tmp_path_factory.mktemp("ft")
-    return save_tiny(root / "model"), write_texts(root / "texts"), root / "cache"
+    return save_tiny(root / "model", bos=False), write_texts(root / "texts"), root / "cache"
 
 
 def args(model, texts, cache, out, *extra, steps=6, length=64):
@@ -139,31 +134,26 @@ def test_killed_finetune_resumes_and_finishes(assets, tmp_path):
     out, work = tmp_path / "out", tmp_path / "out.work"
     run = args(model, texts, cache, out, "--checkpoint-every", "10", steps=80)
     cmd = [sys.executable, "-m", "longrope", *run]
-    proc = subprocess.Popen(cmd, env=cli_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.time() + 120
-    while not (work / "checkpoint" / "state.json").is_file():
-        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-        assert time.time() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
+    with spawn(cmd, env=cli_env(1), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as proc:
+        deadline = time.time() + 120
+        while not (work / "checkpoint" / "state.json").is_file():
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            assert time.time() < deadline, "no checkpoint within 120 s"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
     assert proc.returncode == -signal.SIGKILL and not out.exists()
     at_kill = json.loads((work / "checkpoint" / "state.json").read_text())["step"]
     assert 10 <= at_kill < 80
-    done = subprocess.run(cmd + ["--resume"], env=cli_env(1), capture_output=True, text=True, timeout=300)
+    done = run_group(cmd + ["--resume"], env=cli_env(1), timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     rows = [json.loads(line) for line in (work / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 81))
     assert json.loads((out / "finetune.json").read_text())["steps"] == 80
     # the same run without the kill, in this process on one thread, gives the same losses
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         ref = tmp_path / "ref"
         assert cli.main(args(model, texts, cache, ref, "--checkpoint-every", "0", steps=80)) == 0
-    finally:
-        torch.set_num_threads(threads)
     torch.testing.assert_close(torch.tensor([r["loss"] for r in rows]),
                                torch.tensor(losses(tmp_path / "ref.work" / "log.jsonl")), atol=1e-6, rtol=0)
 
@@ -243,3 +233,23 @@ def test_passkey_share_puts_answered_prompts_into_the_training_samples(assets, t
     assert torch.equal(training_samples(cfg, tok), mixed)
     # the share is part of the trajectory: a resume with another share is refused
     assert "passkey_share" in cfg.fingerprint()
+
+
+def test_a_resume_without_optimizer_state_notes_it_through_the_log_callback(assets, tmp_path, capsys):
+    from longrope.train.finetune import finetune
+
+    model, texts, cache = assets
+
+    def cfg():
+        return FinetuneConfig(out=str(tmp_path / "o"), model=str(model), data=str(texts), cache_dir=str(cache),
+                              scaling="yarn:2", length=64, steps=2, batch_size=2, lr=1e-3, warmup=1,
+                              checkpoint_every=1)
+
+    notes = []
+    with torch_threads(1):
+        finetune(cfg(), progress=False)
+        (tmp_path / "o.work" / "checkpoint" / "optimizer.pt").unlink()  # as a sharded engine saves it
+        capsys.readouterr()
+        summary = finetune(cfg(), resume=True, progress=False, log=notes.append)
+    assert summary["steps"] == 2 and len(notes) == 1 and "AdamW moments restart" in notes[0]
+    assert "AdamW" not in capsys.readouterr().err  # the library itself prints nothing

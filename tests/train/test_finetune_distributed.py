@@ -2,7 +2,6 @@
 share of every global batch, and the losses and weights are those of the single-process run."""
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import torch
 
 from longrope import cli
 
-from _finetune_fixtures import cli_env, losses, save_tiny, write_texts
+from tests.helpers import cli_env, losses, run_group, save_tiny, torch_threads, write_texts
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
@@ -21,21 +20,16 @@ def test_two_processes_give_the_single_process_losses(tmp_path):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun not installed")
-    model, texts = save_tiny(tmp_path / "model"), write_texts(tmp_path / "texts")
+    model, texts = save_tiny(tmp_path / "model", bos=False), write_texts(tmp_path / "texts")
     common = ["--model", str(model), "--data", str(texts), "--cache-dir", str(tmp_path / "cache"),
               "--scaling", "yarn:2", "--length", "64", "--steps", "5", "--batch-size", "4", "--lr", "1e-3",
               "--warmup", "1", "--checkpoint-every", "2", "--loss-chunk", "16", "--no-progress"]
-    proc = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "longrope", "finetune",
-                           *common, "--out", str(tmp_path / "two")], env=cli_env(1), capture_output=True,
-                          text=True, timeout=300)
+    proc = run_group([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "longrope", "finetune",
+                      *common, "--out", str(tmp_path / "two")], env=cli_env(1), timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("wrote") == 1  # only the main process reports and writes
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         assert cli.main(["finetune", *common, "--out", str(tmp_path / "one")]) == 0
-    finally:
-        torch.set_num_threads(threads)
     one, two = losses(tmp_path / "one.work" / "log.jsonl"), losses(tmp_path / "two.work" / "log.jsonl")
     assert len(one) == len(two) == 5 and one[-1] < one[0] - 0.2
     torch.testing.assert_close(torch.tensor(two), torch.tensor(one), atol=1e-5, rtol=0)

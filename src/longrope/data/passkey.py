@@ -9,7 +9,6 @@ as possible without exceeding `length` tokens (special tokens the tokenizer adds
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 
 import torch
@@ -92,17 +91,6 @@ def passkey_prompt(tokenizer, length: int, depth: float, key: int, *, seed: int 
     ids, offsets = _encode(tokenizer, text)
     pos = _key_token_index(tokenizer, text, ids, offsets, key_at)
     return PasskeyPrompt(torch.tensor(ids, dtype=torch.long), key, pos, depth)
-
-
-def first_integer(text: str) -> int | None:
-    """The first integer in generated text (the passkey answer), or None."""
-    m = re.search(r"\d+", text)
-    return int(m.group()) if m else None
-
-
-def random_keys(count: int, seed: int = 0) -> list[int]:
-    rng = random.Random(seed)
-    return [rng.randint(KEY_MIN, KEY_MAX) for _ in range(count)]
 
 
 def answer_ids(tokenizer, key: int) -> list[int]:

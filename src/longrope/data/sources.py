@@ -201,15 +201,3 @@ def load_documents(source: str | None = None, split: str = "test") -> list[Docum
     if not text.strip():
         raise LongRopeError(f"empty file: {path}")
     return [Document(str(path), text)]
-
-
-def split_stats(root: Path | None = None) -> dict[str, dict[str, int]]:
-    """Files and characters per split of the built-in corpus (no tokenization)."""
-    stats = {s: {"docs": 0, "chars": 0} for s in SPLITS}
-    for rel, path in stdlib_files(root):
-        text = path.read_text(encoding="utf-8", errors="replace")
-        if text.strip():
-            s = stats[split_of(rel)]
-            s["docs"] += 1
-            s["chars"] += len(text)
-    return stats

@@ -1,8 +1,9 @@
 """Perplexity of a causal LM, lean on memory: the full `[length, vocab]` logits never exist at once.
 
 The base model (the decoder without its LM head) runs once per window under `torch.inference_mode`
-with SDPA and no KV cache; the LM head is then applied to `chunk` positions at a time, the loss is
-taken in float32 and summed. Only the positions that are scored pass through the head. In windows
+with SDPA and no KV cache; the LM head (`longrope.lm_head`: the family's final-logit transforms
+included, as in training) is then applied to `chunk` positions at a time, the loss is taken in
+float32 and summed. Only the positions that are scored pass through the head. In windows
 longer than `mlp_chunk` the layers' MLPs run on that many positions at a time (exact, as an MLP acts
 on each position alone), so the largest activations, [T, intermediate], never exist at full length.
 
@@ -25,9 +26,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..errors import LongRopeError
+from ..lm_head import LMHead, token_nll
 
 
 @dataclass
@@ -43,32 +44,6 @@ class PplResult:
     def to_dict(self) -> dict:
         return {"ppl": self.ppl, "nll": self.nll, "tokens": self.tokens, "docs": self.docs,
                 "seconds": self.seconds, "by_range": self.by_range}
-
-
-class _Head:
-    """The LM head of `model` as a function of hidden states, including the final logit transforms
-    some families apply (Gemma soft-capping, Cohere `logit_scale`, Granite `logits_scaling`)."""
-
-    def __init__(self, model):
-        lin = model.get_output_embeddings()
-        if lin is None or not hasattr(lin, "weight"):
-            raise LongRopeError(f"{type(model).__name__} has no output embedding (LM head) to score with")
-        self.weight, self.bias = lin.weight, getattr(lin, "bias", None)
-        cfg = model.config
-        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        self.softcap = getattr(cfg, "final_logit_softcapping", None)
-        self.mult = float(getattr(cfg, "logit_scale", None) or 1.0)
-        div = getattr(cfg, "logits_scaling", None)
-        if div:
-            self.mult /= float(div)
-
-    def __call__(self, h: torch.Tensor) -> torch.Tensor:
-        logits = F.linear(h, self.weight, self.bias).float()
-        if self.mult != 1.0:
-            logits = logits * self.mult
-        if self.softcap:
-            logits = torch.tanh(logits / self.softcap) * self.softcap
-        return logits
 
 
 def _base(model):
@@ -145,7 +120,7 @@ class _Acc:
                 self.r_n[k] += (hi - lo) * nll.shape[0]
 
 
-def _score_span(base, head: _Head, ids: torch.Tensor, begin: int, lo: int, end: int, chunk: int,
+def _score_span(base, head: LMHead, ids: torch.Tensor, begin: int, lo: int, end: int, chunk: int,
                 acc: _Acc, mlp_chunk: int | None) -> None:
     """Run the decoder on ids[:, begin:end] and add the NLL of target positions lo .. end-1."""
     window = ids[:, begin:end]
@@ -159,8 +134,8 @@ def _score_span(base, head: _Head, ids: torch.Tensor, begin: int, lo: int, end: 
         e = min(s + chunk, end)
         logits = head(hidden[:, s - 1 - begin:e - 1 - begin])
         tgt = ids[:, s:e]
-        nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tgt.reshape(-1), reduction="none")
-        acc.add(nll.view(tgt.shape), s)
+        nll = token_nll(logits, tgt)  # [batch, e - s]
+        acc.add(nll, s)
         del logits, nll
     del hidden
 
@@ -217,7 +192,7 @@ def perplexity(model, samples: Sequence[torch.Tensor], *, stride: int | None = N
     if stride is not None and (stride < 1 or stride > (window or min(s.shape[-1] for s in samples))):
         raise LongRopeError(f"stride must be between 1 and the window length, got {stride}")
     ranges = _parse_ranges(positions)
-    base, head = _base(model), _Head(model)
+    base, head = _base(model), LMHead(model)
     device = head.weight.device
     t0 = time.perf_counter()
     doc_nll: list[float] = []

@@ -91,13 +91,8 @@ def render_report(results: dict, images: dict[str, str] | None = None) -> str:
 
 
 def _plt():
-    try:
-        import matplotlib
-    except ImportError:
-        raise LongRopeError("plots need matplotlib: pip install 'longrope[plot]'") from None
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    return plt
+    from ..plotting import pyplot
+    return pyplot()
 
 
 def _save(fig, path: str | os.PathLike) -> None:

@@ -10,13 +10,10 @@ from .space import Candidate
 
 
 def plot_search(path: str | Path, doc: dict, best: Candidate) -> bool:
-    """Write the figure atomically; returns False (and writes nothing) without matplotlib."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
+    """Write the figure atomically; without matplotlib a one-line LongRopeError, as every plot."""
+    from ..plotting import pyplot
+
+    plt = pyplot()
     hist = doc["evolution"]["history"]
     gens = [h["generation"] for h in hist]
     best_ppl = [float(h["best_score"]) for h in hist]

@@ -19,18 +19,22 @@ turn it into a stock config with `longrope export`), `finetune.json` and the los
 """
 from __future__ import annotations
 
-import json
+import logging
 import math
 import shutil
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import torch
 
 from ..errors import LongRopeError
-from ..io import append_line, atomic_dir, atomic_path, write_json
+from ..io import atomic_dir, write_json
+from .toolkit import (RunFolder, StepLog, adamw, load_state, load_weights, lr_at,
+                      save_checkpoint)
+
+_logger = logging.getLogger(__name__)
 
 # fields that decide the trajectory: a resume with any of them changed is refused
 _FINGERPRINT = ("model", "scaling", "length", "steps", "data", "split", "batch_size", "micro_batch", "lr",
@@ -98,11 +102,7 @@ class FinetuneConfig:
 
 def lr_factor(step: int, cfg: FinetuneConfig) -> float:
     """Multiplier of the peak lr at optimizer step `step` (0-based): linear warm-up, linear decay."""
-    warm = cfg.warmup_steps
-    if step < warm:
-        return (step + 1) / warm
-    span = max(cfg.steps - warm, 1)
-    return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * (cfg.steps - step) / span
+    return lr_at(step, 1.0, steps=cfg.steps, warmup=cfg.warmup_steps, min_ratio=cfg.min_lr_ratio, shape="linear")
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -179,90 +179,42 @@ def short_pieces(x: torch.Tensor, window: int) -> torch.Tensor:
 
 
 # -- checkpoints --------------------------------------------------------------------------------
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def save_checkpoint(ckpt: Path, lm, opt, sched, state: dict, weights: dict | None = None) -> None:
-    """Weights (safetensors), optimizer, scheduler and RNG state, replaced atomically. `weights` is the
-    gathered full state dict under a sharded engine (FSDP, DeepSpeed), whose optimizer state is not
-    saved (it is sharded): a resume there restarts AdamW's moments."""
-    from safetensors.torch import save_file, save_model
-
-    with atomic_dir(ckpt) as tmp:
-        if weights is None:
-            save_model(lm, str(tmp / "model.safetensors"))
-            torch.save(opt.state_dict(), tmp / "optimizer.pt")
-        else:
-            save_file({k: v.detach().cpu().contiguous().clone() for k, v in weights.items()},
-                      str(tmp / "model.safetensors"))
-        torch.save(sched.state_dict(), tmp / "scheduler.pt")
-        torch.save(_rng_state(), tmp / "rng.pt")
-        write_json(tmp / "state.json", state)
-
-
-def load_checkpoint_weights(ckpt: Path, lm, cfg: FinetuneConfig) -> dict:
-    """Check the checkpoint was made with these settings, load its weights into `lm` (before the
-    engine wraps it); returns state.json."""
-    from safetensors.torch import load_file, load_model
-
-    state = json.loads((ckpt / "state.json").read_text())
+def _check_fingerprint(run: RunFolder, cfg: FinetuneConfig) -> dict:
+    """state.json of the checkpoint, refused when it was made with other trajectory settings."""
+    state = run.read_state()
     if state.get("config") != cfg.fingerprint():
         changed = sorted(k for k, v in cfg.fingerprint().items() if state.get("config", {}).get(k) != v)
-        raise LongRopeError(f"cannot resume: the checkpoint in {ckpt} was made with different "
+        raise LongRopeError(f"cannot resume: the checkpoint in {run.checkpoint} was made with different "
                             f"{', '.join(changed)}; use the same settings or a new --out/--work")
-    if (ckpt / "optimizer.pt").is_file():
-        load_model(lm, str(ckpt / "model.safetensors"), device=str(next(lm.parameters()).device))
-    else:  # a gathered state dict from a sharded engine
-        lm.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
     return state
 
 
-def load_checkpoint_state(ckpt: Path, opt, sched) -> bool:
-    """Optimizer (when saved), scheduler and RNG state, read with weights_only=True. Returns whether
-    the optimizer state was restored."""
-    has_opt = (ckpt / "optimizer.pt").is_file()
-    if has_opt:
-        opt.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-    sched.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    rng = torch.load(ckpt / "rng.pt", weights_only=True)
-    torch.set_rng_state(rng["torch"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(rng["cuda"])
-    return has_opt
+# -- the run, step by step ----------------------------------------------------------------------
+@dataclass
+class _Run:
+    """What the steps of one fine-tuning run share."""
+    cfg: FinetuneConfig
+    lm: Any
+    tok: Any
+    scaling: Any
+    original: int
+    samples: torch.Tensor
+    acc: Any = None
+    plan: BatchPlan | None = None
+    model: Any = None  # CausalLMLoss(lm) as the engine wrapped it
+    opt: Any = None
+    popt: Any = None  # the optimizer as the engine wrapped it
+    sched: Any = None
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
 
 
-def _truncate_log(log: Path, step: int) -> None:
-    """Drop log lines past the checkpoint, so a resumed run's log reads as one run."""
-    if not log.exists():
-        return
-    keep = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    with atomic_path(log) as tmp:
-        tmp.write_text("".join(line + "\n" for line in keep))
-
-
-# -- the loop -----------------------------------------------------------------------------------
-def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True) -> dict:
-    """Fine-tune and write the model folder `cfg.out` (main process); returns the run summary."""
-    from tqdm.auto import tqdm
-
+def _load(cfg: FinetuneConfig) -> _Run:
+    """The model with the scaling applied, its tokenizer and the training samples."""
     from ..models import load_model, load_tokenizer
-    from ..patch import apply, remove, rope_dims
+    from ..patch import apply, rope_dims
     from ..rope.scaling import parse_spec
-    from . import engine
-    from .loss import CausalLMLoss, shifted_targets
-
-    cfg.validate()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    out = Path(cfg.out)
-    work = Path(cfg.work) if cfg.work else out.with_name(out.name + ".work")
-    log, ckpt = work / "log.jsonl", work / "checkpoint"
-    if resume and not (ckpt / "state.json").is_file():
-        raise LongRopeError(f"nothing to resume: no checkpoint in {ckpt}")
 
     lm = load_model(cfg.model, dtype="float32", device="cpu", trust_remote_code=cfg.trust_remote_code)
     tok = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -271,14 +223,19 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
     _, _, original = rope_dims(lm)
     scaling = parse_spec(cfg.scaling, default_factor=cfg.length / original)
     apply(lm, scaling)
-    samples = training_samples(cfg, tok)
+    return _Run(cfg, lm, tok, scaling, original, training_samples(cfg, tok))
 
-    acc = engine.make_accelerator(cfg.device)
-    dp_rank, dp_world = engine.data_parallel_rank(acc)
-    plan = BatchPlan(samples, cfg, dp_rank, dp_world)
-    acc.gradient_accumulation_steps = plan.micros_per_rank
-    main = acc.is_main_process
-    torch.manual_seed(cfg.seed + acc.process_index)  # dropout, if the model has any
+
+def _set_up(r: _Run, run: RunFolder, resume: bool, log: Callable[[str], None]) -> None:
+    """Engine, batch plan, optimizer and schedule; on resume the checkpoint's weights and state."""
+    from . import engine
+    from .loss import CausalLMLoss
+
+    cfg, lm = r.cfg, r.lm
+    r.acc = engine.make_accelerator(cfg.device)
+    r.plan = BatchPlan(r.samples, cfg, *engine.data_parallel_rank(r.acc))
+    r.acc.gradient_accumulation_steps = r.plan.micros_per_rank
+    torch.manual_seed(cfg.seed + r.acc.process_index)  # dropout, if the model has any
     if cfg.gradient_checkpointing:
         if hasattr(lm, "activation_checkpointing_enable"):  # transformers >= 5.2x spelling
             lm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -286,89 +243,120 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
             lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     lm.config.use_cache = False
     lm.train()
-    decay = [p for p in lm.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in lm.parameters() if p.requires_grad and p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.95))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, cfg))
-    step, tokens, seconds = 0, 0, 0.0
+    r.opt = adamw(lm, cfg.lr, cfg.weight_decay)
+    r.sched = torch.optim.lr_scheduler.LambdaLR(r.opt, lambda s: lr_factor(s, cfg))
     if resume:
-        st = load_checkpoint_weights(ckpt, lm, cfg)
-        step, tokens, seconds = st["step"], st["tokens"], st["seconds"]
-    model, popt = engine.prepare(acc, CausalLMLoss(lm, cfg.loss_chunk), opt, cfg.micro_batch)
-    sharded = engine.sharded(acc)
-    if resume:
-        if not load_checkpoint_state(ckpt, opt, sched) and main:
-            print("longrope finetune: note: the checkpoint holds no optimizer state (the engine "
-                  "shards it); AdamW moments restart", file=sys.stderr)
-        if main:
-            _truncate_log(log, step)
-    elif main:
-        work.mkdir(parents=True, exist_ok=True)
-        log.unlink(missing_ok=True)
-    acc.wait_for_everyone()
+        st = _check_fingerprint(run, cfg)
+        load_weights(run.checkpoint, lm)
+        r.step, r.tokens, r.seconds = st["step"], st["tokens"], st["seconds"]
+    r.model, r.popt = engine.prepare(r.acc, CausalLMLoss(lm, cfg.loss_chunk), r.opt, cfg.micro_batch)
+    main = r.acc.is_main_process
+    if resume and not load_state(run.checkpoint, optimizer=r.opt, scheduler=r.sched) and main:
+        log("longrope finetune: note: the checkpoint holds no optimizer state (the engine shards it); "
+            "AdamW moments restart")
+    if main:
+        run.start(resume, r.step)
+    r.acc.wait_for_everyone()
 
-    bf16 = cfg.bf16 and (acc.device.type != "cuda" or torch.cuda.is_bf16_supported())
-    bar = tqdm(total=cfg.steps, initial=step, disable=(not progress or not main) or None,
-               desc="finetune", unit="step")
-    t_start = time.time() - seconds
-    last: dict = {}
-    while step < cfg.steps:
-        lr_used = sched.get_last_lr()[0]
-        local = torch.zeros(2, device=acc.device)  # [sum of micro-batch mean losses, scored tokens]
-        for x, short in plan.micro_batches(step):
+
+def _train_step(r: _Run, bf16: bool) -> tuple[float, int]:
+    """One optimizer step over this process's micro-batches: (mean micro-batch loss, scored tokens),
+    summed over all processes."""
+    from ..patch import apply, remove
+    from . import engine
+    from .loss import shifted_targets
+
+    acc, cfg = r.acc, r.cfg
+    local = torch.zeros(2, device=acc.device)  # [sum of micro-batch mean losses, scored tokens]
+    for x, short in r.plan.micro_batches(r.step):
+        if short:
+            remove(r.lm)
+            x = short_pieces(x, r.original)
+        x = x.to(acc.device)
+        y = shifted_targets(x)  # shifted before any sequence split, so every slice has its targets
+        pos = torch.arange(x.shape[1], device=acc.device).expand_as(x).contiguous()
+        try:
+            with acc.accumulate(r.model), engine.context_parallel(acc, x, y, pos), \
+                    torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
+                nll, count = r.model(x, targets=y, position_ids=pos)
+                loss = nll / count  # every micro-batch has the same weight
+                acc.backward(loss)
+        finally:
             if short:
-                remove(lm)
-                x = short_pieces(x, original)
-            x = x.to(acc.device)
-            y = shifted_targets(x)  # shifted before any sequence split, so every slice has its targets
-            pos = torch.arange(x.shape[1], device=acc.device).expand_as(x).contiguous()
-            try:
-                with acc.accumulate(model), engine.context_parallel(acc, x, y, pos), \
-                        torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
-                    nll, count = model(x, targets=y, position_ids=pos)
-                    loss = nll / count  # every micro-batch has the same weight
-                    acc.backward(loss)
-            finally:
-                if short:
-                    apply(lm, scaling)
-            local += torch.stack([loss.detach().float(), count.float()])
-            if acc.sync_gradients:
-                if cfg.max_grad_norm > 0:
-                    acc.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-                popt.step()
-                sched.step()
-                popt.zero_grad(set_to_none=True)
-        total = acc.reduce(local, reduction="sum")
-        step += 1
-        tokens += int(total[1])
-        loss_value = float(total[0]) / (cfg.batch_size // cfg.micro_batch * engine.copies_per_sample(acc))
+                apply(r.lm, r.scaling)
+        local += torch.stack([loss.detach().float(), count.float()])
+        if acc.sync_gradients:
+            if cfg.max_grad_norm > 0:
+                acc.clip_grad_norm_(r.model.parameters(), cfg.max_grad_norm)
+            r.popt.step()
+            r.sched.step()
+            r.popt.zero_grad(set_to_none=True)
+    total = acc.reduce(local, reduction="sum")
+    micros = cfg.batch_size // cfg.micro_batch * engine.copies_per_sample(acc)
+    return float(total[0]) / micros, int(total[1])
+
+
+def _checkpoint(r: _Run, run: RunFolder, seconds: float) -> None:
+    """Save a checkpoint (collective: every process takes part under a sharded engine)."""
+    from . import engine
+
+    r.acc.wait_for_everyone()
+    weights = engine.full_weights(r.acc, r.model) if engine.sharded(r.acc) else None
+    if r.acc.is_main_process:
+        state = {"step": r.step, "tokens": r.tokens, "seconds": seconds, "config": r.cfg.fingerprint()}
+        save_checkpoint(run.checkpoint, r.lm, state, optimizer=r.opt, scheduler=r.sched, weights=weights)
+    r.acc.wait_for_everyone()
+
+
+def _train(r: _Run, run: RunFolder, progress: bool) -> dict:
+    """The steps from `r.step` to the end; returns the last log row."""
+    cfg, acc = r.cfg, r.acc
+    bf16 = cfg.bf16 and (acc.device.type != "cuda" or torch.cuda.is_bf16_supported())
+    steplog = StepLog(run.log, total=cfg.steps, initial=r.step, desc="finetune",
+                      show=progress and acc.is_main_process, write=acc.is_main_process)
+    t_start = time.time() - r.seconds
+    last: dict = {}
+    while r.step < cfg.steps:
+        lr_used = r.sched.get_last_lr()[0]
+        loss_value, count = _train_step(r, bf16)
+        r.step += 1
+        r.tokens += count
         if not math.isfinite(loss_value):
-            raise LongRopeError(f"the loss became {loss_value} at step {step}; lower --lr or turn off --bf16")
-        last = {"step": step, "loss": loss_value, "lr": lr_used, "tokens": tokens,
+            raise LongRopeError(f"the loss became {loss_value} at step {r.step}; lower --lr or turn off --bf16")
+        last = {"step": r.step, "loss": loss_value, "lr": lr_used, "tokens": r.tokens,
                 "seconds": round(time.time() - t_start, 3)}
-        if main:
-            append_line(log, json.dumps(last))
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss_value:.4f}")
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            acc.wait_for_everyone()
-            weights = engine.full_weights(acc, model) if sharded else None  # collective: every process
-            if main:
-                save_checkpoint(ckpt, lm, opt, sched, {"step": step, "tokens": tokens, "seconds": last["seconds"],
-                                                       "config": cfg.fingerprint()}, weights)
-            acc.wait_for_everyone()
-    bar.close()
+        steplog.step(last, loss_value)
+        if cfg.checkpoint_every and r.step % cfg.checkpoint_every == 0 and r.step < cfg.steps:
+            _checkpoint(r, run, last["seconds"])
+    steplog.close()
+    return last
+
+
+def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True,
+             log: Callable[[str], None] | None = None) -> dict:
+    """Fine-tune and write the model folder `cfg.out` (main process); returns the run summary.
+    `log` takes the run's notes (default: this module's logger, as warnings)."""
+    from . import engine
+
+    cfg.validate()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = RunFolder(cfg.out, cfg.work)  # the output and work paths: checked here, first
+    run.check_resume(resume)
+    r = _load(cfg)
+    _set_up(r, run, resume, log or _logger.warning)
+    last = _train(r, run, progress)
+    acc = r.acc
     summary = {"command": cfg.command, "config": {k: v for k, v in asdict(cfg).items() if k != "command"},
-               "scaling": scaling.describe(), "original_window": original, "processes": acc.num_processes, "main": main,
-               "engine": str(acc.distributed_type).split(".")[-1],
-               "samples": len(samples), "steps": step, "tokens_seen": tokens,
-               "final_loss": last.get("loss"), "seconds": last.get("seconds", seconds),
+               "scaling": r.scaling.describe(), "original_window": r.original, "processes": acc.num_processes,
+               "main": acc.is_main_process, "engine": str(acc.distributed_type).split(".")[-1],
+               "samples": len(r.samples), "steps": r.step, "tokens_seen": r.tokens,
+               "final_loss": last.get("loss"), "seconds": last.get("seconds", r.seconds),
                "torch": torch.__version__}
     acc.wait_for_everyone()
-    weights = engine.full_weights(acc, model) if sharded else None
-    if main:
-        _write_output(out, lm, tok, scaling, summary, log, weights)
+    weights = engine.full_weights(acc, r.model) if engine.sharded(acc) else None
+    if acc.is_main_process:
+        _write_output(run.out, r.lm, r.tok, r.scaling, summary, run.log, weights)
     acc.wait_for_everyone()
     acc.end_training()
     return summary

@@ -1,8 +1,8 @@
-"""The causal-LM loss computed in chunks over the sequence, so [tokens, vocab] logits never exist at once.
+"""The causal-LM training loss as a module, over the one LM-head path (`longrope.lm_head`).
 
-The decoder runs once for the hidden states; the LM head and the cross-entropy then run chunk by
-chunk under `torch.utils.checkpoint`, which keeps only each chunk's hidden states for the backward
-pass and recomputes its logits there. Peak logit memory is `chunk x vocab` instead of `N x vocab`.
+The decoder runs once for the hidden states; the family's LM head (final-logit transforms included,
+as evaluation applies them) and the cross-entropy then run chunk by chunk under
+`torch.utils.checkpoint` (`lm_head.chunked_nll`): peak logit memory is `chunk x vocab`.
 
 `CausalLMLoss` wraps a Hugging Face causal LM in a module whose `forward` returns the loss, so the
 data-parallel engines (DDP, FSDP, DeepSpeed through `accelerate`) see one ordinary forward pass.
@@ -10,38 +10,11 @@ data-parallel engines (DDP, FSDP, DeepSpeed through `accelerate`) see one ordina
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-IGNORE = -100
+from ..lm_head import IGNORE, LMHead, chunked_nll, shifted_targets
 
-
-def _head_nll(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    logits = head(hidden).float()  # as transformers' ForCausalLMLoss: the loss in float32
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1),
-                           ignore_index=IGNORE, reduction="sum")
-
-
-def chunked_nll(head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
-    """Summed next-token NLL of `labels` given `hidden` [batch, seq, dim] (already aligned: hidden[:, t]
-    predicts labels[:, t]). `chunk` <= 0 computes the full logits in one piece."""
-    seq = hidden.shape[1]
-    if chunk <= 0 or chunk >= seq:
-        return _head_nll(head, hidden, labels)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, seq, chunk):
-        h, y = hidden[:, start:start + chunk], labels[:, start:start + chunk]
-        if torch.is_grad_enabled() and h.requires_grad:
-            total = total + checkpoint(_head_nll, head, h, y, use_reentrant=False)
-        else:
-            total = total + _head_nll(head, h, y)
-    return total
-
-
-def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
-    """Next-token targets aligned with the positions: targets[:, t] = labels[:, t+1], the last -100."""
-    return F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+__all__ = ["CausalLMLoss", "shifted_targets"]
 
 
 class CausalLMLoss(nn.Module):
@@ -65,5 +38,6 @@ class CausalLMLoss(nn.Module):
         decoder = self.lm.get_decoder()
         out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
         hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
-        nll = chunked_nll(self.lm.get_output_embeddings(), hidden, targets, self.chunk)
+        # the head is looked up at each forward: under FSDP/DeepSpeed its module is the wrapped one
+        nll = chunked_nll(LMHead(self.lm), hidden, targets, self.chunk)
         return nll, (targets != IGNORE).sum()

@@ -1,4 +1,4 @@
-"""Helpers for the data and pretrain tests (import them; a second conftest.py would clash):
+"""Helpers for the data and pretrain tests (`from tests.data.helpers import ...`):
 a small seeded text corpus, a BPE tokenizer trained on it, and a model folder holding that tokenizer."""
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""Helpers and fixtures for the evaluation tests (import them; a second conftest.py would clash): a character-level tokenizer and a tiny model saved to disk."""
+"""Fixtures of the evaluation tests: a character-level tokenizer, a tiny model saved to disk, a folder
+of texts, one torch thread."""
 from __future__ import annotations
 
 import pytest
 
-from conftest import make_tiny
-from helpers import char_tokenizer, write_texts
+from tests.helpers import char_tokenizer, make_tiny, torch_threads, write_texts
 
 
 @pytest.fixture
@@ -30,9 +30,5 @@ def text_dir(tmp_path):
 @pytest.fixture
 def one_thread():
     """Tiny models run faster on one thread, above all on a busy machine; restored afterwards."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+    with torch_threads(1):
+        yield

@@ -1,0 +1,86 @@
+"""The family's logits from hidden states and the next-token NLL over them: the one LM-head path.
+
+Evaluation (`eval.perplexity`, hence the search objective), fine-tuning (`train.loss`) and
+pre-training (`pretrain`) all score through `LMHead`, so training optimises the logits evaluation
+scores: the output embedding (with its bias) followed by the family's final-logit transforms,
+Cohere's `logit_scale` and Granite's `logits_scaling` (a multiplier and a divisor) and Gemma-2/3's
+`final_logit_softcapping` (`cap * tanh(logits / cap)`), in float32 as transformers' loss takes them.
+
+`token_nll` is the cross-entropy over those logits (label -100 is not scored); `chunked_nll` sums
+it chunk by chunk over the sequence under `torch.utils.checkpoint`, so the `[tokens, vocab]` logits
+never exist at once, neither in the forward nor in the backward pass.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+from .errors import LongRopeError
+
+IGNORE = -100
+
+
+class LMHead:
+    """`head(hidden) -> float32 logits` of `model`, the final logit transforms included. The output
+    embedding module is called (not its weight read once), so engine hooks (FSDP, offloading) and
+    tied weights behave as in the model's own forward."""
+
+    def __init__(self, model):
+        lin = model.get_output_embeddings()
+        if lin is None or not hasattr(lin, "weight"):
+            raise LongRopeError(f"{type(model).__name__} has no output embedding (LM head) to score with")
+        self.module = lin
+        cfg = model.config
+        cfg = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+        self.softcap = getattr(cfg, "final_logit_softcapping", None)
+        self.mult = float(getattr(cfg, "logit_scale", None) or 1.0)
+        div = getattr(cfg, "logits_scaling", None)
+        if div:
+            self.mult /= float(div)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.module.weight
+
+    def __call__(self, hidden: torch.Tensor) -> torch.Tensor:
+        logits = self.module(hidden).float()
+        if self.mult != 1.0:
+            logits = logits * self.mult
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
+
+
+def token_nll(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "none") -> torch.Tensor:
+    """Cross-entropy of `targets` [..., n] under `logits` [..., n, vocab]; -100 is not scored.
+    reduction 'none' keeps the targets' shape (0 where not scored); 'sum' and 'mean' as torch."""
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
+                          ignore_index=IGNORE, reduction=reduction)
+    return nll.view(targets.shape) if reduction == "none" else nll
+
+
+def shifted_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Next-token targets aligned with the positions: targets[:, t] = labels[:, t+1], the last -100."""
+    return F.pad(labels[:, 1:], (0, 1), value=IGNORE)
+
+
+def _head_nll_sum(head: LMHead, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return token_nll(head(hidden), targets, "sum")
+
+
+def chunked_nll(head: LMHead, hidden: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
+    """Summed NLL of `targets` given `hidden` [batch, seq, dim] (aligned: hidden[:, t] predicts
+    targets[:, t]), `chunk` positions at a time, each chunk's logits recomputed in the backward pass.
+    `chunk` <= 0 computes the full logits in one piece."""
+    seq = hidden.shape[1]
+    if chunk <= 0 or chunk >= seq:
+        return _head_nll_sum(head, hidden, targets)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, seq, chunk):
+        h, y = hidden[:, start:start + chunk], targets[:, start:start + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            total = total + checkpoint(_head_nll_sum, head, h, y, use_reentrant=False)
+        else:
+            total = total + _head_nll_sum(head, h, y)
+    return total

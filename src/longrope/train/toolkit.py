@@ -1,0 +1,162 @@
+"""The training mechanics shared by fine-tuning (`train.finetune`) and pre-training (`pretrain`).
+
+- `RunFolder`: the work folder (`OUT.work` unless told) with `log.jsonl` and `checkpoint/`; where
+  a run first looks at its output paths (resume or fresh start).
+- `adamw`: AdamW over two parameter groups, weight decay on matrices only (no decay on norms and
+  biases), betas (0.9, 0.95).
+- `lr_at`: the learning-rate schedule, linear warm-up then a linear or cosine decay to
+  `min_ratio x peak`.
+- `save_checkpoint` / `load_weights` / `load_state`: weights as safetensors; optimizer, scheduler
+  and RNG state (global torch and CUDA generators, and the data generator when there is one) with
+  torch.save, read back with weights_only=True; `state.json`; each checkpoint replaced atomically.
+- `StepLog`: the progress bar and the JSON-lines loss log, truncated past the checkpoint on resume
+  so a resumed run's log reads as one run.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+
+from ..errors import LongRopeError
+from ..io import append_line, atomic_dir, atomic_path, write_json
+
+
+class RunFolder:
+    """`work` (default: `out` + '.work') holding `log.jsonl` and `checkpoint/`."""
+
+    def __init__(self, out: str | Path, work: str | Path | None = None):
+        self.out = Path(out)
+        self.work = Path(work) if work else self.out.with_name(self.out.name + ".work")
+        self.log = self.work / "log.jsonl"
+        self.checkpoint = self.work / "checkpoint"
+
+    def check_resume(self, resume: bool) -> None:
+        if resume and not (self.checkpoint / "state.json").is_file():
+            raise LongRopeError(f"nothing to resume: no checkpoint in {self.checkpoint}")
+
+    def start(self, resume: bool, step: int) -> None:
+        """A fresh run: the work folder made, an old log dropped. A resumed run: the log cut at `step`."""
+        if resume:
+            truncate_log(self.log, step)
+        else:
+            self.work.mkdir(parents=True, exist_ok=True)
+            self.log.unlink(missing_ok=True)
+
+    def read_state(self) -> dict:
+        return json.loads((self.checkpoint / "state.json").read_text())
+
+
+def adamw(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on the trainable matrices only (not on norms, biases, scalars)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
+
+
+def lr_at(step: int, peak: float, *, steps: int, warmup: int, min_ratio: float, shape: str) -> float:
+    """Learning rate at optimizer step `step` (0-based): linear warm-up over `warmup` steps to `peak`,
+    then `shape` 'linear' (to min_ratio x peak one step past the end) or 'cosine' (to min_ratio x peak
+    at the end). With peak 1.0 it is the multiplier a LambdaLR takes."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if shape == "linear":
+        return peak * (min_ratio + (1.0 - min_ratio) * (steps - step) / max(steps - warmup, 1))
+    if shape == "cosine":
+        t = (step - warmup) / max(steps - warmup, 1)
+        return peak * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0))))
+    raise ValueError(f"unknown lr schedule shape {shape!r}")
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+def rng_state(generator: torch.Generator | None = None) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if generator is not None:
+        state["generator"] = generator.get_state()
+    return state
+
+
+def save_checkpoint(ckpt: Path, model, state: dict, *, optimizer=None, scheduler=None,
+                    generator: torch.Generator | None = None, weights: dict | None = None) -> None:
+    """Weights (safetensors), optimizer, scheduler and RNG state and `state.json`, replaced
+    atomically. `weights` is the gathered full state dict under a sharded engine (FSDP, DeepSpeed),
+    whose optimizer state is not saved (it is sharded): a resume there restarts AdamW's moments."""
+    from safetensors.torch import save_file, save_model
+
+    with atomic_dir(ckpt) as tmp:
+        if weights is None:
+            save_model(model, str(tmp / "model.safetensors"))
+            if optimizer is not None:
+                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        else:
+            save_file({k: v.detach().cpu().contiguous().clone() for k, v in weights.items()},
+                      str(tmp / "model.safetensors"))
+        if scheduler is not None:
+            torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save(rng_state(generator), tmp / "rng.pt")
+        write_json(tmp / "state.json", state)
+
+
+def load_weights(ckpt: Path, model) -> None:
+    """The checkpoint's weights into `model` (before an engine wraps it)."""
+    from safetensors.torch import load_file, load_model
+
+    if (ckpt / "optimizer.pt").is_file():
+        load_model(model, str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
+    else:  # a gathered state dict from a sharded engine
+        model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
+
+
+def load_state(ckpt: Path, *, optimizer=None, scheduler=None, generator: torch.Generator | None = None) -> bool:
+    """Optimizer (when saved), scheduler and RNG state, read with weights_only=True. Returns whether
+    the optimizer state was restored."""
+    has_opt = optimizer is not None and (ckpt / "optimizer.pt").is_file()
+    if has_opt:
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+    if scheduler is not None:
+        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+    if "torch" in rng:
+        torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+    if generator is not None:
+        generator.set_state(rng["generator"])
+    return has_opt
+
+
+# -- logging ------------------------------------------------------------------------------------
+def truncate_log(log: Path, step: int) -> None:
+    """Drop log lines past the checkpoint, so a resumed run's log reads as one run."""
+    if not log.exists():
+        return
+    keep = [line for line in log.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    with atomic_path(log) as tmp:
+        tmp.write_text("".join(line + "\n" for line in keep))
+
+
+class StepLog:
+    """The progress bar (`show`: drawn at all) and the JSON-lines log (`write`: this process writes)."""
+
+    def __init__(self, log: Path, *, total: int, initial: int, desc: str, show: bool, write: bool = True,
+                 postfix: str = "{:.4f}"):
+        from tqdm.auto import tqdm
+
+        self.log, self.write, self.postfix = log, write, postfix
+        self.bar = tqdm(total=total, initial=initial, disable=not show or None, desc=desc, unit="step")
+
+    def step(self, row: dict | None, loss: float) -> None:
+        """One optimizer step done; `row` (when given) goes to the log."""
+        if row is not None and self.write:
+            append_line(self.log, json.dumps(row))
+        self.bar.update(1)
+        self.bar.set_postfix(loss=self.postfix.format(loss))
+
+    def close(self) -> None:
+        self.bar.close()
