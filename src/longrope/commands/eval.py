@@ -49,12 +49,19 @@ def register(sub) -> None:
     k.set_defaults(func=run_passkey)
 
     t = ev.add_parser("tasks", help="lm-evaluation-harness tasks on the patched model (needs longrope[eval])",
-                      description="Run lm-evaluation-harness in-process on the model with the scaling applied.")
+                      description="Run lm-evaluation-harness in-process on the model with the scaling applied, "
+                                  "offline. With --lengths: RULER tasks generated locally at each length "
+                                  "(offline ones: niah_single_1, niah_multikey_2, niah_multikey_3, ruler_vt, "
+                                  "ruler_cwe, ruler_fwe); without: any task whose data is already cached.")
     _common(t)
-    t.add_argument("--tasks", required=True, help="comma-separated harness task names, e.g. hellaswag,arc_easy")
+    t.add_argument("--tasks", required=True, help="comma-separated harness task names, e.g. niah_single_1,ruler_vt")
+    t.add_argument("--lengths", default=None, help="RULER lengths in tokens (prompt + generation), e.g. 256,512,1k")
     t.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
-    t.add_argument("--limit", type=float, default=None, help="examples per task (or a fraction) for a quick run")
+    t.add_argument("--limit", type=float, default=None,
+                   help="samples per task (and per length) or a fraction, for a quick run")
     t.add_argument("--batch-size", type=int, default=1, help="harness batch size (default 1)")
+    t.add_argument("--allow-downloads", action="store_true",
+                   help="let the harness fetch task data (off: the run is offline and such tasks are refused)")
     t.set_defaults(func=run_tasks)
 
 
@@ -170,20 +177,34 @@ def run_passkey(args) -> int:
 
 
 def run_tasks(args) -> int:
-    from ..eval.tasks import run_tasks as harness
+    from ..eval import tasks as harness
     from ..io import write_json
 
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
-    if not tasks:
+    lengths = int_list(args.lengths) if args.lengths is not None else None
+    harness.require_harness()  # fail before loading the model
+    harness.check_limit(args.limit)
+    if lengths is not None:
+        harness.check_tasks(tasks, harness.LENGTH_TASKS, lengths=True, allow_downloads=args.allow_downloads)
+        harness.check_lengths(lengths, tasks)
+        if args.num_fewshot is not None:
+            raise LongRopeError("--num-fewshot does not apply to RULER tasks (--lengths)")
+    elif not tasks:
         raise LongRopeError("the list of tasks is empty")
-    from ..eval.tasks import require_harness
-    require_harness()  # fail before loading the model
-    model, tok, scaling = _load_scaled(args, None)
-    res = harness(model, tok, tasks, num_fewshot=args.num_fewshot, limit=args.limit,
-                  batch_size=args.batch_size, seed=args.seed)
-    for task, metrics in res.items():
-        print(task + ": " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+    model, tok, scaling = _load_scaled(args, lengths)
+    if lengths is not None:
+        res = harness.run_tasks_at_lengths(model, tok, tasks, lengths, limit=args.limit, batch_size=args.batch_size,
+                                           seed=args.seed, allow_downloads=args.allow_downloads)
+        print(harness.tasks_table(res))
+        out = {"tasks": {t: {str(n): v for n, v in row.items()} for t, row in res.items()}}
+    else:
+        res = harness.run_tasks(model, tok, tasks, num_fewshot=args.num_fewshot, limit=args.limit,
+                                batch_size=args.batch_size, seed=args.seed, allow_downloads=args.allow_downloads)
+        for task, metrics in res.items():
+            print(task + ": " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if isinstance(v, float)))
+        out = {"tasks": res}
     if args.out:
-        write_json(args.out, {"tasks": res, "meta": _meta(args, scaling, model)})
+        meta = {**_meta(args, scaling, model), "limit": args.limit, "batch_size": args.batch_size}
+        write_json(args.out, {**out, "meta": meta})
         print(f"wrote {args.out}")
     return 0
