@@ -45,6 +45,10 @@ class CompareConfig:
     split: str = "test"
     seed: int = field(default=0, metadata={"help": "seed of sample selection and passkeys"})
     plots: bool = field(default=True, metadata={"help": "skip the PNG plots"})
+    tasks: list[str] = field(default_factory=list, metadata={"help": (
+        "RULER tasks run at every length through lm-evaluation-harness, offline (needs "
+        "longrope[eval]; docs/tasks.md), e.g. niah_single_1,niah_multikey_2")})
+    task_limit: int = field(default=5, metadata={"help": "samples per task and length (with --tasks)"})
     baselines_on: str = field(default="final", metadata={
         "help": "recipes: score baselines on the initial or the final model", "choices": ("initial", "final")})
     device: str | None = None  # where a recipe's compare stage loads the model (default: the recipe's)
@@ -68,6 +72,12 @@ class CompareConfig:
         if c.factor is not None and not c.factor > 0:
             raise LongRopeError(f"{where}: factor must be positive, got {c.factor}")
         resolve_methods([m for m in c.methods if m != "model"], c.factor or 2.0)
+        if c.tasks:  # the harness, the task names and the lengths checked before any work
+            from . import tasks as harness
+            harness.require_harness()
+            harness.check_tasks(c.tasks, harness.LENGTH_TASKS, lengths=True)
+            harness.check_lengths(c.lengths, c.tasks)
+            harness.check_limit(c.task_limit)
         return c
 
 
@@ -179,6 +189,11 @@ def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, 
         r.passkey = {int(n): v for n, v in pk.by_length.items()}
         r.passkey_depth = {int(n): v for n, v in pk.grid.items()}
         say(f"  passkey: {', '.join(f'{k}: {v:.0%}' for k, v in pk.by_length.items())}")
+    if cfg.tasks:
+        from .tasks import run_tasks_at_lengths
+        res = run_tasks_at_lengths(model, tokenizer, cfg.tasks, lengths, limit=cfg.task_limit,
+                                   batch_size=cfg.batch_size, seed=cfg.seed, log=say)
+        r.tasks = {t: {str(n): v for n, v in row.items()} for t, row in res.items()}
 
 
 def _check_sizes(model, scalings: dict) -> None:
@@ -247,5 +262,6 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "seconds": time.perf_counter() - t0, "python": platform.python_version(),
         "longrope": longrope.__version__,
+        **({"tasks": list(cfg.tasks), "task_limit": cfg.task_limit} if cfg.tasks else {}),
     }
     return CompareResult(results, short, base_short.ppl, meta)

@@ -12,6 +12,8 @@ from .results import CompareResult
 def planned_images(result: CompareResult) -> dict[str, str]:
     images = {"ppl": "ppl.png"}
     images.update({m: f"passkey_{safe_name(m)}.png" for m in result.table("passkey_depth")})
+    if any(r.tasks for r in result.methods.values()):
+        images["tasks"] = "tasks.png"
     return images
 
 
@@ -28,5 +30,8 @@ def write_outputs(result: CompareResult, out_dir, *, plots: bool = True) -> dict
         plot_ppl(result, out / images["ppl"], title=f"Perplexity vs length ({result.meta.get('model', '')})")
         for m, grid in result.table("passkey_depth").items():
             plot_passkey(grid, out / images[m], title=f"passkey accuracy: {m}")
+        if "tasks" in images:
+            from .tasks import plot_tasks
+            plot_tasks({m: r.tasks for m, r in result.methods.items() if r.tasks}, out / images["tasks"])
     write_text(out / "report.md", render_report(result, images))
     return images

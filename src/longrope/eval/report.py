@@ -86,20 +86,23 @@ def render_report(result: CompareResult, images: dict[str, str] | None = None) -
         out += [line for m in result.table("passkey") if m in images
                 for line in ("", f"![passkey {m}]({images[m]})")]
     for section in EXTRA_SECTIONS:  # evaluations added later (issue 14: tasks) put their table here
-        out += section(result)
+        out += section(result, images)
     if any(r.short_ppl is not None for r in result.methods.values()):
         out += ["", "## Short-context cost (perplexity at the original window)", "", short_table(result)]
     return "\n".join(out) + "\n"
 
 
-def tasks_section(result: CompareResult) -> list[str]:
+def tasks_section(result: CompareResult, images: dict[str, str] | None = None) -> list[str]:
+    """Harness task accuracy per task x method x length (issue 14), and its plot when drawn."""
     tasks = {m: r.tasks for m, r in result.methods.items() if r.tasks}
     if not tasks:
         return []
-    rows = {m: {f"{t}": next(iter(v.values()), None) for t, v in per.items()} for m, per in tasks.items()}
-    names = sorted({t for row in rows.values() for t in row})
-    body = [[m] + [_fmt(row.get(t)) for t in names] for m, row in rows.items()]
-    return ["", "## Tasks", "", markdown_table(["method"] + names, body)]
+    from .tasks import tasks_method_table
+    out = ["", f"## Tasks (lm-evaluation-harness, {result.meta.get('task_limit', '?')} samples per task "
+           "and length; not comparable with published RULER numbers)", "", tasks_method_table(tasks)]
+    if images and "tasks" in images:
+        out += ["", f"![task accuracy]({images['tasks']})"]
+    return out
 
 
 EXTRA_SECTIONS = [tasks_section]
