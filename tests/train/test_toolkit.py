@@ -81,3 +81,17 @@ def test_run_folder_resume_check_and_log_truncation(tmp_path):
     assert [json.loads(x)["step"] for x in run.log.read_text().splitlines()] == [1, 2, 3]
     run.start(False, 0)  # a fresh run drops the old log
     assert not run.log.exists()
+
+
+@pytest.mark.parametrize("part", ["optimizer.pt", "scheduler.pt", "rng.pt"])
+def test_a_damaged_checkpoint_part_is_one_line(tmp_path, part):
+    model = torch.nn.Linear(4, 4)
+    opt = adamw(model, 1e-2, 0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    ckpt = tmp_path / "checkpoint"
+    save_checkpoint(ckpt, model, STATE, optimizer=opt, scheduler=sched, generator=torch.Generator())
+    data = (ckpt / part).read_bytes()
+    (ckpt / part).write_bytes(data[: len(data) // 2])  # truncated, as by a full disk
+    with pytest.raises(LongRopeError, match=part.replace(".", r"\.")) as e:
+        load_state(ckpt, optimizer=opt, scheduler=sched, generator=torch.Generator())
+    assert "\n" not in str(e.value)

@@ -123,10 +123,10 @@ def load_state(ckpt: Path, *, optimizer=None, scheduler=None, generator: torch.G
     the optimizer state was restored."""
     has_opt = optimizer is not None and (ckpt / "optimizer.pt").is_file()
     if has_opt:
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        optimizer.load_state_dict(_load_pt(ckpt / "optimizer.pt"))
     if scheduler is not None:
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-    rng = torch.load(ckpt / "rng.pt", weights_only=True)
+        scheduler.load_state_dict(_load_pt(ckpt / "scheduler.pt"))
+    rng = _load_pt(ckpt / "rng.pt")
     if "torch" in rng:
         torch.set_rng_state(rng["torch"])
     if "cuda" in rng and torch.cuda.is_available():
@@ -165,3 +165,15 @@ class StepLog:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _load_pt(path: Path):
+    """A checkpoint part saved with torch.save, read back without pickle code (weights_only); a
+    truncated, damaged or foreign file is one line naming it, not a traceback."""
+    try:
+        return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise LongRopeError(f"cannot resume: the checkpoint lacks {path}") from None
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for a bad file
+        raise LongRopeError(f"cannot resume: {path} is damaged or not a longrope checkpoint part "
+                            f"({type(e).__name__}); remove the work folder's checkpoint or start a new run") from None
