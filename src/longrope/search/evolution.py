@@ -156,30 +156,9 @@ def evolve(fitness: Fitness, space: Space, *, population: int = 64, iterations: 
     rng = np.random.default_rng(seed)
 
     if state is not None:
-        if state.get("format") != FORMAT:
-            raise LongRopeError("not a search state file (wrong format)")
-        if state["settings"] != settings:
-            diff = sorted(k for k in settings if state["settings"].get(k) != settings[k])
-            raise LongRopeError(f"the saved state was made with different settings: {', '.join(diff)}")
-        for e in state["evaluations"]:
-            log.append(e)
-            (full if e["fidelity"] == "full" else cheap).memo[Candidate.from_json(e["candidate"])] = _dec(e["score"])
-        rng.bit_generator.state = state["rng"]
-        pars = [(Candidate.from_json(c), _dec(s)) for c, s in state["parents"]]
-        history = list(state["history"])
-        start, stall, seed_names = state["generation"] + 1, state["stall"], dict(state["seeds"])
+        pars, history, start, stall, seed_names = _restore_state(state, settings, log, full, cheap, rng)
     else:
-        pop, named = space.initial(seeds or {}, population, rng)
-        seed_names = {k: v.to_json() for k, v in named.items()}
-        if cheap:
-            cs = cheap(pop, 0)
-            seeds_set = set(named.values())
-            ordered = [c for c, _ in rank(list(zip(pop, cs)))]
-            chosen = [c for c in pop if c in seeds_set]
-            chosen += [c for c in ordered if c not in seeds_set][:max(0, parents - len(chosen))]
-        else:
-            chosen = pop
-        pars = rank(list(zip(chosen, full(chosen, 0))))[:parents]
+        pars, seed_names = _initial_generation(space, seeds, population, parents, rng, full, cheap)
         history = [_summary(0, pars, full, cheap)]
         start, stall = 1, 0
         if on_generation:
@@ -192,17 +171,8 @@ def evolve(fitness: Fitness, space: Space, *, population: int = 64, iterations: 
             stopped, gen = True, gen - 1
             break
         kids = _children([c for c, _ in pars], space, rng, mutations, crossovers, seen)
-        if cheap and kids:
-            ks = cheap(kids, gen)
-            par_cheap = [cheap.memo.get(c, math.inf) for c, _ in pars]
-            bar = max((s for s in par_cheap if math.isfinite(s)), default=math.inf)
-            ranked = rank(list(zip(kids, ks)))[:max(1, math.ceil(promote * len(kids)))]
-            kids = [c for c, s in ranked if math.isfinite(s) and (s <= bar or len(pars) < parents)]
-        before = pars[0][1]
-        pars = rank(pars + list(zip(kids, full(kids, gen))))[:parents]
-        after = pars[0][1]
-        improved = math.isfinite(after) and (not math.isfinite(before) or after < before - tol * abs(before))
-        stall = 0 if improved else stall + 1
+        pars, stall = _next_generation(pars, kids, gen, full, cheap, parents=parents,
+                                       promote=promote, tol=tol, stall=stall)
         history.append(_summary(gen, pars, full, cheap))
         if on_generation:
             on_generation(_state(settings, gen, rng, pars, log, history, stall, seed_names))
@@ -210,6 +180,57 @@ def evolve(fitness: Fitness, space: Space, *, population: int = 64, iterations: 
     return Result(best=pars[0][0], score=pars[0][1], parents=pars, generations=max(gen, 0),
                   evaluations=len(full.memo), screened=len(cheap.memo) if cheap else 0,
                   stopped_early=stopped, history=history, state=final)
+
+
+def _restore_state(state: dict, settings: dict, log: list, full: _Scorer, cheap: _Scorer | None,
+                   rng: np.random.Generator):
+    """Refill the log, the score memos and the generator from a saved state; returns
+    (parents, history, first generation to run, stall, seed names)."""
+    if state.get("format") != FORMAT:
+        raise LongRopeError("not a search state file (wrong format)")
+    if state["settings"] != settings:
+        diff = sorted(k for k in settings if state["settings"].get(k) != settings[k])
+        raise LongRopeError(f"the saved state was made with different settings: {', '.join(diff)}")
+    for e in state["evaluations"]:
+        log.append(e)
+        (full if e["fidelity"] == "full" else cheap).memo[Candidate.from_json(e["candidate"])] = _dec(e["score"])
+    rng.bit_generator.state = state["rng"]
+    pars = [(Candidate.from_json(c), _dec(s)) for c, s in state["parents"]]
+    return pars, list(state["history"]), state["generation"] + 1, state["stall"], dict(state["seeds"])
+
+
+def _initial_generation(space: Space, seeds, population: int, parents: int, rng: np.random.Generator,
+                        full: _Scorer, cheap: _Scorer | None):
+    """Generation 0: the seeded population, screened when `cheap` is given (the seeds always get
+    the full fitness); returns (ranked parents, seed names)."""
+    pop, named = space.initial(seeds or {}, population, rng)
+    seed_names = {k: v.to_json() for k, v in named.items()}
+    if cheap:
+        cs = cheap(pop, 0)
+        seeds_set = set(named.values())
+        ordered = [c for c, _ in rank(list(zip(pop, cs)))]
+        chosen = [c for c in pop if c in seeds_set]
+        chosen += [c for c in ordered if c not in seeds_set][:max(0, parents - len(chosen))]
+    else:
+        chosen = pop
+    return rank(list(zip(chosen, full(chosen, 0))))[:parents], seed_names
+
+
+def _next_generation(pars, kids: list[Candidate], gen: int, full: _Scorer, cheap: _Scorer | None, *,
+                     parents: int, promote: float, tol: float, stall: int):
+    """Score this generation's children (screened first when `cheap` is given) and keep the top
+    `parents`; returns (new parents, new stall count)."""
+    if cheap and kids:
+        ks = cheap(kids, gen)
+        par_cheap = [cheap.memo.get(c, math.inf) for c, _ in pars]
+        bar = max((s for s in par_cheap if math.isfinite(s)), default=math.inf)
+        ranked = rank(list(zip(kids, ks)))[:max(1, math.ceil(promote * len(kids)))]
+        kids = [c for c, s in ranked if math.isfinite(s) and (s <= bar or len(pars) < parents)]
+    before = pars[0][1]
+    pars = rank(pars + list(zip(kids, full(kids, gen))))[:parents]
+    after = pars[0][1]
+    improved = math.isfinite(after) and (not math.isfinite(before) or after < before - tol * abs(before))
+    return pars, 0 if improved else stall + 1
 
 
 def _summary(gen: int, pars, full: _Scorer, cheap: _Scorer | None) -> dict:
