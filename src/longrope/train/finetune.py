@@ -95,11 +95,6 @@ class FinetuneConfig:
             raise LongRopeError(f"--passkey-share must be in [0, 1), got {self.passkey_share}")
         if self.checkpoint_every < 0:
             raise LongRopeError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
-        if not 0.0 <= self.min_lr_ratio <= 1.0:
-            raise LongRopeError(f"--min-lr-ratio must be in [0, 1], got {self.min_lr_ratio}")
-        for name in ("weight_decay", "max_grad_norm", "loss_chunk"):
-            if not getattr(self, name) >= 0:
-                raise LongRopeError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.threads is not None and self.threads < 1:
             raise LongRopeError(f"--threads must be positive, got {self.threads}")
 
