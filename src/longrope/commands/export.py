@@ -6,7 +6,7 @@ def register(sub) -> None:
     p = sub.add_parser("export", help="write a stock-loadable model folder with the scaling in its config",
                        description="Write safetensors weights, tokenizer and a config whose rope entry "
                                    "stock runtimes read (type longrope: short/long factors).")
-    p.add_argument("--model", default="builtin", help="source model folder or 'builtin' (default)")
+    p.add_argument("--model", default="builtin", help="source model folder, .gguf file, 'smollm2' or 'builtin' (default)")
     p.add_argument("--scaling", required=True, help="e.g. longrope:runs/search/factors.json or yarn:8")
     p.add_argument("--out", required=True, help="output folder (replaced atomically)")
     p.add_argument("--drop-n-hat", action="store_true",
