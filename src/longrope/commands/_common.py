@@ -20,7 +20,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_data_args(p: argparse.ArgumentParser, *, split: str) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None,
-                   help="'builtin' (stdlib sources, default), a .txt file, folder or glob of text files, "
+                   help="'builtin' (stdlib sources, default), 'pydocs' (long chapters of the Python docs; "
+                        "make prose-data), a .txt file, folder or glob of text files, "
                         ".jsonl[:FIELD], .parquet, or a save_to_disk dataset folder")
     g.add_argument("--split", default=split, help=f"split of the built-in corpus (default {split})")
 

@@ -3,7 +3,13 @@
 Every source yields `Document(name, text)`. The built-in corpus is the running interpreter's
 standard-library `.py` files (test folders and site-packages left out), each file one document,
 split into train / validation / test by a SHA-1 of its path relative to the library root, so a
-file never moves between splits. For user data the `split` argument only matters for a
+file never moves between splits. Generated and tabular files are left out of the built-in corpus
+(`is_tabular`): a module defining a charmap codec table (`decoding_table =`, `encoding_table =`,
+`encoding_map =`, `decoding_map =` at the start of a line: the `encodings/cp*.py`, `mac_*.py`,
+`hp_roman8.py`, ... code pages), or one of at least 50 non-blank lines of which at least 60% hold
+nothing but literals (numbers, strings, None/True/False, with separators and a comment), e.g.
+`pydoc_data/topics.py`, `html/entities.py`, `_sysconfigdata_*.py`, `stringprep.py`. They teach nothing
+about long-context modelling and made up half of the long validation/test files. For user data the `split` argument only matters for a
 `save_to_disk` DatasetDict (it picks that split); other formats have no splits.
 """
 from __future__ import annotations
@@ -12,6 +18,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +30,10 @@ SPLITS = ("train", "validation", "test")
 SPLIT_BOUNDS = {"train": (0, 900), "validation": (900, 950), "test": (950, 1000)}
 _SKIP_DIRS = {"test", "tests", "site-packages", "dist-packages", "__pycache__", "idle_test"}
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".text", ""}
+_LITERAL = r"(0[xX][0-9a-fA-F]+|[-+]?\d+(\.\d+)?|[rbuRBU]?'(\\.|[^'\\])*'|[rbuRBU]?\"(\\.|[^\"\\])*\"|None|True|False)"
+_LITERAL_LINE = re.compile(r"^\s*[\[\(\{]*\s*(" + _LITERAL + r"\s*[:,]?\s*)+[\]\)\}]*\s*,?\s*(#.*)?$")
+_CODEC_TABLE = re.compile(r"^(decoding_table|encoding_table|encoding_map|decoding_map)\s*=", re.M)
+TABULAR_MIN_LINES, TABULAR_SHARE = 50, 0.6
 
 
 @dataclass(frozen=True)
@@ -58,6 +69,17 @@ def stdlib_files(root: Path | None = None) -> list[tuple[str, Path]]:
     return out
 
 
+def is_tabular(text: str) -> bool:
+    """A generated table rather than code or prose: a charmap codec table, or >= TABULAR_SHARE of
+    >= TABULAR_MIN_LINES non-blank lines holding only literals (see the module docstring)."""
+    if _CODEC_TABLE.search(text):
+        return True
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < TABULAR_MIN_LINES:
+        return False
+    return sum(bool(_LITERAL_LINE.match(line)) for line in lines) >= TABULAR_SHARE * len(lines)
+
+
 def load_builtin(split: str = "test", root: Path | None = None) -> list[Document]:
     if split not in SPLITS:
         raise LongRopeError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
@@ -66,7 +88,7 @@ def load_builtin(split: str = "test", root: Path | None = None) -> list[Document
         if split_of(rel) != split:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
-        if text.strip():
+        if text.strip() and not is_tabular(text):
             docs.append(Document(rel, text))
     if not docs:
         raise LongRopeError(f"the built-in corpus has no documents in split {split!r} "
@@ -162,7 +184,8 @@ def _load_hf(path: Path, split: str, field: str = "text") -> list[Document]:
 
 
 def load_documents(source: str | None = None, split: str = "test") -> list[Document]:
-    """Documents of `source`: None/'builtin' (stdlib corpus, `split` applies) or a local path.
+    """Documents of `source`: None/'builtin' (stdlib corpus, `split` applies), 'pydocs' (long chapters of
+    the Python documentation, `split` applies; see data/prose.py) or a local path.
 
     Paths: a text file (one document), a folder (every text file below it, sorted) or a glob,
     `FILE.jsonl[:FIELD]`, `FILE.parquet[:COLUMN]` (default field `text`), or a `save_to_disk`
@@ -170,6 +193,9 @@ def load_documents(source: str | None = None, split: str = "test") -> list[Docum
     """
     if source is None or str(source) == "builtin":
         return load_builtin(split)
+    if str(source) == "pydocs":  # long chapters of the Python documentation (Debian python3.11-doc)
+        from .prose import load_pydocs
+        return load_pydocs(split)
     source = str(source)
     low = source.lower()
     if ".jsonl" in low:
@@ -204,11 +230,14 @@ def load_documents(source: str | None = None, split: str = "test") -> list[Docum
 
 
 def split_stats(root: Path | None = None) -> dict[str, dict[str, int]]:
-    """Files and characters per split of the built-in corpus (no tokenization)."""
-    stats = {s: {"docs": 0, "chars": 0} for s in SPLITS}
+    """Files and characters per split of the built-in corpus (no tokenization); `tabular` counts the
+    files `is_tabular` leaves out."""
+    stats = {s: {"docs": 0, "chars": 0, "tabular": 0} for s in SPLITS}
     for rel, path in stdlib_files(root):
         text = path.read_text(encoding="utf-8", errors="replace")
-        if text.strip():
+        if text.strip() and is_tabular(text):
+            stats[split_of(rel)]["tabular"] += 1
+        elif text.strip():
             s = stats[split_of(rel)]
             s["docs"] += 1
             s["chars"] += len(text)
