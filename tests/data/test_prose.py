@@ -85,6 +85,7 @@ def test_missing_package_is_one_line_with_the_install_command(tmp_path, monkeypa
         load_documents("pydocs", "test")
 
 
+@pytest.mark.slow  # parses the whole installed documentation: ~30 s of CPU
 @pytest.mark.skipif(not (prose.HTML_ROOT / "library" / "index.html").is_file(), reason="python3.11-doc not installed")
 def test_installed_pydocs_are_long_and_split():
     counts = {s: len(prose.load_pydocs(s)) for s in ("validation", "test")}
@@ -114,5 +115,11 @@ def test_builtin_corpus_leaves_out_code_page_tables():
     names = {d.name for split in ("validation", "test") for d in load_builtin(split)}
     assert not any(n.startswith("encodings/cp") or n.startswith("encodings/mac_") for n in names)
     assert "encodings/hp_roman8.py" not in names
-    stats = split_stats()
-    assert all(s["tabular"] >= 1 for s in stats.values())
+
+
+def test_split_stats_counts_the_tabular_files(tmp_path):
+    (tmp_path / "code.py").write_text("def f(x):\n    return x\n")
+    (tmp_path / "cp999.py").write_text(CODEC)
+    stats = split_stats(tmp_path)
+    assert sum(s["docs"] for s in stats.values()) == 1
+    assert sum(s["tabular"] for s in stats.values()) == 1
