@@ -9,7 +9,7 @@ import json
 import time
 
 from longrope.data import prose
-from longrope.data.sources import SPLITS, is_tabular, split_of, split_stats, stdlib_files
+from longrope.data.sources import SPLITS, is_tabular, load_builtin, split_of, stdlib_files
 from longrope.io import write_json
 from longrope.models import load_tokenizer
 
@@ -23,7 +23,8 @@ for rel, path in stdlib_files():
 out = {"pydocs": rows,
        "pydocs_per_split": {s: sum(r["split"] == s for r in rows) for s in SPLITS},
        "pydocs_min_tokens": min(r["tokens"] for r in rows),
-       "builtin_after_filter": split_stats(),
+       "builtin_after_filter": {s: {"docs": len(d := load_builtin(s)), "chars": sum(len(x.text) for x in d),
+                                    "tabular": len(removed[s])} for s in SPLITS},
        "builtin_removed": removed,
        "cpu_s": time.process_time() - t0}
 write_json("docs/results/smollm2/corpus.json", out)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from longrope.data import prose
-from longrope.data.sources import is_tabular, load_builtin, load_documents, split_stats
+from longrope.data.sources import is_tabular, load_builtin, load_documents
 from longrope.errors import LongRopeError
 
 PAGE = """<!DOCTYPE html><html><head><title>T</title><script>var x = "<p>no</p>";</script></head>
@@ -115,11 +115,3 @@ def test_builtin_corpus_leaves_out_code_page_tables():
     names = {d.name for split in ("validation", "test") for d in load_builtin(split)}
     assert not any(n.startswith("encodings/cp") or n.startswith("encodings/mac_") for n in names)
     assert "encodings/hp_roman8.py" not in names
-
-
-def test_split_stats_counts_the_tabular_files(tmp_path):
-    (tmp_path / "code.py").write_text("def f(x):\n    return x\n")
-    (tmp_path / "cp999.py").write_text(CODEC)
-    stats = split_stats(tmp_path)
-    assert sum(s["docs"] for s in stats.values()) == 1
-    assert sum(s["tabular"] for s in stats.values()) == 1

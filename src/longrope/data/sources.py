@@ -9,8 +9,8 @@ file never moves between splits. Generated and tabular files are left out of the
 `hp_roman8.py`, ... code pages), or one of at least 50 non-blank lines of which at least 60% hold
 nothing but literals (numbers, strings, None/True/False, with separators and a comment), e.g.
 `pydoc_data/topics.py`, `html/entities.py`, `_sysconfigdata_*.py`, `stringprep.py`. They teach nothing
-about long-context modelling and made up half of the long validation/test files. For user data the `split` argument only matters for a
-`save_to_disk` DatasetDict (it picks that split); other formats have no splits.
+about long-context modelling and made up half of the long validation/test files. For user data
+the `split` argument only matters for a `save_to_disk` DatasetDict (it picks that split); other formats have no splits.
 """
 from __future__ import annotations
 
@@ -230,14 +230,11 @@ def load_documents(source: str | None = None, split: str = "test") -> list[Docum
 
 
 def split_stats(root: Path | None = None) -> dict[str, dict[str, int]]:
-    """Files and characters per split of the built-in corpus (no tokenization); `tabular` counts the
-    files `is_tabular` leaves out."""
-    stats = {s: {"docs": 0, "chars": 0, "tabular": 0} for s in SPLITS}
+    """Files and characters per split of the built-in corpus (no tokenization)."""
+    stats = {s: {"docs": 0, "chars": 0} for s in SPLITS}
     for rel, path in stdlib_files(root):
         text = path.read_text(encoding="utf-8", errors="replace")
-        if text.strip() and is_tabular(text):
-            stats[split_of(rel)]["tabular"] += 1
-        elif text.strip():
+        if text.strip():
             s = stats[split_of(rel)]
             s["docs"] += 1
             s["chars"] += len(text)
