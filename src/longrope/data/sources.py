@@ -10,7 +10,8 @@ file never moves between splits. Generated and tabular files are left out of the
 nothing but literals (numbers, strings, None/True/False, with separators and a comment), e.g.
 `pydoc_data/topics.py`, `html/entities.py`, `_sysconfigdata_*.py`, `stringprep.py`. They teach nothing
 about long-context modelling and made up half of the long validation/test files. For user data
-the `split` argument only matters for a `save_to_disk` DatasetDict (it picks that split); other formats have no splits.
+the `split` argument only matters for a `save_to_disk` DatasetDict (it picks that split); other
+formats have no splits.
 """
 from __future__ import annotations
 
