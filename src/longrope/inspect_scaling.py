@@ -18,10 +18,8 @@ class Dims:
 
     @classmethod
     def from_model(cls, model: str) -> "Dims":
-        from transformers import AutoConfig
-
-        from .models import resolve, rope_config
-        dim, base, original = rope_config(AutoConfig.from_pretrained(resolve(model), local_files_only=True))
+        from .models import load_config, rope_config
+        dim, base, original = rope_config(load_config(model))
         return cls(dim, float(base if base is not None else 10000.0), original)
 
 

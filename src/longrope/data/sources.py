@@ -15,6 +15,15 @@ search (validation) is never judged, and a model never evaluated (test), on docu
 
 `split="all"` takes every document, unsplit, and says so on stderr (the caller gives up the
 held-out guarantee).
+
+The built-in corpus leaves out generated and tabular files (`is_tabular`): a module defining a
+charmap codec table (`decoding_table =`, `encoding_table =`, `encoding_map =`, `decoding_map =` at
+the start of a line: the `encodings/cp*.py`, `mac_*.py`, `hp_roman8.py`, ... code pages), or one of
+at least 50 non-blank lines of which at least 60% hold nothing but literals (numbers, strings,
+None/True/False, with separators and a comment), e.g. `pydoc_data/topics.py`, `html/entities.py`,
+`_sysconfigdata_*.py`, `stringprep.py`. They teach nothing about long-context modelling and made up
+half of the long validation/test files. `pydocs` (data/prose.py) is a second built-in source of
+long natural prose, split by the same hash rule.
 """
 from __future__ import annotations
 
@@ -23,6 +32,7 @@ import hashlib
 import json
 import os
 import sys
+import re
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +46,10 @@ USER_HELD_OUT = 0.05  # share of a user source's documents in validation, and ag
 SPLIT_BOUNDS = {"train": (0, 900), "validation": (900, 950), "test": (950, 1000)}
 _SKIP_DIRS = {"test", "tests", "site-packages", "dist-packages", "__pycache__", "idle_test"}
 TEXT_SUFFIXES = {".txt", ".md", ".rst", ".py", ".text", ""}
+_LITERAL = r"(0[xX][0-9a-fA-F]+|[-+]?\d+(\.\d+)?|[rbuRBU]?'(\\.|[^'\\])*'|[rbuRBU]?\"(\\.|[^\"\\])*\"|None|True|False)"
+_LITERAL_LINE = re.compile(r"^\s*[\[\(\{]*\s*(" + _LITERAL + r"\s*[:,]?\s*)+[\]\)\}]*\s*,?\s*(#.*)?$")
+_CODEC_TABLE = re.compile(r"^(decoding_table|encoding_table|encoding_map|decoding_map)\s*=", re.M)
+TABULAR_MIN_LINES, TABULAR_SHARE = 50, 0.6
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,17 @@ def _warn_all(what: str) -> None:
           "search, training and evaluation may see the same documents", file=sys.stderr)
 
 
+def is_tabular(text: str) -> bool:
+    """A generated table rather than code or prose: a charmap codec table, or >= TABULAR_SHARE of
+    >= TABULAR_MIN_LINES non-blank lines holding only literals (see the module docstring)."""
+    if _CODEC_TABLE.search(text):
+        return True
+    lines = [line for line in text.splitlines() if line.strip()]
+    if len(lines) < TABULAR_MIN_LINES:
+        return False
+    return sum(bool(_LITERAL_LINE.match(line)) for line in lines) >= TABULAR_SHARE * len(lines)
+
+
 def load_builtin(split: str = "test", root: Path | None = None) -> list[Document]:
     _check_split(split)
     if split == ALL:
@@ -91,7 +116,7 @@ def load_builtin(split: str = "test", root: Path | None = None) -> list[Document
         if split != ALL and split_of(rel) != split:
             continue
         text = path.read_text(encoding="utf-8", errors="replace")
-        if text.strip():
+        if text.strip() and not is_tabular(text):
             docs.append(Document(rel, text))
     if not docs:
         raise LongRopeError(f"the built-in corpus has no documents in split {split!r} "
@@ -240,8 +265,8 @@ def user_split(docs: list[Document], keys: list[str], split: str, what: str) -> 
 
 
 def load_documents(source: str | None = None, split: str = "test") -> list[Document]:
-    """Documents of `split` ("train", "validation", "test"; "all" = unsplit, with a warning) of
-    `source`: None/'builtin' (stdlib corpus) or a local path.
+    """Documents of `source`: None/'builtin' (stdlib corpus, `split` applies), 'pydocs' (long chapters of
+    the Python documentation, `split` applies; see data/prose.py) or a local path.
 
     Paths: a text file (one document), a folder (every text file below it, sorted) or a glob,
     `FILE.jsonl[:FIELD]`, `FILE.parquet[:COLUMN]` (default field `text`), or a `save_to_disk`
@@ -250,6 +275,9 @@ def load_documents(source: str | None = None, split: str = "test") -> list[Docum
     if source is None or str(source) == "builtin":
         return load_builtin(split)
     _check_split(split)
+    if str(source) == "pydocs":  # long chapters of the Python documentation (Debian python3.11-doc)
+        from .prose import load_pydocs
+        return load_pydocs(split)
     source = str(source)
     docs, keys = _load_user(source, split)
     if keys is None:  # already one split of a DatasetDict
