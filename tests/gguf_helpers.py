@@ -30,10 +30,7 @@ def gguf_rows(w: np.ndarray, heads: int) -> np.ndarray:
 
 
 def tiny_llama_model(seed: int = 0, window: int = 32):
-    try:  # the tests package layout (tests/helpers.py) or the older conftest one
-        from tests.helpers import make_tiny
-    except ImportError:
-        from conftest import make_tiny
+    from tests.helpers import make_tiny
 
     return make_tiny("llama", seed=seed, vocab=VOCAB, window=window)
 

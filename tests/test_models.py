@@ -10,10 +10,7 @@ import torch
 
 pytest.importorskip("gguf", reason="the gguf extra is not installed (pip install 'longrope[gguf]')")
 
-try:  # tests as a package (tests/__init__.py) or as loose modules on sys.path
-    from tests.gguf_helpers import tiny_llama_model, write_tiny_gguf
-except ImportError:
-    from gguf_helpers import tiny_llama_model, write_tiny_gguf  # noqa: E402
+from tests.gguf_helpers import tiny_llama_model, write_tiny_gguf  # noqa: E402
 
 from longrope import gguf_input, models  # noqa: E402
 from longrope.cli import main  # noqa: E402
