@@ -112,15 +112,20 @@ def _source(path: Path) -> tuple[str, dict]:
     return str(path.parent), {"gguf_file": path.name, "local_files_only": True}
 
 
-def load_config(path: Path):
-    from transformers import AutoConfig
-
+def _read(auto, path: Path, problem: str):
+    """`auto.from_pretrained` on a checked GGUF file; a failure is one line naming the file."""
     check_file(path)
     folder, kw = _source(path)
     try:
-        return AutoConfig.from_pretrained(folder, **kw)
+        return auto.from_pretrained(folder, **kw)
     except (OSError, ValueError, KeyError, NotImplementedError) as e:
-        raise LongRopeError(f"{path}: transformers cannot read this GGUF config: {str(e).splitlines()[0]}") from None
+        raise LongRopeError(f"{path}: {problem}: {str(e).splitlines()[0]}") from None
+
+
+def load_config(path: Path):
+    from transformers import AutoConfig
+
+    return _read(AutoConfig, path, "transformers cannot read this GGUF config")
 
 
 def _check_rope(path: Path, cfg, arch: str) -> None:
@@ -159,9 +164,4 @@ def load_tokenizer(path: Path):
     """The tokenizer stored in the GGUF metadata."""
     from transformers import AutoTokenizer
 
-    check_file(path)
-    folder, kw = _source(path)
-    try:
-        return AutoTokenizer.from_pretrained(folder, **kw)
-    except (OSError, ValueError, KeyError, NotImplementedError) as e:
-        raise LongRopeError(f"{path}: no usable tokenizer in this GGUF file: {str(e).splitlines()[0]}") from None
+    return _read(AutoTokenizer, path, "no usable tokenizer in this GGUF file")

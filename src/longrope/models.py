@@ -77,10 +77,7 @@ def load_config(model: str | Path | None, *, trust_remote_code: bool = False):
     path = resolve(model)
     if is_gguf(path):
         return gguf_input.load_config(path)
-    try:
-        return AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise LongRopeError(f"cannot read the config of {path}: {str(e).splitlines()[0]}") from None
+    return _from_folder(AutoConfig, path, trust_remote_code, "cannot read the config of")
 
 
 def check_device(name: str | torch.device) -> torch.device:
@@ -142,7 +139,12 @@ def load_tokenizer(model: str | Path | None = BUILTIN, *, trust_remote_code: boo
     path = resolve(model)
     if is_gguf(path):
         return gguf_input.load_tokenizer(path)
+    return _from_folder(AutoTokenizer, path, trust_remote_code, "cannot load tokenizer from")
+
+
+def _from_folder(auto, path: Path, trust_remote_code: bool, problem: str):
+    """`auto.from_pretrained` on a local folder (no hub); a failure is one line naming the folder."""
     try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
+        return auto.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=True)
     except (OSError, ValueError) as e:
-        raise LongRopeError(f"cannot load tokenizer from {path}: {str(e).splitlines()[0]}") from None
+        raise LongRopeError(f"{problem} {path}: {str(e).splitlines()[0]}") from None
