@@ -78,3 +78,16 @@ def prepare(acc, module, opt, micro_batch: int):
 def full_weights(acc, model) -> dict:
     """The full (gathered) state dict of the LM under FSDP / DeepSpeed ZeRO-3; call on every process."""
     return {k.removeprefix("lm."): v for k, v in acc.get_state_dict(model).items()}
+
+
+def settle(acc, seconds: float = 0.2) -> None:
+    """Let gloo's worker threads drop their last finished work before the DDP wrapper is freed.
+
+    Freeing the wrapper frees its Reducer and with it the process group, whose destructor joins the
+    worker threads while holding the GIL; a worker still dropping the last barrier's work needs the
+    GIL to release its tensors, so both wait forever (seen under load: py-spy shows the main thread
+    in ~ProcessGroupGloo -> thread::join and a worker in ~AsyncWork -> gil_scoped_acquire). A short
+    GIL-free wait after the last collective lets the workers finish first."""
+    if acc.num_processes > 1:
+        import time
+        time.sleep(seconds)

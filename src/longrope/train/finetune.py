@@ -368,6 +368,7 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
         _write_output(run.out, r.lm, r.tok, r.scaling, summary, run.log, weights)
     acc.wait_for_everyone()
     acc.end_training()
+    engine.settle(acc)
     return summary
 
 
