@@ -24,6 +24,16 @@ def test_shipped_recipes_are_listed_and_valid():
         assert recipe.stages and recipe.stages[0].kind == "search"
 
 
+def _dry_run_refuses(tmp_path, capsys, text, msg):
+    """The recipe `text` fails `extend --dry-run` with one line holding `msg`; returns its path."""
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    assert main(["extend", "--recipe", str(path), "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1
+    return path
+
+
 @pytest.mark.parametrize("name", ["llama2-7b-2m", "mistral-7b-128k"])
 def test_gpu_recipes_pass_dry_run(name, capsys):
     assert main(["extend", "--recipe", name, "--dry-run"]) == 0
@@ -52,11 +62,7 @@ def test_dry_run_on_a_local_model_reads_its_config(tmp_path, capsys):
     ("flavour: x\nstages:\n  - search: {target_length: 64}\n", "unknown recipe key"),
 ])
 def test_bad_recipes_are_one_line_errors(tmp_path, capsys, text, msg):
-    path = tmp_path / "r.yaml"
-    path.write_text(text)
-    assert main(["extend", "--recipe", str(path), "--dry-run"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert msg in err and len(err.splitlines()) == 1
+    _dry_run_refuses(tmp_path, capsys, text, msg)
 
 
 def test_unknown_recipe_and_missing_out(capsys):
@@ -75,13 +81,19 @@ stages:
 """
 
 
-def test_tiny_recipe_end_to_end(tmp_path):
+def _run_tiny(tmp_path, text, name="tiny.yaml", n=6, words=300):
+    """Run the recipe `text` on a tiny saved model and seeded documents; (ctx, recipe, model, data, out)."""
     model = save_tiny(tmp_path / "m")
-    data = write_texts(tmp_path / "docs", n=6, words=300)
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(TINY)
-    ctx = run(load_recipe(str(recipe)), tmp_path / "out", model=str(model), data=str(data), log=lambda m: None)
+    data = write_texts(tmp_path / "docs", n=n, words=words)
+    recipe = tmp_path / name
+    recipe.write_text(text)
     out = tmp_path / "out"
+    ctx = run(load_recipe(str(recipe)), out, model=str(model), data=str(data), log=lambda m: None)
+    return ctx, recipe, model, data, out
+
+
+def test_tiny_recipe_end_to_end(tmp_path):
+    ctx, recipe, model, data, out = _run_tiny(tmp_path, TINY)
     for name in ("01-search", "02-export", "03-compare"):
         assert (out / name / "done.json").is_file()
     results = json.loads((out / "03-compare" / "results.json").read_text())
@@ -128,11 +140,7 @@ stages:
 
 
 def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
-    model = save_tiny(tmp_path / "m")
-    data = write_texts(tmp_path / "docs", n=8, words=400)
-    recipe = tmp_path / "p.yaml"
-    recipe.write_text(PROGRESSIVE)
-    ctx = run(load_recipe(str(recipe)), tmp_path / "out", model=str(model), data=str(data), log=lambda m: None)
+    ctx, _, model, _, _ = _run_tiny(tmp_path, PROGRESSIVE, "p.yaml", n=8, words=400)
     finetuned = str(tmp_path / "out" / "02-finetune" / "model")
     assert ctx.model == finetuned
     results = json.loads((tmp_path / "out" / "04-compare" / "results.json").read_text())
@@ -163,11 +171,7 @@ def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
      "min_lr_ratio must be float"),
 ])
 def test_whole_recipe_is_checked_before_any_work(tmp_path, capsys, text, msg):
-    path = tmp_path / "r.yaml"
-    path.write_text(text)
-    assert main(["extend", "--recipe", str(path), "--dry-run"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert msg in err and len(err.splitlines()) == 1
+    path = _dry_run_refuses(tmp_path, capsys, text, msg)
     assert main(["extend", "--recipe", str(path), "--out", str(tmp_path / "o")]) == 2
     assert not (tmp_path / "o").exists()
 
@@ -198,13 +202,7 @@ def test_dry_run_of_a_model_without_rope_is_one_line(tmp_path, capsys):
 
 # -- resume checks the run's fingerprint -----------------------------------------------------------
 def _finished_tiny(tmp_path):
-    model = save_tiny(tmp_path / "m")
-    data = write_texts(tmp_path / "docs", n=6, words=300)
-    recipe = tmp_path / "tiny.yaml"
-    recipe.write_text(TINY)
-    out = tmp_path / "out"
-    run(load_recipe(str(recipe)), out, model=str(model), data=str(data), log=lambda m: None)
-    return recipe, model, data, out
+    return _run_tiny(tmp_path, TINY)[1:]
 
 
 def test_resume_refuses_a_different_recipe_model_or_data(tmp_path, capsys):
