@@ -34,7 +34,7 @@ MODES = ("no-switching", "reprefill", "rerotate")
 
 def builtin_setting():
     from longrope.models import load_model
-    scaling = load_scaling(ROOT / "docs/results/builtin-8x/factors-short-long.json")
+    scaling = load_scaling(ROOT / "docs/results/builtin-8x-before-filter/factors-short-long.json")
     scaling.n_hat, scaling.short_attention = 0, None  # the exportable form: the modes differ only at the boundary
     return load_model("builtin", dtype="float32"), scaling, 250, 50
 

@@ -63,6 +63,6 @@ def test_llama_cpp_matches_transformers_on_the_builtin_8x_export(tmp_path):
     except LongRopeError as e:
         pytest.skip(str(e))
     from longrope import export
-    out = export("builtin", "longrope:docs/results/builtin-8x/factors-short-long.json", tmp_path / "e",
+    out = export("builtin", "longrope:docs/results/builtin-8x-before-filter/factors-short-long.json", tmp_path / "e",
                  drop_n_hat=True, drop_short_attention=True)
     assert main(["check-runtime", str(out), "--runtime", "llama.cpp"]) == 0

@@ -190,7 +190,7 @@ def test_real_converter_on_the_builtin_model(tmp_path):
         converter.find_converter()
     except LongRopeError as e:
         pytest.skip(str(e))
-    factors = "docs/results/builtin-8x/factors-short-long.json"
+    factors = "docs/results/builtin-8x-before-filter/factors-short-long.json"
     rc = main(["export", "--format", "gguf", "--scaling", f"longrope:{factors}", "--drop-n-hat",
                "--drop-short-attention", "--out", str(tmp_path / "b.gguf")])
     keys, tensors = gguf_file.read_back(tmp_path / "b.gguf")

@@ -89,7 +89,7 @@ def measured_rate(recipe: Recipe, shape: Shape, length: int, seconds: float = 1.
     return rate, f"forward passes of {recipe.model} at {length} tokens measured now"
 
 
-# The demo (builtin-8x on the idle 2-core machine of docs/results/builtin-8x) recorded its search
+# The demo (builtin-8x on the idle 2-core machine of docs/results/builtin-8x-before-filter) recorded its search
 # stage: 1,344 single-document passes of 2,048 tokens (16 x 4 initial + 40 generations x (16 x 1
 # screening + 4 x 4 promoted)) in 205 s. That rate, in this cost model, is the reference machine's.
 REFERENCE_RUN = {"passes": 1344, "length": 2048, "seconds": 205.0}

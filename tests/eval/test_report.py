@@ -71,7 +71,7 @@ def test_json_round_trip_keeps_the_layout():
 def test_shipped_results_json_still_loads():
     import json
     from pathlib import Path
-    path = Path(__file__).parents[2] / "docs" / "results" / "builtin-8x" / "results.json"
+    path = Path(__file__).parents[2] / "docs" / "results" / "builtin-8x-before-filter" / "results.json"  
     doc = json.loads(path.read_text())
     res = CompareResult.from_json(doc)
     assert res.to_json()["ppl"] == doc["ppl"] and res.to_json()["passkey"] == doc["passkey"]
