@@ -14,3 +14,11 @@ def pyplot():
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
     return plt
+
+
+def save_png(fig, path) -> None:
+    """Write `fig` as a PNG at `path` atomically (a crash leaves the old file or none)."""
+    from .io import atomic_path
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")

@@ -9,8 +9,6 @@ import os
 import re
 from pathlib import Path
 
-from ..errors import LongRopeError
-from ..io import atomic_path
 from .results import CompareResult
 
 
@@ -119,8 +117,8 @@ def _plt():
 
 
 def _save(fig, path: str | os.PathLike) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+    from ..plotting import save_png
+    save_png(fig, path)
 
 
 def plot_ppl(result: CompareResult, path: str | os.PathLike, title: str | None = None) -> Path:

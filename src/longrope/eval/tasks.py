@@ -275,14 +275,9 @@ def plot_tasks(by_method: dict, path, title: str = "RULER accuracy vs length"):
     """One panel per task, accuracy against length, one line per method; a PNG at `path`."""
     from pathlib import Path
 
-    from ..io import atomic_path
+    from ..plotting import pyplot, save_png
 
-    try:
-        import matplotlib
-    except ImportError:
-        raise LongRopeError("plots need matplotlib: pip install 'longrope[plot]'") from None
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     tasks = list(dict.fromkeys(t for res in by_method.values() for t in res))
     if not tasks:
@@ -302,8 +297,7 @@ def plot_tasks(by_method: dict, path, title: str = "RULER accuracy vs length"):
             ax.grid(True, alpha=0.3)
         axes[0][0].legend(fontsize=8)
         fig.suptitle(title, fontsize=10)
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
+        save_png(fig, path)
     finally:
         plt.close(fig)
     return Path(path)
