@@ -8,7 +8,7 @@ import torch
 
 from tests.helpers import make_tiny
 from longrope.cli import main
-from longrope.eval.compare import CompareConfig, compare, original_window
+from longrope.eval.compare import CompareConfig, compare, load_token_ids, original_window
 from longrope.eval.perplexity import perplexity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -154,3 +154,22 @@ def test_compare_refuses_a_wrong_size_factor_file_before_any_work(tiny_model_dir
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and "3 factors" in err and "rotary pairs" in err
     assert "ppl @" not in err and not out.exists()  # nothing was scored or written
+
+
+def test_compare_reports_the_positions_beyond_the_window_on_their_own(char_tok, text_dir):
+    from longrope.eval.compare import _samples
+    from longrope.eval.report import render_report
+    model = make_tiny("llama")
+    window = original_window(model)
+    n = 2 * window
+    cfg = CompareConfig(methods=["none", "yarn"], lengths=[window, n], data=str(text_dir), docs=2,
+                        passkey_trials=0)
+    res = compare(model, char_tok, cfg, progress=False)
+    beyond = res.beyond_window()
+    assert set(beyond) == {"none", "yarn"} and set(beyond["none"]) == {str(n)}  # not at the window itself
+    # the same figure perplexity() gives for those target positions on the same samples, unscaled
+    samples, _ = _samples(cfg.validated(), char_tok, load_token_ids(char_tok, str(text_dir), "test"), [n], window)
+    direct = perplexity(model, samples[n], positions=[(window, n)]).by_range[f"{window}-{n}"]["ppl"]
+    assert beyond["none"][str(n)] == pytest.approx(direct, rel=1e-6)
+    assert beyond["yarn"][str(n)] != pytest.approx(direct, rel=1e-6)  # the scaling changed it
+    assert "beyond the original window" in render_report(res)

@@ -181,7 +181,9 @@ def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, 
     for n in lengths:
         p = ppl(n, progress=progress)
         r.ppl[n], r.ppl_detail[n], r.seconds[n] = p.ppl, p.to_dict(), p.seconds
-        say(f"  ppl @ {n}: {p.ppl:.3f} ({p.docs} docs, {p.tokens} tokens, {p.seconds:.1f} s)")
+        tail = next((f", beyond the window {v['ppl']:.3f}" for k, v in p.by_range.items()
+                     if not k.startswith("0-") and v.get("tokens")), "")
+        say(f"  ppl @ {n}: {p.ppl:.3f}{tail} ({p.docs} docs, {p.tokens} tokens, {p.seconds:.1f} s)")
     r.short_ppl = ppl(short).ppl
     if cfg.passkey_trials > 0:
         pk = passkey_eval(model, tokenizer, lengths, trials=cfg.passkey_trials, depths=cfg.depths,
@@ -229,9 +231,11 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
     if cfg.passkey_trials > 0:  # a length too short for a passkey prompt fails here, before any work
         from ..data.passkey import passkey_prompt
         passkey_prompt(tokenizer, min(lengths), 0.5, 1)
-    ppl = lambda n, **kw: perplexity(model, samples[n], stride=cfg.stride,  # noqa: E731
-                                     window=n if cfg.stride else None, batch_size=cfg.batch_size,
-                                     chunk=cfg.chunk, **kw)
+    def ppl(n, **kw):  # beyond the window, positions [window, n) are also scored on their own
+        beyond = [(0, window), (window, n)] if n > window and cfg.stride is None else None
+        return perplexity(model, samples[n], stride=cfg.stride, window=n if cfg.stride else None,
+                          batch_size=cfg.batch_size, chunk=cfg.chunk, positions=beyond, **kw)
+
     was_patched = patch.current(model)
     results: dict[str, MethodResult] = {}
     t0 = time.perf_counter()

@@ -77,6 +77,10 @@ def render_report(result: CompareResult, images: dict[str, str] | None = None) -
     out += ["", "## Perplexity by evaluation length", "", ppl_table(result)]
     if "ppl" in images:
         out += ["", f"![perplexity vs length]({images['ppl']})"]
+    beyond = result.beyond_window()
+    if beyond:
+        out += ["", f"## Perplexity of the positions beyond the original window "
+                f"({meta.get('original_window', '?')} to L)", "", length_table(beyond)]
     if result.table("passkey"):
         out += ["", f"## Passkey retrieval accuracy ({meta.get('passkey_trials', '?')} trials per length "
                 f"and depth, depths {', '.join(f'{d:g}' for d in meta.get('depths', []))})", "",

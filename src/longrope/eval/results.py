@@ -41,6 +41,18 @@ class CompareResult:
         return {m: {str(n): v for n, v in getattr(r, key).items()}
                 for m, r in self.methods.items() if getattr(r, key)}
 
+    def beyond_window(self) -> dict[str, dict[str, float]]:
+        """{method: {"length": perplexity of the positions past the original window}} (truncate mode,
+        lengths above the window only; empty for runs written before the column existed)."""
+        window = self.meta.get("original_window")
+        out: dict[str, dict[str, float]] = {}
+        for m, r in self.methods.items():
+            for n, d in r.ppl_detail.items():
+                part = (d.get("by_range") or {}).get(f"{window}-{n}")
+                if part and part.get("tokens"):
+                    out.setdefault(m, {})[str(n)] = part["ppl"]
+        return out
+
     @property
     def relative_cost(self) -> dict[str, float]:
         base = self.unscaled_short_ppl
