@@ -51,6 +51,21 @@ def test_dry_run_on_a_local_model_reads_its_config(tmp_path, capsys):
     assert "window 32" in out and "s = 4" in out and "fine-tune 3 steps" in out
 
 
+def test_dry_run_states_the_search_cost_the_search_log_will(tmp_path, capsys):
+    from longrope.search.cost import search_cost
+    from longrope.search.runner import SearchConfig
+    model = save_tiny(tmp_path / "m")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: t\nstages:\n  - search: {target_length: 128, docs: 3, preset: paper, iterations: 2}\n")
+    assert main(["extend", "--recipe", str(recipe), "--model", str(model), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    cfg = SearchConfig(target_length=128, docs=3, preset="paper", iterations=2).resolved()
+    cost = search_cost(cfg, 128, 3)
+    assert f"<= {cost['evaluations']:,} full evaluations, {cost['forward_passes']:,} forward passes" in out
+    assert f"{cost['tokens']:,} tokens" in out and "GPU-h at the paper's scale" in out
+    assert cost["forward_passes"] == (cfg.population + 2 * (cfg.mutations + cfg.crossovers) + 3) * 3
+
+
 @pytest.mark.parametrize("text,msg", [
     ("stages: []\n", "non-empty 'stages'"),
     ("stages:\n  - warp: {}\n", "unknown kind"),

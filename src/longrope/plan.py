@@ -16,7 +16,6 @@ search assumes no early stop).
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,28 +112,23 @@ def machine_flops(seconds: float = 0.3) -> float:
     return n * 2 * 512 ** 3 / (time.perf_counter() - t0)
 
 
-def search_doc_evals(c) -> tuple[int, int]:
-    """(candidates, single-document forward passes) a resolved SearchConfig runs at most."""
-    children = c.mutations + c.crossovers
-    per_gen = children * c.docs
-    if c.screen_docs:
-        per_gen = children * c.screen_docs + math.ceil(c.promote * children) * c.docs
-    return c.population + c.iterations * children, c.population * c.docs + c.iterations * per_gen
-
-
 def stage_cost(recipe: Recipe, stage, shape: Shape, original: int, last_target: int) -> tuple[str, float]:
     """(one-line description, FLOPs) of a stage, from its validated config (the defaults it runs with)."""
     from .pipeline import Context, ExportConfig, _compare_config, _finetune_config, _search_config
     from .schema import build
     ctx = Context(model=recipe.model, scaling="factors.json", original=original)
     if stage.kind in ("search", "short"):
+        from .search.cost import search_cost
         c = _search_config(recipe, stage, ctx).resolved()
-        evals, passes = search_doc_evals(c)
         length = c.target_length
-        what = (f"search factors at {length} tokens (s = {length / original:g}), preset {c.preset}, "
-                f"<= {evals} candidates, {passes} document passes" if stage.kind == "search" else
-                f"short factors at {length} tokens for the {last_target}-token factors, <= {evals} candidates, "
-                f"{passes} document passes")
+        cost = search_cost(c, length, c.docs, shape)  # the same bound the search log states
+        passes = cost["forward_passes"]
+        screened = f" + {cost['screened']:,} screening" if cost["screened"] else ""
+        head = (f"search factors at {length} tokens (s = {length / original:g}), preset {c.preset}"
+                if stage.kind == "search" else f"short factors at {length} tokens for the {last_target}-token factors")
+        what = (f"{head}, <= {cost['evaluations']:,} full{screened} evaluations, {passes:,} forward passes, "
+                f"{cost['tokens']:,} tokens; ~{cost['gpu_hours_at_paper_scale']:,.0f} GPU-h at the paper's "
+                "scale (LLaMA2-7B, 128k, 5 docs)")
         return what, forward_flops(shape, passes * length, length)
     if stage.kind == "finetune":
         c = _finetune_config(recipe, stage, ctx, Path("x"))
