@@ -225,3 +225,24 @@ def test_bad_distill_values_are_one_line_and_exit_2(assets, tmp_path, capsys, ch
     err = capsys.readouterr().err.strip()
     assert err.startswith("longrope finetune: error: ") and "\n" not in err and message in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_the_ablation_recipes_differ_only_in_their_lever():
+    """src/longrope/recipes/ablation: every arm loads, and apart from the lever (mixed_window, distill,
+    a short stage) the arms are the same run."""
+    from longrope.pipeline import load_recipe
+
+    folder = Path(longrope.__file__).parent / "recipes" / "ablation"
+    arms = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("short-*.yaml")) if p.stem != "short-base"}
+    assert {"short-plain", "short-mixed", "short-short", "short-distill", "short-distill-short"} <= set(arms)
+    levers = ("mixed_window", "distill", "distill_share")
+
+    def common(recipe):
+        stages = [(s.kind, {k: v for k, v in s.options.items() if k not in levers}) for s in recipe.stages
+                  if s.kind != "short"]
+        return recipe.model, recipe.data, recipe.seed, stages
+
+    plain = common(arms["short-plain"])
+    assert all(common(r) == plain for r in arms.values())
+    assert arms["short-distill"].stages[0].options["distill"] > 0
+    assert [s.kind for s in arms["short-distill-short"].stages] == ["finetune", "search", "short", "compare"]
