@@ -246,3 +246,22 @@ def test_the_ablation_recipes_differ_only_in_their_lever():
     assert all(common(r) == plain for r in arms.values())
     assert arms["short-distill"].stages[0].options["distill"] > 0
     assert [s.kind for s in arms["short-distill-short"].stages] == ["finetune", "search", "short", "compare"]
+
+
+def test_distill_with_mixed_windows_scores_the_pieces_with_the_original_rotation(assets, tmp_path, monkeypatch):
+    """Both levers at once: the KL pass runs unscaled after long and after short micro-batches alike."""
+    seen = []
+    real = DistillLoss.short_kl
+
+    def spy(self, ids):
+        seen.append(longrope.patch.current(self.lm))
+        kl = real(self, ids)
+        seen.append(longrope.patch.current(self.lm))
+        return kl
+
+    monkeypatch.setattr(DistillLoss, "short_kl", spy)
+    model, texts, cache = assets
+    assert cli.main(args(model, texts, cache, tmp_path / "o", "--mixed-window", "0.5", steps=4)) == 0
+    rows = [json.loads(line) for line in (tmp_path / "o.work" / "log.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["kl"] >= 0 for r in rows) and rows[-1]["kl"] > 0
+    assert len(seen) == 2 * 4 * 2 and {s.describe() if s else None for s in seen} == {"yarn:2", None}
