@@ -8,7 +8,8 @@ Cohere's `logit_scale` and Granite's `logits_scaling` (a multiplier and a diviso
 
 `token_nll` is the cross-entropy over those logits (label -100 is not scored); `chunked_nll` sums
 it chunk by chunk over the sequence under `torch.utils.checkpoint`, so the `[tokens, vocab]` logits
-never exist at once, neither in the forward nor in the backward pass.
+never exist at once, neither in the forward nor in the backward pass. `chunked_kl` does the same
+for KL(teacher || student) between two models' heads (distillation, `train.distill`).
 """
 from __future__ import annotations
 
@@ -83,4 +84,29 @@ def chunked_nll(head: LMHead, hidden: torch.Tensor, targets: torch.Tensor, chunk
             total = total + checkpoint(_head_nll_sum, head, h, y, use_reentrant=False)
         else:
             total = total + _head_nll_sum(head, h, y)
+    return total
+
+
+def _head_kl_sum(head: LMHead, hidden: torch.Tensor, teacher: LMHead, teacher_hidden: torch.Tensor) -> torch.Tensor:
+    student = F.log_softmax(head(hidden), dim=-1)
+    with torch.no_grad():
+        target = F.log_softmax(teacher(teacher_hidden), dim=-1)
+    return F.kl_div(student, target, reduction="sum", log_target=True)
+
+
+def chunked_kl(head: LMHead, hidden: torch.Tensor, teacher: LMHead, teacher_hidden: torch.Tensor,
+               chunk: int) -> torch.Tensor:
+    """Summed KL(teacher || student) over every position of `hidden` [batch, seq, dim] (the student's,
+    through `head`) against `teacher_hidden` through `teacher` (no gradient), `chunk` positions at a
+    time with each chunk's logits recomputed in the backward pass, as `chunked_nll`."""
+    seq = hidden.shape[1]
+    if chunk <= 0 or chunk >= seq:
+        return _head_kl_sum(head, hidden, teacher, teacher_hidden)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, seq, chunk):
+        h, t = hidden[:, start:start + chunk], teacher_hidden[:, start:start + chunk]
+        if torch.is_grad_enabled() and h.requires_grad:
+            total = total + checkpoint(_head_kl_sum, head, h, teacher, t, use_reentrant=False)
+        else:
+            total = total + _head_kl_sum(head, h, teacher, t)
     return total

@@ -132,7 +132,7 @@ def stage_cost(recipe: Recipe, stage, shape: Shape, original: int, last_target: 
         return what, forward_flops(shape, passes * length, length)
     if stage.kind == "finetune":
         c = _finetune_config(recipe, stage, ctx, Path("x"))
-        extras = "".join(f", {k.replace('_', ' ')} {getattr(c, k)}" for k in ("passkey_share", "mixed_window")
+        extras = "".join(f", {k.replace('_', ' ')} {getattr(c, k)}" for k in ("passkey_share", "mixed_window", "distill")
                          if getattr(c, k))
         return (f"fine-tune {c.steps} steps x {c.batch_size} x {c.length} tokens, lr {c.lr}{extras}",
                 4 * forward_flops(shape, c.steps * c.batch_size * c.length, c.length))

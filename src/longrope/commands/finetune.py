@@ -30,6 +30,9 @@ HELP = {  # the defaults come from FinetuneConfig; only the words live here
                     "pieces trained with the original rotation",
     "passkey_share": "this share of samples are synthetic passkey prompts (key at a random depth) followed by "
                      "the answer, so long-range retrieval is trained too",
+    "distill": "weight of a KL(frozen starting model || student) term on original-window pieces with the "
+               "original rotation, which keeps the short-context quality (0 = off; docs/finetune.md)",
+    "distill_share": "share of each micro-batch's original-window pieces scored in the --distill term",
     "checkpoint_every": "checkpoint every N steps, 0 = never",
     "seed": "seed of the sample order and every random choice",
     "device": "cpu or cuda (each process takes its LOCAL_RANK GPU)",
@@ -39,7 +42,8 @@ HELP = {  # the defaults come from FinetuneConfig; only the words live here
 }
 MAIN = ("model", "scaling", "length", "steps", "data", "split", "out", "work")
 TRAINING = ("batch_size", "micro_batch", "lr", "warmup", "min_lr_ratio", "weight_decay", "max_grad_norm", "bf16",
-            "gradient_checkpointing", "loss_chunk", "mixed_window", "passkey_share", "checkpoint_every", "seed")
+            "gradient_checkpointing", "loss_chunk", "mixed_window", "passkey_share", "distill",
+            "distill_share", "checkpoint_every", "seed")
 RUNTIME = ("device", "threads", "cache_dir", "trust_remote_code")
 
 

@@ -31,6 +31,7 @@ import torch
 
 from ..errors import LongRopeError
 from ..io import atomic_dir, write_json
+from .distill import DistillLoss, frozen_copy, pick_pieces
 from .toolkit import (RunFolder, StepLog, adamw, load_state, load_weights, lr_at,
                       save_checkpoint)
 
@@ -39,7 +40,7 @@ _logger = logging.getLogger(__name__)
 # fields that decide the trajectory: a resume with any of them changed is refused
 _FINGERPRINT = ("model", "scaling", "length", "steps", "data", "split", "batch_size", "micro_batch", "lr",
                 "warmup", "min_lr_ratio", "weight_decay", "max_grad_norm", "bf16", "loss_chunk", "seed",
-                "mixed_window", "passkey_share")
+                "mixed_window", "passkey_share", "distill", "distill_share")
 
 
 @dataclass
@@ -66,6 +67,8 @@ class FinetuneConfig:
     seed: int = 0
     mixed_window: float = 0.0  # LongRoPE2: share of micro-batches trained in original-window pieces
     passkey_share: float = 0.0  # share of samples that are synthetic passkey prompts with their answer
+    distill: float = 0.0  # weight of KL(frozen start || student) on original-window pieces (train.distill)
+    distill_share: float = 0.25  # share of each micro-batch's original-window pieces in that term
     device: str = "cpu"
     threads: int | None = None
     cache_dir: str | None = None
@@ -93,6 +96,10 @@ class FinetuneConfig:
             raise LongRopeError(f"--mixed-window must be in [0, 1), got {self.mixed_window}")
         if not 0.0 <= self.passkey_share < 1.0:
             raise LongRopeError(f"--passkey-share must be in [0, 1), got {self.passkey_share}")
+        if not (self.distill >= 0 and math.isfinite(self.distill)):
+            raise LongRopeError(f"--distill must be a number >= 0, got {self.distill}")
+        if not 0.0 < self.distill_share <= 1.0:
+            raise LongRopeError(f"--distill-share must be in (0, 1], got {self.distill_share}")
         if self.checkpoint_every < 0:
             raise LongRopeError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if self.threads is not None and self.threads < 1:
@@ -149,6 +156,7 @@ class BatchPlan:
             raise LongRopeError(f"--batch-size {cfg.batch_size} / --micro-batch {cfg.micro_batch} = {micros} "
                                 f"micro-batches per step cannot be split over {world} processes")
         self.micros_per_rank = micros // world
+        self.my_micros = range(rank * self.micros_per_rank, (rank + 1) * self.micros_per_rank)
         self._perms: dict[int, torch.Tensor] = {}
 
     def _index(self, i: int) -> int:
@@ -170,7 +178,7 @@ class BatchPlan:
     def micro_batches(self, step: int) -> list[tuple[torch.Tensor, bool]]:
         m, flags = self.cfg.micro_batch, self.short_flags(step)
         out = []
-        for k in range(self.rank * self.micros_per_rank, (self.rank + 1) * self.micros_per_rank):
+        for k in self.my_micros:
             first = step * self.cfg.batch_size + k * m
             rows = [self._index(first + j) for j in range(m)]
             out.append((self.samples[rows], flags[k]))
@@ -206,6 +214,7 @@ class _Run:
     scaling: Any
     original: int
     samples: torch.Tensor
+    teacher: Any = None  # the frozen starting model when distilling
     acc: Any = None
     plan: BatchPlan | None = None
     model: Any = None  # CausalLMLoss(lm) as the engine wrapped it
@@ -229,8 +238,9 @@ def _load(cfg: FinetuneConfig) -> _Run:
         raise LongRopeError(f"the tokenizer of {cfg.model} has no BOS or EOS token to pack documents with")
     _, _, original = rope_dims(lm)
     scaling = parse_spec(cfg.scaling, default_factor=cfg.length / original)
+    teacher = frozen_copy(lm, cfg.bf16) if cfg.distill > 0 else None
     apply(lm, scaling)
-    return _Run(cfg, lm, tok, scaling, original, training_samples(cfg, tok))
+    return _Run(cfg, lm, tok, scaling, original, training_samples(cfg, tok), teacher)
 
 
 def _set_up(r: _Run, run: RunFolder, resume: bool, log: Callable[[str], None]) -> None:
@@ -256,7 +266,11 @@ def _set_up(r: _Run, run: RunFolder, resume: bool, log: Callable[[str], None]) -
         st = _check_fingerprint(run, cfg)
         load_weights(run.checkpoint, lm)
         r.step, r.tokens, r.seconds = st["step"], st["tokens"], st["seconds"]
-    r.model, r.popt = engine.prepare(r.acc, CausalLMLoss(lm, cfg.loss_chunk), r.opt, cfg.micro_batch)
+    if r.teacher is not None and engine.copies_per_sample(r.acc) > 1:
+        raise LongRopeError("--distill is not wired with context parallelism (cp_size > 1)")
+    module = CausalLMLoss(lm, cfg.loss_chunk) if r.teacher is None else \
+        DistillLoss(lm, cfg.loss_chunk, r.teacher.to(r.acc.device))
+    r.model, r.popt = engine.prepare(r.acc, module, r.opt, cfg.micro_batch)
     main = r.acc.is_main_process
     if resume and not load_state(run.checkpoint, optimizer=r.opt, scheduler=r.sched) and main:
         log("longrope finetune: note: the checkpoint holds no optimizer state (the engine shards it); "
@@ -266,16 +280,19 @@ def _set_up(r: _Run, run: RunFolder, resume: bool, log: Callable[[str], None]) -
     r.acc.wait_for_everyone()
 
 
-def _train_step(r: _Run, bf16: bool) -> tuple[float, int]:
-    """One optimizer step over this process's micro-batches: (mean micro-batch loss, scored tokens),
-    summed over all processes."""
+def _train_step(r: _Run, bf16: bool) -> tuple[float, int, float]:
+    """One optimizer step over this process's micro-batches: (mean micro-batch LM loss, scored tokens,
+    mean micro-batch KL to the teacher), summed over all processes."""
     from ..patch import apply, remove
     from . import engine
     from .loss import shifted_targets
 
     acc, cfg = r.acc, r.cfg
-    local = torch.zeros(2, device=acc.device)  # [sum of micro-batch mean losses, scored tokens]
-    for x, short in r.plan.micro_batches(r.step):
+    local = torch.zeros(3, device=acc.device)  # [sum of micro-batch mean losses, scored tokens, sum of KLs]
+    for k, (x, short) in zip(r.plan.my_micros, r.plan.micro_batches(r.step)):
+        extra = {}
+        if r.teacher is not None:
+            extra["short_ids"] = pick_pieces(x, r.original, cfg.distill_share, cfg.seed, r.step, k).to(acc.device)
         if short:
             remove(r.lm)
             x = short_pieces(x, r.original)
@@ -285,13 +302,14 @@ def _train_step(r: _Run, bf16: bool) -> tuple[float, int]:
         try:
             with acc.accumulate(r.model), engine.context_parallel(acc, x, y, pos), \
                     torch.autocast(acc.device.type, dtype=torch.bfloat16, enabled=bf16):
-                nll, count = r.model(x, targets=y, position_ids=pos)
+                nll, count, *kl = r.model(x, targets=y, position_ids=pos, **extra)
                 loss = nll / count  # every micro-batch has the same weight
-                acc.backward(loss)
+                kl = kl[0] / kl[1] if extra else loss.new_zeros(())
+                acc.backward(loss + cfg.distill * kl if extra else loss)
         finally:
             if short:
                 apply(r.lm, r.scaling)
-        local += torch.stack([loss.detach().float(), count.float()])
+        local += torch.stack([loss.detach().float(), count.float(), kl.detach().float()])
         if acc.sync_gradients:
             if cfg.max_grad_norm > 0:
                 acc.clip_grad_norm_(r.model.parameters(), cfg.max_grad_norm)
@@ -300,7 +318,7 @@ def _train_step(r: _Run, bf16: bool) -> tuple[float, int]:
             r.popt.zero_grad(set_to_none=True)
     total = acc.reduce(local, reduction="sum")
     micros = cfg.batch_size // cfg.micro_batch * engine.copies_per_sample(acc)
-    return float(total[0]) / micros, int(total[1])
+    return float(total[0]) / micros, int(total[1]), float(total[2]) / micros
 
 
 def _checkpoint(r: _Run, run: RunFolder, seconds: float) -> None:
@@ -325,13 +343,13 @@ def _train(r: _Run, run: RunFolder, progress: bool) -> dict:
     last: dict = {}
     while r.step < cfg.steps:
         lr_used = r.sched.get_last_lr()[0]
-        loss_value, count = _train_step(r, bf16)
+        loss_value, count, kl = _train_step(r, bf16)
         r.step += 1
         r.tokens += count
         if not math.isfinite(loss_value):
             raise LongRopeError(f"the loss became {loss_value} at step {r.step}; lower --lr or turn off --bf16")
         last = {"step": r.step, "loss": loss_value, "lr": lr_used, "tokens": r.tokens,
-                "seconds": round(time.time() - t_start, 3)}
+                "seconds": round(time.time() - t_start, 3), **({"kl": kl} if r.teacher is not None else {})}
         steplog.step(last, loss_value)
         if cfg.checkpoint_every and r.step % cfg.checkpoint_every == 0 and r.step < cfg.steps:
             _checkpoint(r, run, last["seconds"])
@@ -378,7 +396,7 @@ def _write_output(out: Path, lm, tok, scaling, summary: dict, log: Path, weights
     lm.eval()
     record = replace(scaling, provenance={**scaling.provenance, "finetuned": {
         k: summary["config"][k] for k in ("model", "length", "steps", "lr", "batch_size", "data", "seed",
-                                         "mixed_window", "passkey_share")}})
+                                         "mixed_window", "passkey_share", "distill")}})
     with atomic_dir(out, "finetune") as tmp:
         lm.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tok.save_pretrained(tmp)
