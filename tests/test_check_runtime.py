@@ -36,6 +36,49 @@ def test_logprob_rows_compare_actual_and_top_tokens():
     assert parity.compare_logprobs("vllm", theirs, ref, ids, 4).max_abs_delta == pytest.approx(0.01)
 
 
+def _unchunked(ours, ref, ids):
+    """The figures computed on whole arrays, independently of parity.Tally."""
+    lo, lr = parity.log_softmax(ours[:-1]), parity.log_softmax(ref[:-1])
+    nxt, rows = np.array(ids[1:]), np.arange(len(ids) - 1)
+    delta = np.abs(ours.astype(np.float64) - ref)
+    return (delta.max(), delta.max() / np.abs(ref).max(), (ours.argmax(-1) == ref.argmax(-1)).mean(),
+            math.exp(-lo[rows, nxt].mean()), math.exp(-lr[rows, nxt].mean()))
+
+
+def test_chunked_figures_equal_the_unchunked_ones_on_a_tiny_model(tmp_path, monkeypatch):
+    """transformers' logits come from the hidden states chunk by chunk (`Reference`) and the figures
+    from running sums (`Tally`) over uneven chunks: they equal the whole-array computation."""
+    from tests.helpers import save_tiny
+    folder = save_tiny(tmp_path / "m", window=64)
+    ids = np.random.default_rng(0).integers(4, 104, size=50).tolist()
+    model = parity.load_transformers(folder)
+    whole = parity.transformers_logits(folder, ids)
+    reference = parity.Reference(model, ids)
+    chunks = [(0, 7), (7, 23), (23, 24), (24, 50)]
+    ref = np.concatenate([reference.logits(a, b) for a, b in chunks])
+    np.testing.assert_allclose(ref, whole, atol=1e-5, rtol=0)
+    ours = ref + np.random.default_rng(1).normal(scale=0.3, size=ref.shape).astype(np.float32)
+    monkeypatch.setattr(parity, "STEP", 5)  # sub-chunks inside each chunk too
+    tally = parity.Tally(ids)
+    for a, b in reversed(chunks):  # any order
+        tally.add_logits(a, ours[a:b], reference.logits(a, b))
+    row = tally.row("x", 64)
+    expected = _unchunked(ours, ref.astype(np.float64), ids)
+    assert row.top1_agreement < 1 and row.ppl_runtime != pytest.approx(row.ppl_transformers, rel=1e-3)
+    got = (row.max_abs_delta, row.rel_error, row.top1_agreement, row.ppl_runtime, row.ppl_transformers)
+    assert got == pytest.approx(expected, rel=1e-12)
+    # log-prob rows (vLLM): chunked equals one chunk
+    lp = parity.log_softmax(ours[:-1])
+    theirs = [{ids[i + 1]: lp[i, ids[i + 1]], int(lp[i].argmax()): lp[i].max()} for i in range(len(ids) - 1)]
+    one = parity.compare_logprobs("vllm", theirs, ref, ids, 64)
+    split = parity.Tally(ids)
+    for a, b in chunks:
+        split.add_logprobs(a, theirs[a:b], reference.logits(a, min(b, len(theirs))))
+    fields = ("max_abs_delta", "rel_error", "top1_agreement", "ppl_runtime", "ppl_transformers")
+    assert [getattr(split.row("vllm", 64), f) for f in fields] == pytest.approx([getattr(one, f) for f in fields], rel=1e-12)
+    assert one.ppl_runtime == pytest.approx(expected[3], rel=1e-9) and one.top1_agreement < 1
+
+
 def test_not_installed_runtimes_are_skipped_with_the_hint(tmp_path, capsys, monkeypatch):
     from longrope import export
     monkeypatch.setattr(parity, "installed", lambda rt: False)
