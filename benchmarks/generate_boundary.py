@@ -7,7 +7,9 @@ Two settings:
 - builtin: the built-in model (window 256) with the builtin-8x short/long factors; a 250-token
   prompt generates 50 tokens (crossing 256 at the 7th);
 - large: a randomly initialised Llama (window 8,192, 2 layers, hidden 256, head_dim 64) with
-  searched-looking short/long factors; an 8,180-token prompt generates 24 tokens.
+  searched-looking short/long factors; an 8,180-token prompt generates 24 tokens;
+- large32k: the same Llama with a window of 32,768; a 32,760-token prompt generates 16 tokens
+  (crossing 32,768 at the 9th). Random weights: the timings depend on the shapes, not the values.
 
 Timings alternate the three modes (`--repeats` rounds) so machine noise hits all; medians are
 reported with ratios to no-switching. Greedy agreement and the largest logit difference of each
@@ -39,16 +41,17 @@ def builtin_setting():
     return load_model("builtin", dtype="float32"), scaling, 250, 50
 
 
-def large_setting():
+def large_setting(window: int = 8192, prompt: int = 8180, new: int = 24):
     from transformers import LlamaConfig, LlamaForCausalLM
     torch.manual_seed(0)
     cfg = LlamaConfig(hidden_size=256, num_attention_heads=4, head_dim=64, num_key_value_heads=4,
-                      num_hidden_layers=2, intermediate_size=768, vocab_size=4096, max_position_embeddings=8192)
+                      num_hidden_layers=2, intermediate_size=768, vocab_size=4096, max_position_embeddings=window,
+                      attn_implementation="sdpa")  # SDPA's causal kernel: no [heads, n, n] scores at 32k
     model = LlamaForCausalLM(cfg).eval()
     pairs = torch.arange(32, dtype=torch.float32) / 31
     long = (1 + 7 * pairs ** 2).tolist()
     short = (1 + 0.2 * pairs ** 2).tolist()
-    return model, Scaling("longrope", long_factor=long, short_factor=short, factor=8.0), 8180, 24
+    return model, Scaling("longrope", long_factor=long, short_factor=short, factor=8.0), prompt, new
 
 
 def run_mode(model, scaling, mode, ids, new):
@@ -90,9 +93,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--settings", default="builtin,large")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks/results/generate_boundary.json"))
     args = ap.parse_args()
-    builders = {"builtin": builtin_setting, "large": large_setting}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    builders = {"builtin": builtin_setting, "large": large_setting,
+                "large32k": lambda: large_setting(window=32768, prompt=32760, new=16)}
     results = []
     for name in args.settings.split(","):
         model, scaling, prompt, new = builders[name]()

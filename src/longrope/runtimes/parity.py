@@ -116,6 +116,12 @@ def llama_cpp_chunks(gguf: Path, ids: list[int], n_ctx: int, threads: int = 2,
     return int(llm.n_ctx()), chunks()
 
 
+def llama_cpp_logits(gguf: Path, ids: list[int], n_ctx: int, threads: int = 2) -> tuple[np.ndarray, int]:
+    """(float32 [len(ids), vocab] whole, the context llama.cpp allocated): short sequences only."""
+    used, chunks = llama_cpp_chunks(gguf, ids, n_ctx, threads)
+    return np.concatenate([logits for _, logits in chunks]), used
+
+
 def log_softmax(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64)
     m = x.max(-1, keepdims=True)
