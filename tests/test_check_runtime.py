@@ -24,6 +24,13 @@ def test_metrics_on_known_logits():
     assert not row.passes(1e-4, 3) and same.passes(1e-4, 3)
 
 
+def test_perplexity_agreement_is_a_distance_not_a_rounding():
+    row = parity.Row("x", 10, 10, 0.0, 0.0, 1.0, 7.111471770894887, 7.11152588688548)  # measured, 5e-5 apart
+    assert row.passes(1e-4, 3)  # round() would give 7.111 vs 7.112
+    row.ppl_runtime = row.ppl_transformers + 0.0006
+    assert not row.passes(1e-4, 3) and row.passes(1e-4, 2)
+
+
 def test_logprob_rows_compare_actual_and_top_tokens():
     rng = np.random.default_rng(1)
     ref = rng.normal(size=(4, 8))
