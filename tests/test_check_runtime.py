@@ -116,3 +116,20 @@ def test_llama_cpp_matches_transformers_on_the_builtin_8x_export(tmp_path):
     out = export("builtin", "longrope:docs/results/builtin-8x-before-filter/factors-short-long.json", tmp_path / "e",
                  drop_n_hat=True, drop_short_attention=True)
     assert main(["check-runtime", str(out), "--runtime", "llama.cpp"]) == 0
+
+
+def test_a_vllm_run_over_its_time_is_ended_with_its_children(tmp_path, monkeypatch):
+    import time
+    from pathlib import Path
+
+    from longrope.errors import LongRopeError
+    fake = tmp_path / "python"
+    fake.write_text(f"#!/bin/sh\nsleep 60 &\necho $! > {tmp_path / 'child'}\nsleep 60\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("LONGROPE_VLLM_PYTHON", str(fake))
+    with pytest.raises(LongRopeError, match="vLLM ran over 1 s"):
+        parity.vllm_logprobs(tmp_path, [[1, 2, 3]], 8, timeout=1)
+    child = int((tmp_path / "child").read_text())
+    time.sleep(0.2)
+    stat = Path(f"/proc/{child}/stat")
+    assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"  # gone, or dead awaiting reaping

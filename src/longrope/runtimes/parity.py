@@ -236,6 +236,8 @@ def vllm_logprobs(hf_dir: Path, prompts: list[list[int]], max_model_len: int, to
     `top`. One vLLM engine for all prompts (it takes minutes to start on a CPU); a prompt must be
     shorter than `max_model_len` (vLLM counts the one requested output token)."""
     import json
+    import os
+    import signal
     import subprocess
     import tempfile
 
@@ -246,10 +248,16 @@ def vllm_logprobs(hf_dir: Path, prompts: list[list[int]], max_model_len: int, to
         req, res = Path(tmp) / "request.json", Path(tmp) / "result.json"
         req.write_text(json.dumps({"model": str(hf_dir), "prompts": prompts, "max_model_len": max_model_len, "top": top}))
         script = Path(__file__).with_name("_vllm_logprobs.py")
-        done = subprocess.run([python, str(script), str(req), str(res)], capture_output=True, text=True,
-                              timeout=timeout, start_new_session=True)
-        if done.returncode != 0 or not res.is_file():
-            tail = [ln for ln in done.stderr.strip().splitlines() if ln.strip()][-1:] or ["no output"]
+        proc = subprocess.Popen([python, str(script), str(req), str(res)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        try:
+            _, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:  # vLLM's engine runs in child processes: end the whole group
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            raise LongRopeError(f"vLLM ran over {timeout:.0f} s") from None
+        if proc.returncode != 0 or not res.is_file():
+            tail = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["no output"]
             raise LongRopeError(f"vLLM failed: {tail[0][:300]}")
         rows = json.loads(res.read_text())["logprobs"]
     return [[{int(k): v for k, v in pos.items()} for pos in prompt] for prompt in rows]
