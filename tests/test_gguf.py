@@ -216,7 +216,7 @@ def test_real_llama_cpp_runs_each_family_like_transformers(tmp_path, family, spe
     except LongRopeError as e:
         pytest.skip(str(e))
     if family == "phi3":
-        pytest.skip("llama.cpp's Phi-3 converter reads a sentencepiece tokenizer.model only")
+        pytest.skip("llama.cpp's Phi-3 converter reads a sentencepiece tokenizer.model only: tests/test_gguf_phi3.py")
     # window 256: llama.cpp rounds its context up to a multiple of 256; vocab above the tokenizer's
     # (the Qwen converter asserts it), as released checkpoints pad it
     src = tmp_path / "src"

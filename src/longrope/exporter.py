@@ -12,6 +12,7 @@ records the full scaling and what each runtime does below and above the window.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,10 +80,19 @@ def export(model: str | Path, scaling: Scaling | str, out: str | Path, *, drop_n
             load_tokenizer(src, trust_remote_code=trust_remote_code).save_pretrained(tmp)
         except LongRopeError:
             pass  # a model folder without a tokenizer exports without one
+        _keep_sentencepiece(src, tmp)
         _add_legacy_rope_scaling(tmp / "config.json", {**rope, **vllm})
         write_json(tmp / "longrope_scaling.json", _record(scaling, stock, src, original, portable,
                                                            cfg.max_position_embeddings, vllm))
     return out
+
+
+def _keep_sentencepiece(src: Path, dest: Path) -> None:
+    """Copy the source's sentencepiece `tokenizer.model` when the tokenizer's save did not write one
+    (transformers 5 saves tokenizer.json only): llama.cpp's converter reads it for Phi-3 and Llama-2."""
+    spm = Path(src) / "tokenizer.model"
+    if spm.is_file() and not (dest / "tokenizer.model").exists():
+        shutil.copyfile(spm, dest / "tokenizer.model")
 
 
 def _record(scaling: Scaling, stock: Scaling, src: Path, original: int, portable: bool,

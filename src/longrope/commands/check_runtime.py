@@ -12,7 +12,7 @@ def register(sub) -> None:
     p.add_argument("exported", help="folder written by `longrope export`")
     p.add_argument("--runtime", choices=("llama.cpp", "vllm", "all"), default="all")
     p.add_argument("--tolerance", type=float, default=1e-4, help="largest relative logit error (default 1e-4)")
-    p.add_argument("--ppl-decimals", type=int, default=3, help="perplexity must agree to this many decimals")
+    p.add_argument("--ppl-decimals", type=int, default=3, help="perplexities may differ by at most half a unit of this decimal (default 3: 0.0005)")
     p.add_argument("--gguf", default=None, help="llama.cpp: a GGUF to use (default: exported with the converter)")
     p.add_argument("--converter", default=None, help="llama.cpp's convert_hf_to_gguf.py or an sdist (see export)")
     p.add_argument("--pre-tokenizer", default=None, help="llama.cpp pre-tokenizer name (see export)")

@@ -54,24 +54,45 @@ def check_runtime(exported: str | Path, runtimes=RUNTIMES, *, gguf: str | Path |
                if not (parity.installed(rt) if rt == "llama.cpp" else parity.vllm_python())}
     active = [rt for rt in runtimes if rt not in skipped]
     ids = {n: parity.token_ids(exported, n, data) for n in {short, target}}
-    ref = {n: parity.transformers_logits(exported, ids[n]) for n in ids} if active else {}
+    ref = {}
+    if active:
+        model = parity.load_transformers(exported)
+        ref = {n: parity.Reference(model, ids[n]) for n in sorted(ids)}
+        del model  # the references keep the LM head
     rows = []
     with tempfile.TemporaryDirectory(prefix="longrope-check-") as tmp:
         for rt in active:
             if rt == "llama.cpp":
                 path = Path(gguf) if gguf else _gguf_from(exported, scaling, Path(tmp) / "m.gguf", converter,
                                                           pre_tokenizer)
-                for n, ctx, gated in cases:
-                    logits, used = parity.llama_cpp_logits(path, ids[n], ctx, threads)
-                    rows.append(parity.compare_logits(rt, logits, ref[n], ids[n], used, gated))
-            else:  # vLLM wants room for one output token: score all ids but the last
-                for ctx in sorted({c for _, c, _ in cases}):
-                    mine = [(n, gated) for n, c, gated in cases if c == ctx]
-                    lps = parity.vllm_logprobs(exported, [ids[n][:-1] for n, _ in mine], ctx)
-                    rows += [parity.compare_logprobs(rt, lp, ref[n][:-1], ids[n][:-1], ctx, gated)
-                             for (n, gated), lp in zip(mine, lps)]
+                rows += [_llama_cpp_row(path, ids[n], ref[n], ctx, gated, threads) for n, ctx, gated in cases]
+            else:
+                rows += _vllm_rows(exported, ids, ref, cases)
     return {"exported": str(exported), "scaling": scaling.describe(), "original": original, "target": target,
             "rows": rows, "skipped": skipped}
+
+
+def _llama_cpp_row(gguf: Path, ids: list[int], ref: parity.Reference, ctx: int, gated: bool,
+                   threads: int) -> parity.Row:
+    used, chunks = parity.llama_cpp_chunks(gguf, ids, ctx, threads)
+    tally = parity.Tally(ids)
+    for start, logits in chunks:
+        tally.add_logits(start, logits, ref.logits(start, start + len(logits)))
+    return tally.row("llama.cpp", used, gated)
+
+
+def _vllm_rows(exported: Path, ids: dict, ref: dict, cases) -> list[parity.Row]:
+    """vLLM wants room for one output token: it scores all ids but the last, one engine per context."""
+    rows = []
+    for ctx in sorted({c for _, c, _ in cases}):
+        mine = [(n, gated) for n, c, gated in cases if c == ctx]
+        lps = parity.vllm_logprobs(exported, [ids[n][:-1] for n, _ in mine], ctx)
+        for (n, gated), lp in zip(mine, lps):
+            tally = parity.Tally(ids[n][:-1])
+            for a in range(0, len(lp), parity.STEP):
+                tally.add_logprobs(a, lp[a: a + parity.STEP], ref[n].logits(a, min(a + parity.STEP, len(lp))))
+            rows.append(tally.row("vllm", ctx, gated))
+    return rows
 
 
 def table(result: dict, tolerance: float, ppl_decimals: int) -> str:
