@@ -42,23 +42,24 @@ def test_gpu_recipes_pass_dry_run(name, capsys):
     assert out.count("search") >= 3 and "fine-tune" in out
 
 
-def test_dry_run_on_a_local_model_reads_its_config(tmp_path, capsys):
+def _dry_run_plan(tmp_path, capsys, stages: str) -> str:
+    """`extend --dry-run` of a recipe with `stages` (YAML lines) on a tiny local model: its output."""
     model = save_tiny(tmp_path / "m")
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("name: t\nstages:\n  - search: {target_length: 128}\n  - finetune: {length: 128, steps: 3}\n")
+    recipe.write_text("name: t\nstages:\n" + stages)
     assert main(["extend", "--recipe", str(recipe), "--model", str(model), "--dry-run"]) == 0
-    out = capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def test_dry_run_on_a_local_model_reads_its_config(tmp_path, capsys):
+    out = _dry_run_plan(tmp_path, capsys, "  - search: {target_length: 128}\n  - finetune: {length: 128, steps: 3}\n")
     assert "window 32" in out and "s = 4" in out and "fine-tune 3 steps" in out
 
 
 def test_dry_run_states_the_search_cost_the_search_log_will(tmp_path, capsys):
     from longrope.search.cost import search_cost
     from longrope.search.runner import SearchConfig
-    model = save_tiny(tmp_path / "m")
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text("name: t\nstages:\n  - search: {target_length: 128, docs: 3, preset: paper, iterations: 2}\n")
-    assert main(["extend", "--recipe", str(recipe), "--model", str(model), "--dry-run"]) == 0
-    out = capsys.readouterr().out
+    out = _dry_run_plan(tmp_path, capsys, "  - search: {target_length: 128, docs: 3, preset: paper, iterations: 2}\n")
     cfg = SearchConfig(target_length=128, docs=3, preset="paper", iterations=2).resolved()
     cost = search_cost(cfg, 128, 3)
     assert f"<= {cost['evaluations']:,} full evaluations, {cost['forward_passes']:,} forward passes" in out

@@ -17,20 +17,12 @@ import torch.nn.functional as F
 import longrope
 from longrope import cli
 from longrope.train.distill import DistillLoss, frozen_copy, pick_pieces
+from tests.train.common import ft_args
 from tests.helpers import cli_env, losses, make_tiny, run_group, save_tiny, spawn, torch_threads, write_texts
 
 
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("distill")
-    return save_tiny(root / "model", bos=False), write_texts(root / "texts"), root / "cache"
-
-
-def args(model, texts, cache, out, *extra, steps=6, length=64):
-    return ["finetune", "--model", str(model), "--data", str(texts), "--cache-dir", str(cache),
-            "--scaling", "yarn:2", "--length", str(length), "--steps", str(steps), "--out", str(out),
-            "--batch-size", "2", "--lr", "1e-3", "--warmup", "1", "--no-progress", "--distill", "1",
-            "--distill-share", "0.5", *extra]
+def args(model, texts, cache, out, *extra, **kw):
+    return ft_args(model, texts, cache, out, "--distill", "1", "--distill-share", "0.5", *extra, **kw)
 
 
 def _student_and_teacher(noise: float = 0.0):
@@ -209,22 +201,6 @@ def test_two_processes_killed_and_resumed_give_the_single_process_run(tmp_path):
     w1, w2 = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("one", "two"))
     for k in w1:
         torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=1e-4)
-
-
-@pytest.mark.parametrize("change, message", [
-    (["--distill", "-1"], "--distill must be a number >= 0"),
-    (["--distill", "nan"], "--distill must be a number >= 0"),
-    (["--distill-share", "0"], "--distill-share must be in (0, 1]"),
-    (["--distill-share", "1.5"], "--distill-share must be in (0, 1]"),
-])
-def test_bad_distill_values_are_one_line_and_exit_2(assets, tmp_path, capsys, change, message):
-    model, texts, cache = assets
-    argv = args(model, texts, cache, tmp_path / "o")
-    argv[argv.index(change[0]) + 1] = change[1]
-    assert cli.main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("longrope finetune: error: ") and "\n" not in err and message in err, err
-    assert not (tmp_path / "o").exists()
 
 
 def test_the_ablation_recipes_differ_only_in_their_lever():

@@ -12,19 +12,8 @@ import torch
 from longrope import cli
 from longrope.train.finetune import BatchPlan, FinetuneConfig, lr_factor, short_pieces
 from longrope.train.loss import CausalLMLoss
-from tests.helpers import cli_env, losses, make_tiny, run_group, save_tiny, spawn, torch_threads, write_texts
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ft")
-    return save_tiny(root / "model", bos=False), write_texts(root / "texts"), root / "cache"
-
-
-def args(model, texts, cache, out, *extra, steps=6, length=64):
-    return ["finetune", "--model", str(model), "--data", str(texts), "--cache-dir", str(cache),
-            "--scaling", "yarn:2", "--length", str(length), "--steps", str(steps), "--out", str(out),
-            "--batch-size", "2", "--lr", "1e-3", "--warmup", "1", "--no-progress", *extra]
+from tests.train.common import ft_args as args
+from tests.helpers import cli_env, losses, make_tiny, run_group, spawn, torch_threads
 
 
 @pytest.mark.parametrize("scaling", ["none", "yarn:4"])
@@ -191,6 +180,10 @@ def test_mixed_window_trains_short_pieces_with_the_original_rotation(assets, tmp
     (["--scaling", "warp:2"], "warp"),
     (["--passkey-share", "1.5"], "--passkey-share must be in [0, 1)"),
     (["--passkey-share", "0.5"], "64-token sample cannot hold a passkey prompt"),
+    (["--distill", "-1"], "--distill must be a number >= 0"),
+    (["--distill", "nan"], "--distill must be a number >= 0"),
+    (["--distill", "1", "--distill-share", "0"], "--distill-share must be in (0, 1]"),
+    (["--distill", "1", "--distill-share", "1.5"], "--distill-share must be in (0, 1]"),
 ])
 def test_bad_input_is_one_line_and_exit_2(assets, tmp_path, capsys, change, message):
     model, texts, cache = assets
