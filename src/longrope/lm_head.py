@@ -70,21 +70,29 @@ def _head_nll_sum(head: LMHead, hidden: torch.Tensor, targets: torch.Tensor) -> 
     return token_nll(head(hidden), targets, "sum")
 
 
+def _chunked_sum(fn, head: LMHead, hidden: torch.Tensor, other, chunk: int) -> torch.Tensor:
+    """sum of fn(head, hidden_chunk, *other_chunks) over `chunk`-position slices of `hidden`
+    [batch, seq, dim] and of each tensor in `other` (sliced alike, non-tensors passed whole); each
+    chunk's logits are recomputed in the backward pass. `chunk` <= 0 runs `fn` once on everything."""
+    seq = hidden.shape[1]
+    if chunk <= 0 or chunk >= seq:
+        return fn(head, hidden, *other)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, seq, chunk):
+        h = hidden[:, start:start + chunk]
+        rest = [o[:, start:start + chunk] if isinstance(o, torch.Tensor) else o for o in other]
+        if torch.is_grad_enabled() and h.requires_grad:
+            total = total + checkpoint(fn, head, h, *rest, use_reentrant=False)
+        else:
+            total = total + fn(head, h, *rest)
+    return total
+
+
 def chunked_nll(head: LMHead, hidden: torch.Tensor, targets: torch.Tensor, chunk: int) -> torch.Tensor:
     """Summed NLL of `targets` given `hidden` [batch, seq, dim] (aligned: hidden[:, t] predicts
     targets[:, t]), `chunk` positions at a time, each chunk's logits recomputed in the backward pass.
     `chunk` <= 0 computes the full logits in one piece."""
-    seq = hidden.shape[1]
-    if chunk <= 0 or chunk >= seq:
-        return _head_nll_sum(head, hidden, targets)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, seq, chunk):
-        h, y = hidden[:, start:start + chunk], targets[:, start:start + chunk]
-        if torch.is_grad_enabled() and h.requires_grad:
-            total = total + checkpoint(_head_nll_sum, head, h, y, use_reentrant=False)
-        else:
-            total = total + _head_nll_sum(head, h, y)
-    return total
+    return _chunked_sum(_head_nll_sum, head, hidden, (targets,), chunk)
 
 
 def _head_kl_sum(head: LMHead, hidden: torch.Tensor, teacher: LMHead, teacher_hidden: torch.Tensor) -> torch.Tensor:
@@ -99,14 +107,4 @@ def chunked_kl(head: LMHead, hidden: torch.Tensor, teacher: LMHead, teacher_hidd
     """Summed KL(teacher || student) over every position of `hidden` [batch, seq, dim] (the student's,
     through `head`) against `teacher_hidden` through `teacher` (no gradient), `chunk` positions at a
     time with each chunk's logits recomputed in the backward pass, as `chunked_nll`."""
-    seq = hidden.shape[1]
-    if chunk <= 0 or chunk >= seq:
-        return _head_kl_sum(head, hidden, teacher, teacher_hidden)
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, seq, chunk):
-        h, t = hidden[:, start:start + chunk], teacher_hidden[:, start:start + chunk]
-        if torch.is_grad_enabled() and h.requires_grad:
-            total = total + checkpoint(_head_kl_sum, head, h, teacher, t, use_reentrant=False)
-        else:
-            total = total + _head_kl_sum(head, h, teacher, t)
-    return total
+    return _chunked_sum(_head_kl_sum, head, hidden, (teacher, teacher_hidden), chunk)
