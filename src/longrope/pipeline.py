@@ -145,6 +145,8 @@ def _search_config(recipe: Recipe, stage: Stage, ctx: Context):
     if stage.kind == "short":
         opts.setdefault("short_of", ctx.scaling)
         opts.setdefault("target_length", ctx.original or 1)
+    if opts.get("seed_from") == "previous":  # progressive: seed with the last stage's factors, carried
+        opts["seed_from"] = ctx.scaling
     return build(SearchConfig, f"stage {stage.name}", model=ctx.model, data=recipe.data, seed=recipe.seed,
                  **opts)
 
@@ -203,6 +205,8 @@ def validate(recipe: Recipe) -> None:
                 raise LongRopeError(f"{where}: search needs target_length")
             if st.kind == "short" and search_n_hat is None:
                 raise LongRopeError(f"{where}: a short search needs an earlier search")
+            if st.options.get("seed_from") == "previous" and search_n_hat is None:
+                raise LongRopeError(f"{where}: seed_from: previous needs an earlier search")
             cfg = _named(where, _search_config(recipe, st, ctx).resolved)
             if st.kind == "search":
                 search_n_hat = (st.name, cfg.search_n_hat)

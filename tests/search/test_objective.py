@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from longrope.errors import LongRopeError
-from longrope.search.objective import critical_dim, needle_samples, resolve_critical, seed_factors
+from longrope.search.objective import carry_factors, critical_dim, needle_samples, resolve_critical, seed_factors
 
 from tests.helpers import char_tokenizer
 
@@ -24,6 +24,20 @@ def test_seed_factors_are_the_exact_factors_each_method_implies():
     assert np.allclose(f["yarn"], 1 / (ramp / s + 1 - ramp), rtol=1e-5)
     assert not np.allclose(f["yarn"], 1 - ramp + s * ramp)
     assert all(np.all(np.diff(v) >= -1e-9) for v in f.values())  # all non-decreasing
+
+
+def test_carried_factors_keep_each_pairs_blend_so_yarn_and_pi_carry_exactly():
+    d, b, L = 64, 10000.0, 256
+    two, four = seed_factors(d, b, L, 2.0), seed_factors(d, b, L, 4.0)
+    np.testing.assert_allclose(carry_factors(two["yarn"], 2.0, 4.0), four["yarn"], rtol=1e-6)
+    np.testing.assert_allclose(carry_factors(two["pi"], 2.0, 4.0), four["pi"], rtol=1e-12)
+    np.testing.assert_allclose(carry_factors(np.ones(4), 2.0, 4.0), np.ones(4))
+    # a pair searched past the old scale lands past the new one; one that would flip sign is +inf
+    out = carry_factors([1.0, 1.5, 2.0, 2.2, 3.5], 2.0, 4.0)
+    assert out[2] == pytest.approx(4.0) and out[3] > 4.0 and np.isinf(out[4])
+    assert np.all(np.diff(out) >= 0)  # order is kept
+    with pytest.raises(LongRopeError, match="cannot carry"):
+        carry_factors([1.0], 1.0, 4.0)
 
 
 def test_critical_dimension_formula():

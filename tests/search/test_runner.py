@@ -162,3 +162,26 @@ def test_short_search_can_tune_the_short_attention_scale(files, tmp_path):
     # the unscaled model is a baseline, and the search can only do at least as well as its best seed
     assert set(s["baselines"]) == {"none", "long", "unscaled"}
     assert s["ppl"] <= min(s["baselines"]["none"], s["baselines"]["unscaled"]) + 1e-9
+
+
+def test_seed_from_an_earlier_search_carries_its_factors_into_generation_0(files, tmp_path):
+    from longrope.rope.scaling import Scaling, load_scaling
+    from longrope.search.objective import carry_factors
+
+    run_search(cfg(files, target_length=64, iterations=1), tmp_path / "2x", progress=False)
+    prev = load_scaling(tmp_path / "2x" / "factors.json")
+    s = run_search(cfg(files, seed_from=str(tmp_path / "2x" / "factors.json"), iterations=1), tmp_path / "4x",
+                   progress=False)
+    state = json.loads((tmp_path / "4x" / "state.json").read_text())
+    want = carry_factors(prev.long_factor, prev.factor, 4.0)
+    assert np.allclose(state["seeds"]["carried"], want)
+    gen0 = [json.loads(x) for x in (tmp_path / "4x" / "history.jsonl").read_text().splitlines()]
+    carried = state["evolution"]["seeds"]["carried"]["factors"]
+    assert any(e["generation"] == 0 and e["fidelity"] == "full" and e["factors"] == carried for e in gen0)
+    assert set(s["baselines"]) == {"pi", "ntk", "yarn"}  # the carried seed is no baseline method
+    Scaling(method="yarn", factor=2.0).save(tmp_path / "yarn.json")
+    with pytest.raises(LongRopeError, match="longrope factor file"):
+        run_search(cfg(files, seed_from=str(tmp_path / "yarn.json")), tmp_path / "bad", progress=False)
+    with pytest.raises(LongRopeError, match="short-factor search"):
+        run_search(cfg(files, seed_from=str(tmp_path / "2x" / "factors.json"), target_length=32,
+                       short_of=str(tmp_path / "2x" / "factors.json")), tmp_path / "bad2", progress=False)

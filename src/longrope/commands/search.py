@@ -10,7 +10,7 @@ from ._common import add_data_args, add_model_args
 _SEARCH = ("screen_pick", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
            "screen_docs", "promote", "patience", "docs", "seed", "preset", "objective", "critical_dim",
            "target_length", "data", "split", "model", "dtype", "sample_mode", "search_attention_scale",
-           "search_n_hat", "short_of")
+           "search_n_hat", "short_of", "seed_from")
 
 
 HELP = {  # the defaults come from SearchConfig (and its preset); only the words live here
@@ -39,11 +39,15 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
     "short_of": "search the short factors (used up to the original window) of this long-factor file, at "
                 "--target-length <= the window; writes both into factors.json",
     "sample_mode": "select long documents, join short ones, or auto",
+    "seed_from": "a factor file of an earlier stage (e.g. the 2x search before a 4x one): its long factors, "
+                 "carried to this scale (each pair keeps its blend of interpolated and original frequency, "
+                 "so yarn:2 becomes yarn:4), join the PI/NTK/YaRN seeds",
 }
 CHOICES = {"preset": ("fast", "paper"), "screen_pick": ("first", "spread"), "objective": ("ppl", "needle"), "sample_mode": ("auto", "select", "join")}
 MAIN = ("target_length", "docs", "seed")
 EVOLUTION = ("preset", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
-             "screen_docs", "screen_pick", "promote", "patience", "search_n_hat", "search_attention_scale")
+             "screen_docs", "screen_pick", "promote", "patience", "search_n_hat", "search_attention_scale",
+             "seed_from")
 LONGROPE2 = ("objective", "critical_dim", "short_of", "sample_mode")
 
 

@@ -34,6 +34,24 @@ def seed_factors(dim: int, base: float, original: int, scale: float) -> dict[str
     return out
 
 
+def carry_factors(factors, from_scale: float, to_scale: float) -> np.ndarray:
+    """Another stage's factors (searched for scale `from_scale`) carried to `to_scale`, keeping each
+    pair's place between "not interpolated" (1) and "fully interpolated" (the scale).
+
+    YaRN writes pair i's frequency as a blend of the interpolated and the original one,
+    1/lambda_i = (1 - g_i)/s + g_i; g_i is read off the old factors and reused with the new scale,
+    so yarn:s0 carries to yarn:s exactly, PI to PI, no scaling to no scaling, and a pair the search
+    pushed past s0 (g_i < 0) lands past s. A pair whose new frequency would be <= 0 gets +inf
+    (the search clips it to the space's upper bound)."""
+    lam = np.asarray(factors, dtype=np.float64)
+    if not from_scale > 1.0 or not to_scale > 0.0:
+        raise LongRopeError(f"cannot carry factors from scale {from_scale} to {to_scale}")
+    g = (1.0 / lam - 1.0 / from_scale) / (1.0 - 1.0 / from_scale)
+    inv = (1.0 - g) / to_scale + g
+    with np.errstate(divide="ignore"):
+        return np.where(inv > 0, 1.0 / np.where(inv > 0, inv, 1.0), np.inf)
+
+
 def critical_dim(dim: int, base: float, original: int) -> int:
     """LongRoPE2's theoretical critical dimension d_tcd = 2*ceil((d/2) * log_b(L / (2*pi)))."""
     return 2 * math.ceil((dim / 2) * math.log(original / (2 * math.pi)) / math.log(base))

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..errors import LongRopeError
 from ..io import mark_finished, write_json, write_text
 from .evolution import PRESETS, evolve
-from .setup import Window, _Progress, _samples, _short_attn, _space_and_seeds, _window, _with_short
+from .setup import CARRIED, Window, _Progress, _samples, _short_attn, _space_and_seeds, _window, _with_short
 from .space import Candidate, Space
 
 FORMAT = "longrope-search/1"
@@ -52,6 +52,7 @@ class SearchConfig:
     objective: str = "ppl"
     critical_dim: str | None = None
     short_of: str | None = None  # a long-factor file: search its short factors (target <= window)
+    seed_from: str | None = None  # a factor file of an earlier stage: its factors, carried to this scale, seed
     sample_mode: str = "auto"
     dtype: str = "float32"
     device: str = "cpu"
@@ -198,7 +199,7 @@ def _baselines(objective, cfg: SearchConfig, w: Window, seeds: dict) -> dict:
     """The exact methods the seeds come from, scored as they are (a fresh search only)."""
     from ..rope.scaling import Scaling
 
-    names = list(seeds)
+    names = [n for n in seeds if n != CARRIED]  # the carried seed is no method: scored in generation 0
     if w.long is not None:
         exact = [_with_short(w.long, [1.0] * (w.dim // 2)), w.long]
         if cfg.search_attention_scale:  # the unscaled model itself: ones at scale 1

@@ -68,6 +68,8 @@ def _space_and_seeds(cfg, w: Window):
     space_kw = dict(step=cfg.step, attn=attn, mutation_prob=cfg.mutation_prob,
                     attn_bounds=(1.0, round(1.0 + 2 * (max(attn, attention_scale("yarn", scale, original)) - 1), 2))
                     if cfg.search_attention_scale else None)
+    if long is not None and cfg.seed_from:
+        raise LongRopeError("--seed-from seeds a long-factor search; a short-factor search (--short-of) takes none")
     if long is not None:  # short factors in [1, 1.25*max(1, s)]; n_hat stays the long file's
         seeds = {"none": np.ones(dim // 2), "long": np.asarray(long.long_factor, dtype=np.float64)}
         long_attn = long.inv_freq(dim=dim, base=base, original=original, seq_len=original + 1)[1]
@@ -83,7 +85,27 @@ def _space_and_seeds(cfg, w: Window):
         seeds = seed_factors(dim, base, original, scale)
         space = Space.critical(seeds["ntk"], crit // 2, scale, window=original,
                                search_n_hat=cfg.search_n_hat, **space_kw)
+    if cfg.seed_from:
+        seeds[CARRIED] = _carried(cfg.seed_from, dim, scale)
     return crit, seeds, space
+
+
+CARRIED = "carried"  # the seed carried over from --seed-from (not a baseline method of its own)
+
+
+def _carried(path: str, dim: int, scale: float) -> np.ndarray:
+    """The long factors of an earlier stage's factor file, carried to this search's scale."""
+    from ..rope.scaling import load_scaling
+    from .objective import carry_factors
+
+    prev = load_scaling(path)
+    if prev.method != "longrope" or not prev.factor:
+        raise LongRopeError(f"--seed-from {path}: a longrope factor file with its scale is needed, "
+                            f"got a {prev.method} scaling")
+    prev.check_pairs(dim // 2)
+    if not prev.factor > 1.0:
+        raise LongRopeError(f"--seed-from {path}: its scale factor {prev.factor} is not above 1")
+    return carry_factors(prev.long_factor, float(prev.factor), scale)
 
 
 def _long_scaling(cfg, dim: int):
