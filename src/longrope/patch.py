@@ -14,6 +14,7 @@ re-encoding, exact for the rotation but it keeps deeper layers' short-factor hid
 """
 from __future__ import annotations
 
+import contextlib
 import types
 
 import torch
@@ -148,6 +149,23 @@ def current(model: nn.Module) -> Scaling | None:
     """The scaling `apply` put on this model, or None."""
     state = model.__dict__.get(_STATE)
     return state["scaling"] if state else None
+
+
+@contextlib.contextmanager
+def rotary_override(model: nn.Module, make):
+    """Within the block every rotary module of `model` is `make(dim, base, original)`, an
+    `nn.Module` with the same `forward(x, position_ids) -> (cos, sin)` (the search's gradient
+    descent puts a differentiable one there); the modules in place before come back on exit."""
+    dim, base, original = rope_dims(model)
+    swapped = []
+    try:
+        for parent, name, module in _rotary_modules(model):
+            setattr(parent, name, make(dim, base, original))
+            swapped.append((parent, name, module))
+        yield model
+    finally:
+        for parent, name, module in swapped:
+            setattr(parent, name, module)
 
 
 def _prepare_across_window(self, input_ids, *args, **kwargs):

@@ -331,11 +331,13 @@ def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[
 
 
 def _run_search(recipe, stage, ctx: Context, work, resume, log):
+    from .search.gradient import DESCENT_FILE
     from .search.runner import run_search
     if ctx.original is None:
         ctx.original = window_of(ctx.model)
     cfg = _search_config(recipe, stage, ctx)
-    summary = run_search(cfg, work, resume=resume and (work / "state.json").is_file())
+    begun = (work / "state.json").is_file() or (work / DESCENT_FILE).is_file()
+    summary = run_search(cfg, work, resume=resume and begun)
     ctx.scaling = str(work / "factors.json")
     log(f"[{stage.name}] best perplexity {summary['ppl']:.3f}; baselines "
         + ", ".join(f"{k} {v:.3f}" for k, v in summary["baselines"].items()))

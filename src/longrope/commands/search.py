@@ -10,7 +10,7 @@ from ._common import add_data_args, add_model_args
 _SEARCH = ("screen_pick", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
            "screen_docs", "promote", "patience", "docs", "seed", "preset", "objective", "critical_dim",
            "target_length", "data", "split", "model", "dtype", "sample_mode", "search_attention_scale",
-           "search_n_hat", "short_of", "seed_from")
+           "search_n_hat", "short_of", "seed_from", "descent_steps", "descent_lr", "descent_lr_end")
 
 
 HELP = {  # the defaults come from SearchConfig (and its preset); only the words live here
@@ -39,6 +39,10 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
     "short_of": "search the short factors (used up to the original window) of this long-factor file, at "
                 "--target-length <= the window; writes both into factors.json",
     "sample_mode": "select long documents, join short ones, or auto",
+    "descent_steps": "gradient steps on the factors before the evolution: Adam on log factors from the best seed, "
+                     "each step one forward + backward pass per document (0: none; default: the preset's)",
+    "descent_lr": "the descent's learning rate on log factors, cosine-decayed to --descent-lr-end",
+    "descent_lr_end": "the descent's final learning rate",
     "seed_from": "a factor file of an earlier stage (e.g. the 2x search before a 4x one): its long factors, "
                  "carried to this scale (each pair keeps its blend of interpolated and original frequency, "
                  "so yarn:2 becomes yarn:4), join the PI/NTK/YaRN seeds",
@@ -47,7 +51,7 @@ CHOICES = {"preset": ("fast", "paper"), "screen_pick": ("first", "spread"), "obj
 MAIN = ("target_length", "docs", "seed")
 EVOLUTION = ("preset", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
              "screen_docs", "screen_pick", "promote", "patience", "search_n_hat", "search_attention_scale",
-             "seed_from")
+             "seed_from", "descent_steps", "descent_lr", "descent_lr_end")
 LONGROPE2 = ("objective", "critical_dim", "short_of", "sample_mode")
 
 
@@ -87,12 +91,13 @@ def _norm(key: str, value):
 def run(args) -> int:
     from ..io import prepare_output
     from ..search.plot import have_matplotlib
-    from ..search.runner import PARTIAL, SearchConfig, load_state, run_search
+    from ..search.gradient import DESCENT_FILE
+    from ..search.runner import PARTIAL, SearchConfig, run_search, saved_config
 
     from ..schema import from_args
     given = {k: v for k, v in from_args(args, SearchConfig, _SEARCH).items() if v is not None}
     if args.resume:
-        cfg = SearchConfig(**load_state(args.out)["config"])
+        cfg = SearchConfig(**saved_config(args.out))
         for k, v in given.items():
             if _norm(k, getattr(cfg, k)) != _norm(k, v):
                 raise LongRopeError(f"--{k.replace('_', '-')} {v} differs from the saved search "
@@ -107,7 +112,7 @@ def run(args) -> int:
         cfg = SearchConfig(**given, device=args.device, trust_remote_code=args.trust_remote_code)
         cfg.resolved()  # values checked before the output folder is made
     with prepare_output(args.out, kind="search", overwrite=args.overwrite, resume=args.resume,
-                        clear=("state.json", "history.jsonl", "factors.json", PARTIAL, "search.png"),
+                        clear=("state.json", "history.jsonl", "factors.json", PARTIAL, "search.png", DESCENT_FILE),
                         adopt="state.json"):
         if not have_matplotlib():
             print("longrope search: note: matplotlib is not installed, so search.png will not be drawn "

@@ -20,6 +20,10 @@ PAPER_SHAPE = {"params": 6.74e9, "layers": 32, "hidden": 4096}
 PAPER_LENGTH, PAPER_DOCS = 131072, 5
 TFLOPS_PER_GPU = 100.0  # effective, an A100/H100-class GPU on long-context forward passes
 BASELINES = 3  # PI, NTK and YaRN are scored on all documents before the search
+# A descent step runs a forward and a backward pass per document; the backward pass costs about
+# twice the forward (the usual estimate: two matrix products per forward one), so one descent
+# sample pass counts as 3 forward passes in `pass_equivalents`.
+DESCENT_PASS = 3.0
 
 
 def _shape(model_shape) -> dict:
@@ -86,32 +90,41 @@ def search_cost(preset_or_config, length: int, docs: int, model_shape=None, *,
         return full, 0, (full + BASELINES) * n_docs
 
     full, screened, fp = passes(docs)
+    steps = s.get("descent_steps") or 0
+    dp = steps * docs
+    eq = fp + DESCENT_PASS * dp
     shape = _shape(model_shape)
     rate = tflops_per_gpu * 1e12 * 3600
-    paper_fp = passes(PAPER_DOCS)[2]
-    return {"evaluations": full, "screened": screened, "forward_passes": fp, "tokens": fp * length,
-            "flops": fp * flops_per_pass(shape, length),
-            "gpu_hours": fp * flops_per_pass(shape, length) / rate,
-            "gpu_hours_at_paper_scale": paper_fp * flops_per_pass(PAPER_SHAPE, PAPER_LENGTH) / rate}
+    paper_eq = passes(PAPER_DOCS)[2] + DESCENT_PASS * steps * PAPER_DOCS
+    return {"evaluations": full, "screened": screened, "forward_passes": fp, "descent_passes": dp,
+            "pass_equivalents": eq, "tokens": int(eq * length),
+            "flops": eq * flops_per_pass(shape, length),
+            "gpu_hours": eq * flops_per_pass(shape, length) / rate,
+            "gpu_hours_at_paper_scale": paper_eq * flops_per_pass(PAPER_SHAPE, PAPER_LENGTH) / rate}
 
 
-def run_cost(cfg, evaluations: int, screened: int, forward_passes: int, cache_hits: int) -> dict:
+def run_cost(cfg, evaluations: int, screened: int, forward_passes: int, cache_hits: int,
+             descent_passes: int = 0) -> dict:
     """What a finished run spent, and the same run's GPU-hours at the paper's scale: the passes it
-    needed (run + taken from the cache) per document, times the paper's 5 documents at 128k."""
-    needed = forward_passes + cache_hits
+    needed (run + taken from the cache, descent passes weighted by DESCENT_PASS) per document,
+    times the paper's 5 documents at 128k."""
+    eq = forward_passes + DESCENT_PASS * descent_passes
     bound = search_cost(cfg, cfg.target_length, cfg.docs)
-    per_doc = needed / cfg.docs
+    per_doc = (eq + cache_hits) / cfg.docs
     paper = per_doc * PAPER_DOCS * flops_per_pass(PAPER_SHAPE, PAPER_LENGTH) / (TFLOPS_PER_GPU * 1e12 * 3600)
     return {"evaluations": evaluations, "screened": screened, "forward_passes": forward_passes,
-            "cache_hits": cache_hits, "tokens": forward_passes * cfg.target_length,
+            "descent_passes": descent_passes, "pass_equivalents": eq,
+            "cache_hits": cache_hits, "tokens": int(eq * cfg.target_length),
             "gpu_hours_at_paper_scale": paper, "bound": bound}
 
 
 def describe(cost: dict) -> str:
     """One line for logs and titles."""
     hits = f" (+{cost['cache_hits']:,} from the cache)" if cost.get("cache_hits") else ""
+    descent = (f" + {cost['descent_passes']:,} descent (forward + backward) passes = "
+               f"{cost['pass_equivalents']:,.0f} pass equivalents" if cost.get("descent_passes") else "")
     return (f"{cost['evaluations']:,} full + {cost['screened']:,} screening evaluations, "
-            f"{cost['forward_passes']:,} forward passes{hits}, {cost['tokens']:,} tokens; "
+            f"{cost['forward_passes']:,} forward passes{hits}{descent}, {cost['tokens']:,} tokens; "
             f"~{cost['gpu_hours_at_paper_scale']:,.0f} GPU-h at paper scale")
 
 
@@ -122,5 +135,6 @@ def doc_cost(doc: dict) -> dict | None:
     from .runner import SearchConfig
 
     hist = doc["evolution"]["history"][-1]
+    descent = (doc.get("info") or {}).get("descent") or {}
     return run_cost(SearchConfig(**doc["config"]), hist["evaluations"], hist["screened"],
-                    doc["forward_passes"], doc.get("cache_hits", 0))
+                    doc["forward_passes"], doc.get("cache_hits", 0), descent.get("passes", 0))

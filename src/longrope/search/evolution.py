@@ -40,6 +40,7 @@ class Preset:
     screen_docs: int | None = None  # documents of the cheap fitness; None: no screening
     promote: float = 1.0  # at most this fraction of new candidates gets the full fitness
     patience: int | None = None  # stop after this many generations without improvement
+    descent_steps: int = 0  # gradient steps before the evolution (search/descent.py); 0: none
 
 
 PRESETS = {

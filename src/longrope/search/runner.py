@@ -12,19 +12,21 @@ from __future__ import annotations
 import json
 import math
 import time
+
+import numpy as np
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..errors import LongRopeError
 from ..io import mark_finished, write_json, write_text
 from .evolution import PRESETS, evolve
-from .setup import CARRIED, Window, _Progress, _samples, _short_attn, _space_and_seeds, _window, _with_short
+from .setup import CARRIED, DESCENT, Window, _Progress, _samples, _short_attn, _space_and_seeds, _window, _with_short
 from .space import Candidate, Space
 
 FORMAT = "longrope-search/1"
 PARTIAL = "factors.partial.json"  # the best factors so far of an unfinished search
 SEARCH_KEYS = ("population", "iterations", "parents", "mutations", "crossovers", "mutation_prob",
-               "screen_docs", "promote", "patience")
+               "screen_docs", "promote", "patience", "descent_steps")
 
 
 @dataclass
@@ -53,6 +55,9 @@ class SearchConfig:
     critical_dim: str | None = None
     short_of: str | None = None  # a long-factor file: search its short factors (target <= window)
     seed_from: str | None = None  # a factor file of an earlier stage: its factors, carried to this scale, seed
+    descent_steps: int | None = None  # gradient steps before the evolution (search/descent.py)
+    descent_lr: float = 0.05  # its Adam learning rate on log factors, cosine-decayed to descent_lr_end
+    descent_lr_end: float = 0.005
     sample_mode: str = "auto"
     dtype: str = "float32"
     device: str = "cpu"
@@ -86,6 +91,13 @@ class SearchConfig:
             raise LongRopeError(f"unknown --screen-pick {c.screen_pick!r}; choose first or spread")
         if c.objective not in ("ppl", "needle"):
             raise LongRopeError(f"unknown objective {c.objective!r}; choose ppl or needle")
+        if c.descent_steps < 0 or not c.descent_lr > 0 or not c.descent_lr_end >= 0:
+            raise LongRopeError("--descent-steps must be >= 0, --descent-lr > 0, --descent-lr-end >= 0")
+        if c.descent_steps and (c.objective != "ppl" or c.short_of):
+            if self.descent_steps:  # asked for explicitly
+                raise LongRopeError("the gradient descent (--descent-steps) takes the ppl objective of a "
+                                    "long-factor search; set --descent-steps 0")
+            c.descent_steps = 0  # the preset's descent: only where it applies
         return c
 
 
@@ -110,6 +122,16 @@ def load_state(out: str | Path) -> dict:
     return state
 
 
+def saved_config(out: str | Path) -> dict:
+    """The settings of the search in `out` to resume: from state.json, or from descent.json when
+    the run was stopped during its descent (before the first state.json)."""
+    from .gradient import read_descent
+
+    if _descent_only(Path(out)):
+        return read_descent(out)["config"]
+    return load_state(out)["config"]
+
+
 def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = False, progress: bool = True,
                model=None, tokenizer=None, cache="auto") -> dict:
     """Run (or resume) a search; returns a summary. `model`/`tokenizer` may be passed pre-loaded.
@@ -119,8 +141,14 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
     from .cache import for_search
     from .objective import init_distributed
 
+    from .gradient import read_descent
+
     out = Path(out)
-    saved = load_state(out) if resume else None
+    saved = load_state(out) if resume and not _descent_only(out) else None
+    if resume and saved is None:  # killed during the descent: its settings are in descent.json
+        saved_cfg = read_descent(out)["config"]
+        where = {"device": cfg.device, "trust_remote_code": cfg.trust_remote_code} if cfg else {}
+        cfg = SearchConfig(**{**saved_cfg, **where})
     cfg = _resolve_config(cfg, saved)
     rank, world, device = init_distributed(cfg.device)
     model, tokenizer = _load(cfg, device, model, tokenizer)
@@ -139,7 +167,13 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
         from .fidelity import pick_screen
         objective.screen_samples = (saved["info"].get("screen_samples") if saved else None) or \
             pick_screen(objective, list(baselines), cfg.screen_docs, cfg.screen_pick)
-    info = {"screen_samples": objective.screen_samples, "rotary_dim": w.dim, "base": w.base,
+    descent = saved["info"].get("descent") if saved else None
+    if cfg.descent_steps and descent is None:
+        descent = _descend(cfg, out, model, samples, space, seeds, baselines, rank=rank, world=world, bar=bar,
+                           resume=resume)
+    if descent:
+        seeds[DESCENT] = np.asarray(descent["factors"], dtype=np.float64)
+    info = {"descent": descent, "screen_samples": objective.screen_samples, "rotary_dim": w.dim, "base": w.base,
             "original": w.original, "scale": w.scale, "world": world,
             "critical_dim": crit, "samples": len(samples), "sample_length": cfg.target_length,
             "answer_positions": list(positions) if positions else None,
@@ -158,7 +192,24 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
     record(result.state, done=True)
     bar.close()
     return _finish(result, cfg, objective, store, w, crit=crit, baselines=baselines, rank=rank, world=world,
-                   prior=(prior, prior_fp, prior_hits), t0=t0)
+                   prior=(prior, prior_fp, prior_hits), t0=t0, descent=descent)
+
+
+def _descent_only(out: Path) -> bool:
+    """A search killed during its descent: descent.json but no state.json yet."""
+    from .gradient import DESCENT_FILE
+    return not (out / "state.json").is_file() and (out / DESCENT_FILE).is_file()
+
+
+def _descend(cfg: SearchConfig, out: Path, model, samples, space: Space, seeds: dict, baselines: dict, *,
+             rank, world, bar, resume) -> dict:
+    """The descent phase from the carried seed when there is one, else from the best baseline's
+    seed; its history goes to the search state, its best point joins the seeds."""
+    from .gradient import descent_phase
+
+    start = seeds[CARRIED] if CARRIED in seeds else seeds[min(baselines, key=lambda k: baselines[k])]
+    return descent_phase(cfg, out, model, samples, space, start, rank=rank, world=world, on_pass=bar.descent_tick,
+                         resume=resume)
 
 
 def _resolve_config(cfg: SearchConfig | None, saved: dict | None) -> SearchConfig:
@@ -199,7 +250,7 @@ def _baselines(objective, cfg: SearchConfig, w: Window, seeds: dict) -> dict:
     """The exact methods the seeds come from, scored as they are (a fresh search only)."""
     from ..rope.scaling import Scaling
 
-    names = [n for n in seeds if n != CARRIED]  # the carried seed is no method: scored in generation 0
+    names = [n for n in seeds if n not in (CARRIED, DESCENT)]  # the carried seed is no method: scored in generation 0
     if w.long is not None:
         exact = [_with_short(w.long, [1.0] * (w.dim // 2)), w.long]
         if cfg.search_attention_scale:  # the unscaled model itself: ones at scale 1
@@ -240,13 +291,13 @@ def _recorder(out: Path, cfg: SearchConfig, space: Space, objective, bar, *, ran
 
 
 def _finish(result, cfg: SearchConfig, objective, store, w: Window, *, crit, baselines, rank, world,
-            prior, t0) -> dict:
+            prior, t0, descent=None) -> dict:
     """The cost report, the distributed teardown, the non-finite check and the summary."""
     from .cost import run_cost
 
     seconds, prior_fp, prior_hits = prior
     cost = run_cost(cfg, result.evaluations, result.screened, prior_fp + objective.docs_run,
-                    prior_hits + objective.cache_hits)
+                    prior_hits + objective.cache_hits, (descent or {}).get("passes", 0))
     if world > 1:
         import torch.distributed as dist
         dist.barrier()  # no process leaves before rank 0 has written the outputs
@@ -258,6 +309,7 @@ def _finish(result, cfg: SearchConfig, objective, store, w: Window, *, crit, bas
             "generations": result.generations, "stopped_early": result.stopped_early,
             "critical_dim": crit, "scale": w.scale, "original": w.original, "rank": rank, "world": world,
             "forward_passes": objective.docs_run, "cache_hits": objective.cache_hits, "cost": cost,
+            "descent": descent,
             "cache": str(store.path) if store is not None else None, "seconds": seconds + time.time() - t0}
 
 

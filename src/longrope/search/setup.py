@@ -91,6 +91,7 @@ def _space_and_seeds(cfg, w: Window):
 
 
 CARRIED = "carried"  # the seed carried over from --seed-from (not a baseline method of its own)
+DESCENT = "descent"  # the best point of the gradient descent (search/descent.py)
 
 
 def _carried(path: str, dim: int, scale: float) -> np.ndarray:
@@ -148,18 +149,24 @@ class _Progress:
         full = math.ceil(cfg.promote * per_gen) if cfg.screen_docs else per_gen
         gen_cost = full * cfg.docs + (per_gen * cfg.screen_docs if cfg.screen_docs else 0)
         if done_generations is None:
-            total = (baselines + cfg.population) * cfg.docs + cfg.iterations * gen_cost
+            total = (baselines + cfg.population + cfg.descent_steps) * cfg.docs + cfg.iterations * gen_cost
         else:
             total = max(0, cfg.iterations - done_generations) * gen_cost
-        self.cfg, self.objective = cfg, None
+        self.cfg, self.objective, self.descent = cfg, None, 0
         self.p = Progress(math.ceil(total / world), f"search {cfg.preset}", "pass", enabled=on, every=0)
         if on and not self.p.tty:
             self.p.line(f"up to {cfg.iterations} generations at {cfg.target_length} tokens on {cfg.docs} "
                         "documents (the total is an upper bound)")
 
     def tick(self) -> None:
-        if self.objective is not None and self.objective.docs_run > self.p.n:
-            self.p.update(self.objective.docs_run - self.p.n)
+        done = self.descent + (self.objective.docs_run if self.objective is not None else 0)
+        if done > self.p.n:
+            self.p.update(done - self.p.n)
+
+    def descent_tick(self) -> None:
+        """One (forward + backward) sample pass of the descent; the bar counts it as one pass."""
+        self.descent += 1
+        self.tick()
 
     def generation(self, evo: dict) -> None:
         if evo["generation"] == getattr(self, "last", None):

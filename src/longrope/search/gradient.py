@@ -1,0 +1,154 @@
+"""The search objective's gradient with respect to the rescale factors, for `descent.descend`.
+
+The perplexity of a sample is a smooth function of the per-pair factors: position p rotates pair i
+by p * theta_i / lambda_i, and autograd follows that angle through every layer. One forward and
+one backward pass per sample therefore give the derivative for all pairs at once, where the
+evolutionary search needs a forward pass per candidate to learn about one point.
+
+`FactorGradient(model, samples, ...)(factors)` returns (perplexity, d log(perplexity) / d log
+lambda): the perplexity is the same number the search's `Objective` reports for these factors (the
+exp of the mean of the per-sample mean NLLs, the mean in sample order), here for factors that need
+not lie on the search grid. The model's weights get no gradient; `n_hat` and the attention scale
+stay fixed. Under torchrun the samples are dealt round-robin over the processes and the sums
+all-reduced, so every process gets the same value and gradient.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class _Rotary(nn.Module):
+    """cos/sin tables of `base_inv / exp(log_factors)` (positions below n_hat unscaled), with grad."""
+
+    def __init__(self, log_factors: torch.Tensor, base_inv: torch.Tensor, attn: float, n_hat: int):
+        super().__init__()
+        self.log_factors, self.base_inv, self.attn, self.n_hat = log_factors, base_inv, attn, n_hat
+
+    def forward(self, x: torch.Tensor, position_ids: torch.Tensor, *args, **kwargs):
+        from ..rope.tables import rotary_tables
+
+        dev = x.device
+        base = self.base_inv.to(dev)
+        inv = base / torch.exp(self.log_factors.to(dev))
+        cos, sin = rotary_tables(position_ids.to(dev), inv, self.attn, n_hat=self.n_hat, start_inv_freq=base)
+        return cos.to(x.dtype), sin.to(x.dtype)
+
+
+class FactorGradient:
+    """`(factors) -> (ppl, gradient of log ppl w.r.t. log factors)` over `samples`; see the module
+    docstring. `passes` counts the (forward + backward) sample passes this process ran."""
+
+    def __init__(self, model, samples: Sequence[torch.Tensor], *, n_hat: int = 0, attn: float = 1.0,
+                 chunk: int = 1024, rank: int = 0, world: int = 1, on_pass=None):
+        self.model, self.samples = model, list(samples)
+        self.n_hat, self.attn, self.chunk = int(n_hat), float(attn), chunk
+        self.rank, self.world, self.on_pass = rank, world, on_pass
+        self.passes = 0
+
+    def __call__(self, factors) -> tuple[float, np.ndarray]:
+        from .. import patch
+        from ..rope.methods import base_inv_freq
+        from ..train.loss import CausalLMLoss, shifted_targets
+
+        log_f = torch.tensor(np.log(np.asarray(factors, dtype=np.float64)), dtype=torch.float32,
+                             requires_grad=True)
+        loss = CausalLMLoss(self.model, self.chunk)
+        device = next(self.model.parameters()).device
+        n = len(self.samples)
+        total = torch.zeros((), dtype=torch.float64)
+        frozen = [(p, p.requires_grad) for p in self.model.parameters()]
+        try:
+            for p, _ in frozen:
+                p.requires_grad_(False)
+
+            def make(dim, base, original):
+                return _Rotary(log_f, base_inv_freq(dim, base), self.attn, self.n_hat)
+
+            with patch.rotary_override(self.model, make), torch.enable_grad():
+                for i in range(self.rank, n, self.world):
+                    ids = self.samples[i].reshape(1, -1).to(device=device, dtype=torch.long)
+                    nll_sum, count = loss(ids, targets=shifted_targets(ids))
+                    mean = nll_sum / count
+                    (mean / n).backward()
+                    total += float(mean.detach())
+                    self.passes += 1
+                    if self.on_pass:
+                        self.on_pass()
+        finally:
+            for p, flag in frozen:
+                p.requires_grad_(flag)
+        grad = log_f.grad if log_f.grad is not None else torch.zeros_like(log_f)
+        packed = torch.cat([total.reshape(1), grad.double()])
+        if self.world > 1:
+            import torch.distributed as dist
+            packed = packed.to(device)  # NCCL reduces device tensors
+            dist.all_reduce(packed)
+            packed = packed.cpu()
+        nll = float(packed[0]) / n
+        return (math.exp(nll) if nll < 700 else math.inf), packed[1:].numpy().copy()
+
+
+# ---- the search's descent phase ---------------------------------------------------------------
+DESCENT_FILE = "descent.json"  # the descent's state after every step (rank 0), for --resume
+_WHERE = ("device", "trust_remote_code")  # config keys that may change on resume
+
+
+def _same_run(a: dict, b: dict) -> bool:
+    return {k: v for k, v in a.items() if k not in _WHERE} == {k: v for k, v in b.items() if k not in _WHERE}
+
+
+def read_descent(out) -> dict | None:
+    """OUT/descent.json ({"config", "descent"}) or None; a broken file is one-line error."""
+    import json
+    from pathlib import Path
+
+    from ..errors import LongRopeError
+
+    path = Path(out) / DESCENT_FILE
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise LongRopeError(f"cannot read {path}: {e}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not isinstance(doc.get("descent"), dict):
+        raise LongRopeError(f"{path} is not a longrope descent state")
+    return doc
+
+
+def descent_phase(cfg, out, model, samples, space, start, *, rank: int, world: int, on_pass=None,
+                  resume: bool = False) -> dict:
+    """Run the descent of `cfg.descent_steps` steps from `start` (continuing OUT/descent.json of the
+    same settings when `resume`); returns what the search keeps: the best factors, their perplexity,
+    the start's, and the (forward + backward) sample passes spent."""
+    from dataclasses import asdict
+    from pathlib import Path
+
+    from ..errors import LongRopeError
+    from ..io import write_json
+    from .descent import descend
+
+    config = asdict(cfg)
+    state = None
+    doc = read_descent(out) if resume else None
+    if doc is not None:
+        if not _same_run(doc["config"], config):
+            raise LongRopeError(f"{Path(out) / DESCENT_FILE} was made with different settings")
+        state = doc["descent"]
+    grad = FactorGradient(model, samples, n_hat=0, attn=space.attn, chunk=cfg.chunk, rank=rank, world=world,
+                          on_pass=on_pass)
+
+    def on_step(st: dict) -> None:
+        if rank == 0:
+            write_json(Path(out) / DESCENT_FILE, {"config": config, "descent": st})
+
+    r = descend(grad, space, start, steps=cfg.descent_steps, lr=cfg.descent_lr, lr_end=cfg.descent_lr_end,
+                state=state, on_step=on_step)
+    first = r.history[0]["value"] if r.history else None
+    return {"factors": [float(x) for x in r.best], "ppl": r.value, "start_ppl": first, "steps": r.steps,
+            "passes": len(r.history) * len(samples), "history": r.history}

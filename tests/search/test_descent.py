@@ -1,0 +1,159 @@
+"""The descent phase: the model-free optimiser, the factor gradient on a tiny model, and the phase
+inside a search (seed, cost, resume after a kill)."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from longrope.errors import LongRopeError
+from longrope.search.descent import descend, lr_at, project
+from longrope.search.space import Space
+
+from tests.helpers import save_tiny, torch_threads, write_texts
+
+
+def bowl(target):
+    """log-space quadratic bowl around `target`: value exp(|u - log target|^2), gradient of its log."""
+    t = np.log(np.asarray(target, dtype=np.float64))
+
+    def f(factors):
+        u = np.log(factors)
+        return math.exp(float(np.sum((u - t) ** 2))), 2 * (u - t)
+    return f
+
+
+def test_projection_keeps_bounds_fixed_pairs_and_order():
+    sp = Space([1.0, 1.0, 2.0, 2.0], [1.0, 4.0, 4.0, 4.0])  # pair 0 fixed at 1.0
+    u = project(np.log([3.0, 3.0, 1.5, 9.0]), sp)
+    np.testing.assert_allclose(np.exp(u), [1.0, 3.0, 3.0, 4.0])
+
+
+def test_descent_finds_the_minimum_and_keeps_the_best_point():
+    sp = Space([1.0] * 4, [10.0] * 4)
+    r = descend(bowl([1.5, 2.0, 6.0, 8.0]), sp, [2.0] * 4, steps=150, lr=0.1, lr_end=0.001)
+    np.testing.assert_allclose(r.best, [1.5, 2.0, 6.0, 8.0], rtol=0.02)
+    assert r.value == min(h["value"] for h in r.history) and len(r.history) == 150
+    assert lr_at(0, 150, 0.1, 0.001) == 0.1 and lr_at(149, 150, 0.1, 0.001) == pytest.approx(0.001)
+    # an unreachable (non-monotone) minimum: the answer stays in the space
+    r = descend(bowl([5.0, 2.0]), Space([1.0] * 2, [10.0] * 2), [1.0, 1.0], steps=100, lr=0.1)
+    assert r.best[0] <= r.best[1] + 1e-12 and r.best[0] == pytest.approx(r.best[1], rel=1e-6)
+    with pytest.raises(LongRopeError, match="steps >= 1"):
+        descend(bowl([2.0]), Space([1.0], [4.0]), [2.0], steps=0)
+
+
+def test_descent_resumed_from_any_step_ends_exactly_as_uninterrupted():
+    sp = Space([1.0] * 3, [10.0] * 3)
+    f = bowl([1.2, 3.0, 7.0])
+    states = []
+    full = descend(f, sp, [2.0] * 3, steps=12, on_step=lambda s: states.append(json.loads(json.dumps(s))))
+    for k in (0, 5, 11):
+        again = descend(f, sp, [2.0] * 3, steps=12, state=states[k])
+        assert again.best.tolist() == full.best.tolist() and again.value == full.value
+        assert again.history == full.history
+    with pytest.raises(LongRopeError, match="different settings"):
+        descend(f, sp, [2.0] * 3, steps=13, state=states[3])
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("descent")
+    return save_tiny(root / "model"), write_texts(root / "texts")
+
+
+def test_factor_gradient_is_the_objectives_ppl_and_its_derivative(files):
+    from longrope.models import load_model, load_tokenizer
+    from longrope.search.gradient import FactorGradient
+    from longrope.search.objective import Objective
+    from longrope.search.runner import SearchConfig, _samples
+    from longrope.search.space import Candidate
+
+    model, tok = load_model(str(files[0])), load_tokenizer(str(files[0]))
+    cfg = SearchConfig(model=str(files[0]), data=str(files[1]), target_length=128, docs=2).resolved()
+    with torch_threads(1):
+        samples, _ = _samples(cfg, tok, model, 2)
+        x = np.linspace(1.0, 5.0, 8)
+        g = FactorGradient(model, samples, attn=1.1)
+        value, grad = g(x)
+        obj = Objective(model, samples, original=32, target=128)
+        ref = obj.score_many([(obj.scaling(Candidate(tuple(x), 0, 1.1)), "x")])[0]
+        assert value == pytest.approx(ref, rel=1e-5)  # the same number the evolution scores
+        assert g.passes == 2 and not any(p.requires_grad is False for p in model.parameters())
+        # central differences of log ppl in log factors, pair by pair
+        for i in (1, 4, 7):
+            h = 1e-2
+            up, dn = np.log(x).copy(), np.log(x).copy()
+            up[i] += h
+            dn[i] -= h
+            fd = (math.log(g(np.exp(up))[0]) - math.log(g(np.exp(dn))[0])) / (2 * h)
+            assert grad[i] == pytest.approx(fd, rel=0.05, abs=1e-4)
+        assert np.any(np.abs(grad) > 1e-4)  # the gradient is not identically zero
+
+
+def _cfg(files, **kw):
+    from longrope.search.runner import SearchConfig
+    return SearchConfig(model=str(files[0]), data=str(files[1]), target_length=128, population=6, parents=3,
+                        mutations=2, crossovers=2, iterations=2, docs=2, descent_steps=4, descent_lr=0.2, **kw)
+
+
+def test_search_with_descent_seeds_the_evolution_and_counts_its_cost(files, tmp_path):
+    from longrope.search.runner import run_search
+
+    with torch_threads(1):
+        s = run_search(_cfg(files), tmp_path / "o", progress=False, cache=None)
+    d = s["descent"]
+    assert d["steps"] == 4 and d["passes"] == 8 and len(d["history"]) == 4
+    assert d["ppl"] == min(h["value"] for h in d["history"])
+    state = json.loads((tmp_path / "o" / "state.json").read_text())
+    assert "descent" in state["evolution"]["seeds"] and state["info"]["descent"]["factors"] == d["factors"]
+    assert s["cost"]["descent_passes"] == 8 and s["cost"]["pass_equivalents"] == s["cost"]["forward_passes"] + 24
+    assert s["cost"]["bound"]["descent_passes"] == 8 and set(s["baselines"]) == {"pi", "ntk", "yarn"}
+    assert s["ppl"] <= min(s["baselines"].values()) * 1.0001 or s["ppl"] <= d["ppl"] * 1.01
+
+
+def test_a_search_killed_during_its_descent_resumes_exactly(files, tmp_path, monkeypatch):
+    from longrope import cli
+    from longrope.search import gradient
+
+    def argv(out):
+        return ["search", "--model", str(files[0]), "--data", str(files[1]), "--target-length", "128",
+                "--population", "6", "--parents", "3", "--mutations", "2", "--crossovers", "2", "--iterations", "2",
+                "--docs", "2", "--descent-steps", "4", "--descent-lr", "0.2", "--no-cache", "--out", str(out)]
+
+    with torch_threads(1):
+        assert cli.main(argv(tmp_path / "ref")) == 0
+        real = gradient.FactorGradient.__call__
+        calls = []
+
+        def dies_at_third(self, factors):
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return real(self, factors)
+
+        monkeypatch.setattr(gradient.FactorGradient, "__call__", dies_at_third)
+        try:
+            rc = cli.main(argv(tmp_path / "cut"))
+        except KeyboardInterrupt:
+            rc = 130
+        assert rc != 0 and len(calls) == 3
+        assert not (tmp_path / "cut" / "state.json").exists() and (tmp_path / "cut" / "descent.json").is_file()
+        monkeypatch.setattr(gradient.FactorGradient, "__call__", real)
+        assert cli.main(["search", "--out", str(tmp_path / "cut"), "--resume", "--no-cache"]) == 0
+    ref = json.loads((tmp_path / "ref" / "factors.json").read_text())
+    cut = json.loads((tmp_path / "cut" / "factors.json").read_text())
+    assert cut["long_factor"] == ref["long_factor"] and cut["n_hat"] == ref["n_hat"]
+    a = json.loads((tmp_path / "ref" / "state.json").read_text())["info"]["descent"]
+    b = json.loads((tmp_path / "cut" / "state.json").read_text())["info"]["descent"]
+    assert a == b
+
+
+def test_descent_settings_are_checked(files, tmp_path):
+    from longrope.search.runner import SearchConfig
+
+    with pytest.raises(LongRopeError, match="descent-steps must be >= 0"):
+        SearchConfig(target_length=128, descent_steps=-1).resolved()
+    with pytest.raises(LongRopeError, match="ppl objective of a long-factor search"):
+        SearchConfig(target_length=128, descent_steps=3, objective="needle").resolved()
+    assert SearchConfig(target_length=128, objective="needle").resolved().descent_steps == 0
