@@ -1,8 +1,9 @@
 """Search efficiency: the default (`fast`) preset against `--preset paper` on the same model, data
 and seed. Prints both final perplexities on the searched documents and on held-out test documents,
-forward passes (the load-independent cost), tokens and wall times, their ratios, and whether the
-default meets the goal (ppl within 1% of the paper preset's on both, in at most a quarter of its
-forward passes).
+the cost in forward-pass equivalents (the load-independent cost: forward passes, plus 3 per
+forward + backward pass of a descent phase, `search.cost.DESCENT_PASS`), tokens and wall times,
+their ratios, and whether the default meets the goal (ppl within 1% of the paper preset's on both,
+for at most a quarter of its cost).
 
     python benchmarks/search_efficiency.py                        # built-in model, 8x its window
     python benchmarks/search_efficiency.py --target-length 4096   # 16x
@@ -10,9 +11,9 @@ forward passes).
     python benchmarks/search_efficiency.py --model DIR --target-length 4096 --docs 5 --json out.json
 
 Both searches share one loaded model and one process. The score cache is off unless `--cache DIR`
-is given, so the counts are those of a cold run. `--reference DIR` takes the paper preset's result
-from a finished `longrope search --preset paper` output with the same model, length, docs and seed
-(its seconds and forward passes as recorded there) instead of running it again.
+is given, so the counts are those of a cold run. `--reference DIR` (`--default-run DIR`) takes the
+paper (default) preset's result from a finished `longrope search` output with the same model,
+length, docs, seed and settings (its seconds and passes as recorded there) instead of running it.
 """
 from __future__ import annotations
 
@@ -32,15 +33,22 @@ def _reuse(ref: Path, cfg) -> dict:
     doc = load_state(ref)
     if not doc.get("done"):
         raise LongRopeError(f"{ref} holds an unfinished search")
-    saved = doc["config"]
-    for k in ("model", "data", "split", "target_length", "docs", "seed", "preset", "objective", "dtype"):
-        if saved.get(k) != getattr(cfg, k):
-            raise LongRopeError(f"{ref}: {k} is {saved.get(k)!r}, this benchmark needs {getattr(cfg, k)!r}")
+    from longrope.search.cost import doc_cost
+    from longrope.search.runner import SEARCH_KEYS, SearchConfig
+
+    saved = SearchConfig(**doc["config"]).resolved()
+    for k in ("model", "data", "split", "target_length", "docs", "seed", "preset", "objective", "dtype",
+              "screen_pick", "step", *SEARCH_KEYS, "descent_lr", "descent_lr_end"):
+        if getattr(saved, k) != getattr(cfg, k):
+            raise LongRopeError(f"{ref}: {k} is {getattr(saved, k)!r}, this benchmark needs {getattr(cfg, k)!r}")
     hist = doc["evolution"]["history"][-1]
+    cost = doc_cost(doc)
     return {"ppl": float(hist["best_score"]), "seconds": doc["seconds"], "evaluations": hist["evaluations"],
             "screened": hist["screened"], "generations": doc["evolution"]["generation"],
-            "stopped_early": False, "forward_passes": doc.get("forward_passes", doc["scored_here"]),
-            "n_hat": hist["best"]["n_hat"], "baselines": doc["baselines"], "reused": str(ref)}
+            "stopped_early": doc["evolution"].get("stall", 0) >= (saved.patience or 10 ** 9),
+            "forward_passes": cost["forward_passes"], "descent_passes": cost["descent_passes"],
+            "pass_equivalents": cost["pass_equivalents"], "n_hat": hist["best"]["n_hat"],
+            "baselines": doc["baselines"], "reused": str(ref)}
 
 
 def _test_ppl(model, tok, cfg, factors: Path, docs: int, split: str) -> float:
@@ -72,6 +80,7 @@ def _args(argv):
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     p.add_argument("--order", choices=("paper-first", "fast-first"), default="paper-first")
     p.add_argument("--reference", default=None, help="a finished paper-preset search output to reuse")
+    p.add_argument("--default-run", default=None, help="a finished default-preset search output to reuse")
     p.add_argument("--cache", default=None, help="score cache folder (default: off, cold counts)")
     p.add_argument("--out", default=None, help="folder for both searches' outputs (default: a temp dir)")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
@@ -98,22 +107,27 @@ def main(argv: list[str] | None = None) -> int:
         cfg = SearchConfig(model=args.model, data=args.data, split=args.split, target_length=target,
                            docs=args.docs, seed=args.seed, preset=preset).resolved()
         where = out / preset
-        if preset == "paper" and args.reference:
-            where = Path(args.reference)
+        reuse = args.reference if preset == "paper" else args.default_run
+        if reuse:
+            where = Path(reuse)
             r = _reuse(where, cfg)
         else:
             t0 = time.perf_counter()
             s = run_search(cfg, where, progress=True, model=model, tokenizer=tok, cache=args.cache)
             r = {"ppl": s["ppl"], "seconds": time.perf_counter() - t0, "evaluations": s["evaluations"],
                  "screened": s["screened"], "generations": s["generations"], "stopped_early": s["stopped_early"],
-                 "forward_passes": s["forward_passes"], "n_hat": s["best"]["n_hat"], "baselines": s["baselines"]}
-        r["tokens"] = r["forward_passes"] * target
+                 "forward_passes": s["forward_passes"], "descent_passes": s["cost"]["descent_passes"],
+                 "pass_equivalents": s["cost"]["pass_equivalents"], "n_hat": s["best"]["n_hat"],
+                 "baselines": s["baselines"]}
+        r["tokens"] = int(r["pass_equivalents"] * target)
         if args.test_docs:
             r["test_ppl"] = _test_ppl(model, tok, cfg, where / "factors.json", args.test_docs, args.test_split)
         res[preset] = r
         test = f", test ppl {r['test_ppl']:.4f}" if args.test_docs else ""
         print(f"{preset:>5}: ppl {r['ppl']:.4f}{test}  {r['seconds']:8.1f} s  {r['evaluations']} full + "
-              f"{r['screened']} screening evaluations, {r['forward_passes']} forward passes ({r['tokens']:,} tokens), "
+              f"{r['screened']} screening evaluations, {r['forward_passes']} forward passes"
+              f"{' + %d descent passes (x3)' % r['descent_passes'] if r['descent_passes'] else ''} = "
+              f"{r['pass_equivalents']:.0f} pass equivalents ({r['tokens']:,} tokens), "
               f"{r['generations']} generations{' (early stop)' if r['stopped_early'] else ''}"
               f"{' (reused ' + r['reused'] + ')' if r.get('reused') else ''}", flush=True)
     return _report(args, res, target, window, torch.get_num_threads())
@@ -121,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _report(args, res, target, window, threads) -> int:
     f, q = res["fast"], res["paper"]
-    ratios = {"ppl_ratio": f["ppl"] / q["ppl"], "pass_ratio": f["forward_passes"] / q["forward_passes"],
+    ratios = {"ppl_ratio": f["ppl"] / q["ppl"], "pass_ratio": f["pass_equivalents"] / q["pass_equivalents"],
               "time_ratio": f["seconds"] / q["seconds"]}
     if args.test_docs:
         ratios["test_ppl_ratio"] = f["test_ppl"] / q["test_ppl"]
@@ -133,7 +147,7 @@ def _report(args, res, target, window, threads) -> int:
           f"torch threads {threads}")
     print(f"baselines (exact, searched docs): {base}")
     test = f", test ppl ratio {ratios['test_ppl_ratio']:.4f}" if args.test_docs else ""
-    print(f"default/paper: ppl ratio {ratios['ppl_ratio']:.4f}{test} (goal <= 1.01), forward-pass ratio "
+    print(f"default/paper: ppl ratio {ratios['ppl_ratio']:.4f}{test} (goal <= 1.01), cost ratio (pass equivalents) "
           f"{ratios['pass_ratio']:.3f} (goal <= 0.25), wall-time ratio {ratios['time_ratio']:.3f} "
           f"-> {'MEETS' if ok else 'MISSES'} the goal")
     if args.json:

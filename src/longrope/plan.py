@@ -122,11 +122,14 @@ def stage_cost(recipe: Recipe, stage, shape: Shape, original: int, last_target: 
         c = _search_config(recipe, stage, ctx).resolved()
         length = c.target_length
         cost = search_cost(c, length, c.docs, shape)  # the same bound the search log states
-        passes = cost["forward_passes"]
+        passes = cost["pass_equivalents"]
         screened = f" + {cost['screened']:,} screening" if cost["screened"] else ""
+        descent = (f" after {c.descent_steps} descent steps ({cost['descent_passes']:,} forward + backward passes)"
+                   if cost["descent_passes"] else "")
         head = (f"search factors at {length} tokens (s = {length / original:g}), preset {c.preset}"
                 if stage.kind == "search" else f"short factors at {length} tokens for the {last_target}-token factors")
-        what = (f"{head}, <= {cost['evaluations']:,} full{screened} evaluations, {passes:,} forward passes, "
+        what = (f"{head}, <= {cost['evaluations']:,} full{screened} evaluations{descent}, "
+                f"{passes:,.0f} forward-pass equivalents, "
                 f"{cost['tokens']:,} tokens; ~{cost['gpu_hours_at_paper_scale']:,.0f} GPU-h at the paper's "
                 "scale (LLaMA2-7B, 128k, 5 docs)")
         return what, forward_flops(shape, passes * length, length)
