@@ -26,17 +26,23 @@ def plot_search(path: str | Path, doc: dict, best: Candidate) -> bool:
     best_ppl = [float(h["best_score"]) for h in hist]
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
     a.plot(gens, best_ppl, marker="o", ms=3, label="search (best so far)")
+    descent = (doc.get("info") or {}).get("descent")
+    if descent and descent.get("history"):  # drawn in [-1, 0): the steps before generation 0
+        vals = [float(h["value"]) for h in descent["history"]]
+        xs = [-1 + (k + 1) / len(vals) for k in range(len(vals))]
+        a.plot(xs, vals, lw=1, color="grey", label=f"descent, {len(vals)} steps (in [-1, 0])")
     colors = {"pi": "C1", "ntk": "C2", "yarn": "C3"}
     for name, v in doc["baselines"].items():
         if math.isfinite(float(v)):
             a.axhline(float(v), ls="--", lw=1, color=colors.get(name, "grey"),
                       label=f"{name.upper()} (exact) {float(v):.3f}")
-    a.set_xlabel("generation")
+    a.set_xlabel("generation" + (" (the descent before 0)" if descent else ""))
     a.set_ylabel(f"perplexity at {doc['config']['target_length']} tokens")
     from .cost import describe, doc_cost
     cost = doc_cost(doc)
-    a.set_title(f"{doc['config']['preset']} preset: " + (describe(cost).replace("; ", "\n") if cost else
-                f"{hist[-1]['evaluations']} evaluations"), fontsize=9)
+    import textwrap
+    title = f"{doc['config']['preset']} preset: " + (describe(cost) if cost else f"{hist[-1]['evaluations']} evaluations")
+    a.set_title(textwrap.fill(title, 80), fontsize=8)
     a.legend(fontsize=8)
     pairs = range(len(best.factors))
     for k, (name, values) in enumerate(doc["seeds"].items()):

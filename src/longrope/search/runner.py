@@ -167,6 +167,7 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
         from .fidelity import pick_screen
         objective.screen_samples = (saved["info"].get("screen_samples") if saved else None) or \
             pick_screen(objective, list(baselines), cfg.screen_docs, cfg.screen_pick)
+    t0 = time.time()  # the run's seconds include its descent (a descent cut short and resumed: this part)
     descent = saved["info"].get("descent") if saved else None
     if cfg.descent_steps and descent is None:
         descent = _descend(cfg, out, model, samples, space, seeds, baselines, rank=rank, world=world, bar=bar,
@@ -178,7 +179,6 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
             "critical_dim": crit, "samples": len(samples), "sample_length": cfg.target_length,
             "answer_positions": list(positions) if positions else None,
             "short_of": w.long.to_dict() if w.long is not None else None}
-    t0 = time.time()
     prior = saved.get("seconds", 0.0) if saved else 0.0
     prior_fp, prior_hits = ((saved.get("forward_passes", saved.get("scored_here", 0)), saved.get("cache_hits", 0))
                             if saved else (0, 0))  # states from before the cache: their one run's count
