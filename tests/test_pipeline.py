@@ -81,6 +81,7 @@ def test_dry_run_states_the_search_cost_the_search_log_will(tmp_path, capsys):
     ("stages:\n  - search: {}\n", "needs target_length"),
     ("stages:\n  - search: {target_length: 64, colour: red}\n", "unknown option"),
     ("stages:\n  - short: {}\n", "needs an earlier search"),
+    ("stages:\n  - search: {target_length: 64, seed_from: previous}\n", "seed_from: previous needs an earlier search"),
     ("stages:\n  - search: {target_length: 64}\n  - finetune: {length: 64}\n", "needs length and steps"),
     ("stages: [\n", "bad YAML"),
     ("flavour: x\nstages:\n  - search: {target_length: 64}\n", "unknown recipe key"),
@@ -158,7 +159,7 @@ PROGRESSIVE = """name: tiny-progressive
 stages:
   - search: {target_length: 64, docs: 2, population: 4, iterations: 1, parents: 2, mutations: 1, crossovers: 1, screen_docs: 0, patience: 0}
   - finetune: {length: 64, steps: 2, batch_size: 2, lr: 1.0e-3, checkpoint_every: 1}
-  - search: {target_length: 96, docs: 2, population: 4, iterations: 1, parents: 2, mutations: 1, crossovers: 1, screen_docs: 0, patience: 0}
+  - search: {target_length: 96, docs: 2, population: 4, iterations: 1, parents: 2, mutations: 1, crossovers: 1, screen_docs: 0, patience: 0, seed_from: previous}
   - compare: {lengths: [96], methods: [none, yarn], docs: 2, passkey_trials: 0, plots: false, baselines_on: initial}
 """
 
@@ -172,6 +173,12 @@ def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
     assert models["yarn"] == str(model) and models["none (final model)"] == finetuned
     assert models["longrope"] == finetuned
     assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "longrope"}
+    # seed_from: previous -- the 64-token factors, carried to 96 tokens, seed the second search
+    from longrope.rope.scaling import load_scaling
+    from longrope.search.objective import carry_factors
+    first = load_scaling(tmp_path / "out" / "01-search" / "factors.json")
+    state = json.loads((tmp_path / "out" / "03-search" / "state.json").read_text())
+    assert state["seeds"]["carried"] == pytest.approx(list(carry_factors(first.long_factor, first.factor, 3.0)))
 
 
 # -- the whole recipe is checked before the first stage ------------------------------------------
