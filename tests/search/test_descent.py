@@ -62,7 +62,7 @@ def files(tmp_path_factory):
     return save_tiny(root / "model"), write_texts(root / "texts")
 
 
-def test_factor_gradient_is_the_objectives_ppl_and_its_derivative(files):
+def test_factor_gradient_is_the_objectives_ppl_and_its_derivative(files, monkeypatch):
     from longrope.models import load_model, load_tokenizer
     from longrope.search.gradient import FactorGradient
     from longrope.search.objective import Objective
@@ -89,6 +89,15 @@ def test_factor_gradient_is_the_objectives_ppl_and_its_derivative(files):
             fd = (math.log(g(np.exp(up))[0]) - math.log(g(np.exp(dn))[0])) / (2 * h)
             assert grad[i] == pytest.approx(fd, rel=0.05, abs=1e-4)
         assert np.any(np.abs(grad) > 1e-4)  # the gradient is not identically zero
+        # long samples run their layers under activation checkpointing: the same value and gradient
+        import torch.utils.checkpoint as ckpt
+        real, seen = ckpt.checkpoint, []
+        monkeypatch.setattr(ckpt, "checkpoint", lambda *a, **k: seen.append(1) or real(*a, **k))
+        v2, g2 = FactorGradient(model, samples, attn=1.1, checkpoint_from=1)(x)
+        assert len(seen) == 2 * len(model.model.layers)  # every layer of both samples was checkpointed
+        assert v2 == pytest.approx(value, rel=1e-6)
+        torch.testing.assert_close(torch.from_numpy(g2), torch.from_numpy(grad), rtol=1e-4, atol=1e-7)
+        assert "forward" not in model.model.layers[0].__dict__  # the layers are restored
 
 
 def _cfg(files, **kw):

@@ -14,6 +14,8 @@ all-reduced, so every process gets the same value and gradient.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from typing import Sequence
 
@@ -39,14 +41,44 @@ class _Rotary(nn.Module):
         return cos.to(x.dtype), sin.to(x.dtype)
 
 
+CHECKPOINT_FROM = 8192  # samples this long run their decoder layers under activation checkpointing
+
+
+@contextlib.contextmanager
+def _checkpointed_layers(model, enabled: bool):
+    """Within the block each decoder layer (transformers' `GradientCheckpointingLayer`) keeps only
+    its inputs for the backward pass and recomputes the rest (`torch.utils.checkpoint`, non-reentrant,
+    so the gradient reaches the cos/sin tables passed in as keyword arguments). Done here rather than
+    by `gradient_checkpointing_enable`, which acts only in training mode."""
+    if not enabled:
+        yield
+        return
+    from torch.utils.checkpoint import checkpoint
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    try:
+        for layer in layers:
+            plain = layer.forward
+            layer.forward = functools.partial(checkpoint, plain, use_reentrant=False)
+        yield
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)
+
+
 class FactorGradient:
     """`(factors) -> (ppl, gradient of log ppl w.r.t. log factors)` over `samples`; see the module
-    docstring. `passes` counts the (forward + backward) sample passes this process ran."""
+    docstring. `passes` counts the (forward + backward) sample passes this process ran. Samples of
+    `checkpoint_from` tokens or more run under activation checkpointing (memory of one layer's
+    activations instead of all of them, for one more forward pass)."""
 
     def __init__(self, model, samples: Sequence[torch.Tensor], *, n_hat: int = 0, attn: float = 1.0,
-                 chunk: int = 1024, rank: int = 0, world: int = 1, on_pass=None):
+                 chunk: int = 1024, rank: int = 0, world: int = 1, on_pass=None,
+                 checkpoint_from: int = CHECKPOINT_FROM):
         self.model, self.samples = model, list(samples)
         self.n_hat, self.attn, self.chunk = int(n_hat), float(attn), chunk
+        self.checkpoint_from = checkpoint_from
         self.rank, self.world, self.on_pass = rank, world, on_pass
         self.passes = 0
 
@@ -72,7 +104,8 @@ class FactorGradient:
             with patch.rotary_override(self.model, make), torch.enable_grad():
                 for i in range(self.rank, n, self.world):
                     ids = self.samples[i].reshape(1, -1).to(device=device, dtype=torch.long)
-                    nll_sum, count = loss(ids, targets=shifted_targets(ids))
+                    with _checkpointed_layers(self.model, ids.shape[-1] >= self.checkpoint_from):
+                        nll_sum, count = loss(ids, targets=shifted_targets(ids))
                     mean = nll_sum / count
                     (mean / n).backward()
                     total += float(mean.detach())
