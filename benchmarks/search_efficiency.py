@@ -1,7 +1,7 @@
 """Search efficiency: the default (`fast`) preset against `--preset paper` on the same model, data
 and seed. Prints both final perplexities on the searched documents and on held-out test documents,
 the cost in forward-pass equivalents (the load-independent cost: forward passes, plus 3 per
-forward + backward pass of a descent phase, `search.cost.DESCENT_PASS`), tokens and wall times,
+forward + backward pass of a descent phase, `search.cost.descent_pass`), tokens and wall times,
 their ratios, and whether the default meets the goal (ppl within 1% of the paper preset's on both,
 for at most a quarter of its cost).
 

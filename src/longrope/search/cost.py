@@ -22,8 +22,15 @@ TFLOPS_PER_GPU = 100.0  # effective, an A100/H100-class GPU on long-context forw
 BASELINES = 3  # PI, NTK and YaRN are scored on all documents before the search
 # A descent step runs a forward and a backward pass per document; the backward pass costs about
 # twice the forward (the usual estimate: two matrix products per forward one), so one descent
-# sample pass counts as 3 forward passes in `pass_equivalents`.
+# sample pass counts as 3 forward passes in `pass_equivalents`, and 4 from CHECKPOINT_FROM tokens
+# on, where the decoder layers are recomputed in the backward pass (search/gradient.py).
 DESCENT_PASS = 3.0
+CHECKPOINT_FROM = 8192
+
+
+def descent_pass(length: int) -> float:
+    """Forward passes one descent sample pass of `length` tokens counts as."""
+    return DESCENT_PASS + (1.0 if length >= CHECKPOINT_FROM else 0.0)
 
 
 def _shape(model_shape) -> dict:
@@ -92,10 +99,10 @@ def search_cost(preset_or_config, length: int, docs: int, model_shape=None, *,
     full, screened, fp = passes(docs)
     steps = s.get("descent_steps") or 0
     dp = steps * docs
-    eq = fp + DESCENT_PASS * dp
+    eq = fp + descent_pass(length) * dp
     shape = _shape(model_shape)
     rate = tflops_per_gpu * 1e12 * 3600
-    paper_eq = passes(PAPER_DOCS)[2] + DESCENT_PASS * steps * PAPER_DOCS
+    paper_eq = passes(PAPER_DOCS)[2] + descent_pass(PAPER_LENGTH) * steps * PAPER_DOCS
     return {"evaluations": full, "screened": screened, "forward_passes": fp, "descent_passes": dp,
             "pass_equivalents": eq, "tokens": int(eq * length),
             "flops": eq * flops_per_pass(shape, length),
@@ -106,9 +113,9 @@ def search_cost(preset_or_config, length: int, docs: int, model_shape=None, *,
 def run_cost(cfg, evaluations: int, screened: int, forward_passes: int, cache_hits: int,
              descent_passes: int = 0) -> dict:
     """What a finished run spent, and the same run's GPU-hours at the paper's scale: the passes it
-    needed (run + taken from the cache, descent passes weighted by DESCENT_PASS) per document,
+    needed (run + taken from the cache, descent passes weighted by `descent_pass`) per document,
     times the paper's 5 documents at 128k."""
-    eq = forward_passes + DESCENT_PASS * descent_passes
+    eq = forward_passes + descent_pass(cfg.target_length) * descent_passes
     bound = search_cost(cfg, cfg.target_length, cfg.docs)
     per_doc = (eq + cache_hits) / cfg.docs
     paper = per_doc * PAPER_DOCS * flops_per_pass(PAPER_SHAPE, PAPER_LENGTH) / (TFLOPS_PER_GPU * 1e12 * 3600)

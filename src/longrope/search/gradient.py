@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .cost import CHECKPOINT_FROM  # samples this long run their decoder layers under activation checkpointing
+
 
 class _Rotary(nn.Module):
     """cos/sin tables of `base_inv / exp(log_factors)` (positions below n_hat unscaled), with grad."""
@@ -41,7 +43,6 @@ class _Rotary(nn.Module):
         return cos.to(x.dtype), sin.to(x.dtype)
 
 
-CHECKPOINT_FROM = 8192  # samples this long run their decoder layers under activation checkpointing
 
 
 @contextlib.contextmanager
