@@ -23,7 +23,7 @@ def shrink(recipe):
     for st in recipe.stages:
         o = st.options
         if st.kind == "search":
-            o.update(TINY_SEARCH, target_length=384)
+            o.update(TINY_SEARCH, target_length=384, descent_steps=2)
         elif st.kind == "short":
             o.update(TINY_SEARCH)
         elif st.kind == "finetune":

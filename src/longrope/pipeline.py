@@ -331,7 +331,7 @@ def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[
 
 
 def _run_search(recipe, stage, ctx: Context, work, resume, log):
-    from .search.gradient import DESCENT_FILE
+    from .search.setup import DESCENT_FILE
     from .search.runner import run_search
     if ctx.original is None:
         ctx.original = window_of(ctx.model)

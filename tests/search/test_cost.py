@@ -25,10 +25,15 @@ def test_fast_preset_bound_and_overrides():
     # 16 screened + 40 * 16; full: 8 parents + 40 * ceil(0.25 * 16); 1 + 3 docs; baselines on 4 docs
     assert fast["screened"] == 656 and fast["evaluations"] == 168
     assert fast["forward_passes"] == 656 * 1 + 168 * 3 + 3 * 4
+    # 40 descent steps on 4 documents, each a forward + backward pass counted as 3 forward passes
+    assert fast["descent_passes"] == 160 and fast["pass_equivalents"] == fast["forward_passes"] + 480
+    assert fast["tokens"] == fast["pass_equivalents"] * 2048
     assert fast["gpu_hours_at_paper_scale"] < search_cost("paper", 2048, 4)["gpu_hours_at_paper_scale"] / 3
     cfg = SearchConfig(target_length=2048, docs=4, iterations=10, screen_docs=0).resolved()
     assert settings(cfg)["iterations"] == 10
     assert search_cost(cfg, 2048, 4)["forward_passes"] == (16 + 10 * 16 + 3) * 4  # no screening
+    assert search_cost({"descent_steps": 0}, 2048, 4)["descent_passes"] == 0
+    assert search_cost("fast", 8192, 2)["pass_equivalents"] == search_cost("fast", 8192, 2)["forward_passes"] + 4 * 80
     assert search_cost({"preset": "paper", "iterations": 0}, 8, 1)["evaluations"] == 64
     with pytest.raises(LongRopeError, match="unknown preset"):
         search_cost("slow", 2048, 4)
@@ -43,7 +48,8 @@ def test_a_run_reports_what_it_counted_within_the_bound(tmp_path):
                        screen_docs=1, promote=0.5)
     s = run_search(cfg, tmp_path / "o", progress=False, cache=None)
     cost, bound = s["cost"], s["cost"]["bound"]
-    assert cost["forward_passes"] == s["forward_passes"] and cost["tokens"] == 64 * s["forward_passes"]
+    assert cost["forward_passes"] == s["forward_passes"] and cost["descent_passes"] == 40 * 3
+    assert cost["tokens"] == 64 * (s["forward_passes"] + 3 * 120)  # the fast preset's descent: 3 passes each
     assert cost["evaluations"] == s["evaluations"] and cost["screened"] == s["screened"]
     assert s["forward_passes"] <= bound["forward_passes"] and s["evaluations"] <= bound["evaluations"]
     assert f"{s['forward_passes']:,} forward passes" in describe(cost)

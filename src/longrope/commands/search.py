@@ -17,9 +17,10 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
     "target_length": "context length to extend to (tokens, e.g. 32k)",
     "docs": "documents the fitness is measured on",
     "seed": "random seed of the search and the samples",
-    "preset": "fast: population 16, 8 parents, 8 mutants + 8 crossovers, up to 40 generations, new "
-              "candidates screened on 1 document and the best quarter scored on all, stop after 8 flat "
-              "generations; paper: 64/40/32/16/16, p=0.3, every candidate on all documents",
+    "preset": "fast: 40 gradient-descent steps from the best seed, then population 16, 8 parents, 8 mutants + "
+              "8 crossovers, up to 40 generations, new candidates screened on 1 document and the best quarter "
+              "scored on all, stop after 8 flat generations; paper: 64/40/32/16/16, p=0.3, every candidate on "
+              "all documents, no descent",
     "population": "initial population size (default: the preset's)",
     "iterations": "generations after the initial one (default: the preset's)",
     "parents": "candidates kept each generation (default: the preset's)",
@@ -91,7 +92,7 @@ def _norm(key: str, value):
 def run(args) -> int:
     from ..io import prepare_output
     from ..search.plot import have_matplotlib
-    from ..search.gradient import DESCENT_FILE
+    from ..search.setup import DESCENT_FILE
     from ..search.runner import PARTIAL, SearchConfig, run_search, saved_config
 
     from ..schema import from_args

@@ -85,12 +85,16 @@ def search_cost(preset_or_config, length: int, docs: int, model_shape=None, *,
     if length < 1 or docs < 1:
         raise LongRopeError("length and docs must be positive")
     kids = s["mutations"] + s["crossovers"]
+    seed_from = (preset_or_config.get("seed_from") if isinstance(preset_or_config, Mapping)
+                 else getattr(preset_or_config, "seed_from", None))
+    # seeds always get the full fitness: PI, NTK, YaRN, the descent's best point, the carried factors
+    seeds = BASELINES + bool(s.get("descent_steps")) + bool(seed_from)
 
     def passes(n_docs: int) -> tuple[int, int, int]:
         sd = s["screen_docs"] or 0
         if 0 < sd < n_docs:
             promoted = min(kids, max(1, math.ceil(s["promote"] * kids))) if kids else 0
-            full = max(s["parents"], BASELINES) + s["iterations"] * promoted
+            full = max(s["parents"], seeds) + s["iterations"] * promoted
             screened = s["population"] + s["iterations"] * kids
             return full, screened, screened * sd + full * (n_docs - sd) + BASELINES * n_docs
         full = s["population"] + s["iterations"] * kids

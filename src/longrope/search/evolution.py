@@ -46,12 +46,13 @@ class Preset:
 PRESETS = {
     # The paper and its code: 64 + 40 * 32 = 1,344 evaluations, each on all documents.
     "paper": Preset(64, 40, 32, 16, 16, 0.3),
-    # Default: a small population (16, 8 parents, 8 + 8 children) over more generations; children
-    # are screened on one document and at most a quarter of them (those beating the worst parent
-    # there) are scored on all documents; stop after 8 generations without improvement. On a
-    # 32-pair model at 8x with 5 documents this runs about 1/6 of the paper preset's forward
-    # passes (benchmarks/search_efficiency.py measures it).
-    "fast": Preset(16, 40, 8, 8, 8, 0.3, screen_docs=1, promote=0.25, patience=8),
+    # Default: 40 gradient steps on the factors from the best seed (search/descent.py; where the
+    # descent does not apply -- the needle objective, short factors -- the evolution alone), then a
+    # small population (16, 8 parents, 8 + 8 children) over up to 40 generations; children are
+    # screened on one document and at most a quarter of them (those beating the worst parent
+    # there) are scored on all documents; stop after 8 generations without improvement.
+    # benchmarks/search_efficiency.py measures it against the paper preset.
+    "fast": Preset(16, 40, 8, 8, 8, 0.3, screen_docs=1, promote=0.25, patience=8, descent_steps=40),
 }
 
 

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .cost import CHECKPOINT_FROM  # samples this long run their decoder layers under activation checkpointing
+from .setup import DESCENT_FILE  # the descent's state after every step, for --resume
 
 
 class _Rotary(nn.Module):
@@ -128,7 +129,6 @@ class FactorGradient:
 
 
 # ---- the search's descent phase ---------------------------------------------------------------
-DESCENT_FILE = "descent.json"  # the descent's state after every step (rank 0), for --resume
 _WHERE = ("device", "trust_remote_code")  # config keys that may change on resume
 
 

@@ -12,15 +12,16 @@ from __future__ import annotations
 import json
 import math
 import time
-
-import numpy as np
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..errors import LongRopeError
 from ..io import mark_finished, write_json, write_text
 from .evolution import PRESETS, evolve
-from .setup import CARRIED, DESCENT, Window, _Progress, _samples, _short_attn, _space_and_seeds, _window, _with_short
+from .setup import (CARRIED, DESCENT, DESCENT_FILE, Window, _Progress, _samples, _short_attn, _space_and_seeds,
+                    _window, _with_short)
 from .space import Candidate, Space
 
 FORMAT = "longrope-search/1"
@@ -197,7 +198,6 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
 
 def _descent_only(out: Path) -> bool:
     """A search killed during its descent: descent.json but no state.json yet."""
-    from .gradient import DESCENT_FILE
     return not (out / "state.json").is_file() and (out / DESCENT_FILE).is_file()
 
 
@@ -282,6 +282,7 @@ def _recorder(out: Path, cfg: SearchConfig, space: Space, objective, bar, *, ran
                "evolution": evo}
         _write_outputs(out, doc, space, cfg, final=done)
         write_json(out / "state.json", doc)
+        (out / DESCENT_FILE).unlink(missing_ok=True)  # state.json holds the descent from now on
         if done:  # results first, then the marker, then the optional figure
             mark_finished(out)
             from .plot import plot_search
