@@ -39,7 +39,10 @@ def _reuse(ref: Path, cfg) -> dict:
     saved = SearchConfig(**doc["config"]).resolved()
     for k in ("model", "data", "split", "target_length", "docs", "seed", "preset", "objective", "dtype",
               "screen_pick", "step", *SEARCH_KEYS, "descent_lr", "descent_lr_end"):
-        if getattr(saved, k) != getattr(cfg, k):
+        mine, theirs = getattr(saved, k), getattr(cfg, k)
+        if k == "data":  # no --data is the built-in corpus
+            mine, theirs = mine or "builtin", theirs or "builtin"
+        if mine != theirs:
             raise LongRopeError(f"{ref}: {k} is {getattr(saved, k)!r}, this benchmark needs {getattr(cfg, k)!r}")
     hist = doc["evolution"]["history"][-1]
     cost = doc_cost(doc)
