@@ -44,8 +44,6 @@ class _Rotary(nn.Module):
         return cos.to(x.dtype), sin.to(x.dtype)
 
 
-
-
 @contextlib.contextmanager
 def _checkpointed_layers(model, enabled: bool):
     """Within the block each decoder layer (transformers' `GradientCheckpointingLayer`) keeps only

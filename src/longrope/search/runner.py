@@ -146,11 +146,8 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
 
     out = Path(out)
     saved = load_state(out) if resume and not _descent_only(out) else None
-    if resume and saved is None:  # killed during the descent: its settings are in descent.json
-        saved_cfg = read_descent(out)["config"]
-        where = {"device": cfg.device, "trust_remote_code": cfg.trust_remote_code} if cfg else {}
-        cfg = SearchConfig(**{**saved_cfg, **where})
-    cfg = _resolve_config(cfg, saved)
+    # killed during the descent: its settings are in descent.json, resolved the same way
+    cfg = _resolve_config(cfg, saved if saved is not None or not resume else read_descent(out))
     rank, world, device = init_distributed(cfg.device)
     model, tokenizer = _load(cfg, device, model, tokenizer)
     w = _window(cfg, model)
