@@ -22,13 +22,15 @@ def test_paper_preset_counts_and_gpu_hours():
 
 def test_fast_preset_bound_and_overrides():
     fast = search_cost("fast", 2048, 4, {"params": 1e6, "layers": 2, "hidden": 64})
-    # 16 screened + 40 * 16; full: 8 parents + 40 * ceil(0.25 * 16); 1 + 3 docs; baselines on 4 docs
-    assert fast["screened"] == 656 and fast["evaluations"] == 168
-    assert fast["forward_passes"] == 656 * 1 + 168 * 3 + 3 * 4
+    # 16 screened + 25 * 16; full: 8 parents + 25 * ceil(0.25 * 16); 1 + 3 docs; baselines on 4 docs
+    assert fast["screened"] == 416 and fast["evaluations"] == 108
+    assert fast["forward_passes"] == 416 * 1 + 108 * 3 + 3 * 4
     # 40 descent steps on 4 documents, each a forward + backward pass counted as 3 forward passes
     assert fast["descent_passes"] == 160 and fast["pass_equivalents"] == fast["forward_passes"] + 480
     assert fast["tokens"] == fast["pass_equivalents"] * 2048
     assert fast["gpu_hours_at_paper_scale"] < search_cost("paper", 2048, 4)["gpu_hours_at_paper_scale"] / 3
+    # the bound the preset was sized by: under a quarter of the paper preset's on 4 documents
+    assert fast["pass_equivalents"] == 1232 < 0.25 * search_cost("paper", 4096, 4)["pass_equivalents"]
     cfg = SearchConfig(target_length=2048, docs=4, iterations=10, screen_docs=0).resolved()
     assert settings(cfg)["iterations"] == 10
     assert search_cost(cfg, 2048, 4)["forward_passes"] == (16 + 10 * 16 + 3) * 4  # no screening

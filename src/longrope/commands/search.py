@@ -18,7 +18,7 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
     "docs": "documents the fitness is measured on",
     "seed": "random seed of the search and the samples",
     "preset": "fast: 40 gradient-descent steps from the best seed, then population 16, 8 parents, 8 mutants + "
-              "8 crossovers, up to 40 generations, new candidates screened on 1 document and the best quarter "
+              "8 crossovers, up to 25 generations, new candidates screened on 1 document and the best quarter "
               "scored on all, stop after 8 flat generations; paper: 64/40/32/16/16, p=0.3, every candidate on "
               "all documents, no descent",
     "population": "initial population size (default: the preset's)",
