@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .cost import CHECKPOINT_FROM  # samples this long run their decoder layers under activation checkpointing
-from .setup import DESCENT_FILE  # the descent's state after every step, for --resume
+from .setup import DESCENT_FILE, WHERE  # the descent's state after every step, for --resume
 
 
 class _Rotary(nn.Module):
@@ -127,11 +127,8 @@ class FactorGradient:
 
 
 # ---- the search's descent phase ---------------------------------------------------------------
-_WHERE = ("device", "trust_remote_code")  # config keys that may change on resume
-
-
 def _same_run(a: dict, b: dict) -> bool:
-    return {k: v for k, v in a.items() if k not in _WHERE} == {k: v for k, v in b.items() if k not in _WHERE}
+    return {k: v for k, v in a.items() if k not in WHERE} == {k: v for k, v in b.items() if k not in WHERE}
 
 
 def read_descent(out) -> dict | None:

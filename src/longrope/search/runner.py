@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import LongRopeError
 from ..io import mark_finished, write_json, write_text
 from .evolution import PRESETS, evolve
-from .setup import (CARRIED, DESCENT, DESCENT_FILE, Window, _Progress, _samples, _short_attn, _space_and_seeds,
+from .setup import (CARRIED, DESCENT, DESCENT_FILE, WHERE, Window, _Progress, _samples, _short_attn, _space_and_seeds,
                     _window, _with_short)
 from .space import Candidate, Space
 
@@ -213,7 +213,7 @@ def _resolve_config(cfg: SearchConfig | None, saved: dict | None) -> SearchConfi
     """The run's resolved settings: on resume the saved ones, where only the device and
     trust_remote_code may come from `cfg`."""
     if saved is not None:  # the saved settings rule; only where to run may change
-        where = {"device": cfg.device, "trust_remote_code": cfg.trust_remote_code} if cfg else {}
+        where = {k: getattr(cfg, k) for k in WHERE} if cfg else {}
         cfg = SearchConfig(**{**saved["config"], **where})
     return cfg.resolved()
 

@@ -93,6 +93,7 @@ def _space_and_seeds(cfg, w: Window):
 CARRIED = "carried"  # the seed carried over from --seed-from (not a baseline method of its own)
 DESCENT = "descent"  # the best point of the gradient descent (search/descent.py)
 DESCENT_FILE = "descent.json"  # the descent's state after every step (rank 0) until state.json exists
+WHERE = ("device", "trust_remote_code")  # the only settings a resumed run may change (where it runs)
 
 
 def _carried(path: str, dim: int, scale: float) -> np.ndarray:
