@@ -43,6 +43,20 @@ def test_descent_finds_the_minimum_and_keeps_the_best_point():
         descend(bowl([2.0]), Space([1.0], [4.0]), [2.0], steps=0)
 
 
+def test_held_pairs_stay_at_the_start_and_the_rest_descends():
+    from longrope.search.gradient import held
+
+    sp = Space([1.0] * 6, [10.0] * 6)
+    start = [1.0, 1.3, 1.5, 2.0, 3.0, 4.0]
+    assert held(sp, start, 0.0) is sp
+    h = held(sp, start, 1 / 3)  # the first 2 of 6 pairs
+    np.testing.assert_array_equal(h.lo[:2], [1.0, 1.3]) and np.testing.assert_array_equal(h.hi[:2], [1.0, 1.3])
+    assert list(h.fixed) == [True, True, False, False, False, False] and np.all(h.lo[2:] == 1.3)
+    r = descend(bowl([1.1, 1.1, 2.0, 3.0, 5.0, 8.0]), h, start, steps=150, lr=0.1, lr_end=0.001)
+    assert list(r.best[:2]) == [1.0, 1.3]  # held exactly, although the bowl pulls pair 1 to 1.1
+    np.testing.assert_allclose(r.best[2:], [2.0, 3.0, 5.0, 8.0], rtol=0.02)
+
+
 def test_descent_resumed_from_any_step_ends_exactly_as_uninterrupted():
     sp = Space([1.0] * 3, [10.0] * 3)
     f = bowl([1.2, 3.0, 7.0])
@@ -113,6 +127,18 @@ def test_search_with_descent_seeds_the_evolution_and_counts_its_cost(files, tmp_
         s = run_search(_cfg(files), tmp_path / "o", progress=False, cache=None)
     d = s["descent"]
     assert d["steps"] == 4 and d["passes"] == 8 and len(d["history"]) == 4
+    k = d["held_pairs"]
+    assert k == round(0.125 * len(d["factors"])) >= 1  # the preset's hold: the first eighth of the pairs
+    seeds = json.loads((tmp_path / "o" / "state.json").read_text())["seeds"]
+    start = seeds[min(s["baselines"], key=s["baselines"].get)]  # the descent starts from the best seed
+    assert d["factors"][:k] == pytest.approx(start[:k], rel=1e-12) and d["factors"][k:] != pytest.approx(start[k:])
+    # a state saved before the hold existed reads as a run without one (not as the preset's 0.125)
+    from longrope.search.runner import load_state
+    path = tmp_path / "o" / "state.json"
+    doc = json.loads(path.read_text())
+    del doc["config"]["descent_hold"]
+    path.write_text(json.dumps(doc))
+    assert load_state(tmp_path / "o")["config"]["descent_hold"] == 0.0
     assert d["ppl"] == min(h["value"] for h in d["history"])
     state = json.loads((tmp_path / "o" / "state.json").read_text())
     assert "descent" in state["evolution"]["seeds"] and state["info"]["descent"]["factors"] == d["factors"]
@@ -166,3 +192,7 @@ def test_descent_settings_are_checked(files, tmp_path):
     with pytest.raises(LongRopeError, match="ppl objective of a long-factor search"):
         SearchConfig(target_length=128, descent_steps=3, objective="needle").resolved()
     assert SearchConfig(target_length=128, objective="needle").resolved().descent_steps == 0
+    with pytest.raises(LongRopeError, match="descent-hold in"):
+        SearchConfig(target_length=128, descent_hold=1.0).resolved()
+    assert SearchConfig(target_length=128).resolved().descent_hold == 0.125
+    assert SearchConfig(target_length=128, preset="paper").resolved().descent_hold == 0.0

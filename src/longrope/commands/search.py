@@ -10,14 +10,14 @@ from ._common import add_data_args, add_model_args
 _SEARCH = ("screen_pick", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
            "screen_docs", "promote", "patience", "docs", "seed", "preset", "objective", "critical_dim",
            "target_length", "data", "split", "model", "dtype", "sample_mode", "search_attention_scale",
-           "search_n_hat", "short_of", "seed_from", "descent_steps", "descent_lr", "descent_lr_end")
+           "search_n_hat", "short_of", "seed_from", "descent_steps", "descent_hold", "descent_lr", "descent_lr_end")
 
 
 HELP = {  # the defaults come from SearchConfig (and its preset); only the words live here
     "target_length": "context length to extend to (tokens, e.g. 32k)",
     "docs": "documents the fitness is measured on",
     "seed": "random seed of the search and the samples",
-    "preset": "fast: 40 gradient-descent steps from the best seed, then population 16, 8 parents, 8 mutants + "
+    "preset": "fast: 40 gradient-descent steps from the best seed (the first eighth of the pairs held), then population 16, 8 parents, 8 mutants + "
               "8 crossovers, up to 25 generations, new candidates screened on 1 document and the best quarter "
               "scored on all, stop after 8 flat generations; paper: 64/40/32/16/16, p=0.3, every candidate on "
               "all documents, no descent",
@@ -42,6 +42,8 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
     "sample_mode": "select long documents, join short ones, or auto",
     "descent_steps": "gradient steps on the factors before the evolution: Adam on log factors from the best seed, "
                      "each step one forward + backward pass per document (0: none; default: the preset's)",
+    "descent_hold": "share of the highest-frequency pairs the descent leaves at the start point, for the "
+                    "evolution to move (default: the preset's)",
     "descent_lr": "the descent's learning rate on log factors, cosine-decayed to --descent-lr-end",
     "descent_lr_end": "the descent's final learning rate",
     "seed_from": "a factor file of an earlier stage (e.g. the 2x search before a 4x one): its long factors, "
@@ -52,7 +54,7 @@ CHOICES = {"preset": ("fast", "paper"), "screen_pick": ("first", "spread"), "obj
 MAIN = ("target_length", "docs", "seed")
 EVOLUTION = ("preset", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
              "screen_docs", "screen_pick", "promote", "patience", "search_n_hat", "search_attention_scale",
-             "seed_from", "descent_steps", "descent_lr", "descent_lr_end")
+             "seed_from", "descent_steps", "descent_hold", "descent_lr", "descent_lr_end")
 LONGROPE2 = ("objective", "critical_dim", "short_of", "sample_mode")
 
 

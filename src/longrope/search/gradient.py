@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from .cost import CHECKPOINT_FROM  # samples this long run their decoder layers under activation checkpointing
-from .setup import DESCENT_FILE, WHERE  # the descent's state after every step, for --resume
+from .setup import DESCENT_FILE, WHERE, before_hold  # the descent's state after every step, for --resume
 
 
 class _Rotary(nn.Module):
@@ -147,7 +147,24 @@ def read_descent(out) -> dict | None:
         raise LongRopeError(f"cannot read {path}: {e}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not isinstance(doc.get("descent"), dict):
         raise LongRopeError(f"{path} is not a longrope descent state")
+    before_hold(doc["config"])
     return doc
+
+
+def held(space, start, share: float):
+    """The descent's space: the first round(share * pairs) pairs (the highest frequencies) fixed at
+    the start point's values (clipped to the bounds), the rest as in `space` but never below them."""
+    from .space import Space
+
+    k = int(round(share * space.pairs))
+    if k == 0:
+        return space
+    x0 = np.clip(np.asarray(start, dtype=np.float64), space.lo, space.hi)
+    x0[:k] = np.maximum.accumulate(x0[:k])
+    lo, hi = space.lo.copy(), space.hi.copy()
+    lo[:k] = hi[:k] = x0[:k]
+    lo[k:] = np.maximum(lo[k:], x0[k - 1])  # x0 is within the bounds, so lo <= hi still
+    return Space(lo, hi, step=space.step, n_hats=space.n_hats, attn=space.attn, mutation_prob=space.mutation_prob)
 
 
 def descent_phase(cfg, out, model, samples, space, start, *, rank: int, world: int, on_pass=None,
@@ -169,6 +186,8 @@ def descent_phase(cfg, out, model, samples, space, start, *, rank: int, world: i
         if not _same_run(doc["config"], config):
             raise LongRopeError(f"{Path(out) / DESCENT_FILE} was made with different settings")
         state = doc["descent"]
+    hold = int(round(cfg.descent_hold * space.pairs))
+    space = held(space, start, cfg.descent_hold)
     grad = FactorGradient(model, samples, n_hat=0, attn=space.attn, chunk=cfg.chunk, rank=rank, world=world,
                           on_pass=on_pass)
 
@@ -180,4 +199,5 @@ def descent_phase(cfg, out, model, samples, space, start, *, rank: int, world: i
                 state=state, on_step=on_step)
     first = r.history[0]["value"] if r.history else None
     return {"factors": [float(x) for x in r.best], "ppl": r.value, "start_ppl": first, "steps": r.steps,
+            "held_pairs": hold,
             "passes": len(r.history) * len(samples), "history": r.history}

@@ -21,13 +21,13 @@ from ..errors import LongRopeError
 from ..io import mark_finished, write_json, write_text
 from .evolution import PRESETS, evolve
 from .setup import (CARRIED, DESCENT, DESCENT_FILE, WHERE, Window, _Progress, _samples, _short_attn, _space_and_seeds,
-                    _window, _with_short)
+                    _window, _with_short, before_hold)
 from .space import Candidate, Space
 
 FORMAT = "longrope-search/1"
 PARTIAL = "factors.partial.json"  # the best factors so far of an unfinished search
 SEARCH_KEYS = ("population", "iterations", "parents", "mutations", "crossovers", "mutation_prob",
-               "screen_docs", "promote", "patience", "descent_steps")
+               "screen_docs", "promote", "patience", "descent_steps", "descent_hold")
 
 
 @dataclass
@@ -57,6 +57,7 @@ class SearchConfig:
     short_of: str | None = None  # a long-factor file: search its short factors (target <= window)
     seed_from: str | None = None  # a factor file of an earlier stage: its factors, carried to this scale, seed
     descent_steps: int | None = None  # gradient steps before the evolution (search/descent.py)
+    descent_hold: float | None = None  # share of the highest-frequency pairs the descent leaves at the start
     descent_lr: float = 0.05  # its Adam learning rate on log factors, cosine-decayed to descent_lr_end
     descent_lr_end: float = 0.005
     sample_mode: str = "auto"
@@ -92,8 +93,9 @@ class SearchConfig:
             raise LongRopeError(f"unknown --screen-pick {c.screen_pick!r}; choose first or spread")
         if c.objective not in ("ppl", "needle"):
             raise LongRopeError(f"unknown objective {c.objective!r}; choose ppl or needle")
-        if c.descent_steps < 0 or not c.descent_lr > 0 or not c.descent_lr_end >= 0:
-            raise LongRopeError("--descent-steps must be >= 0, --descent-lr > 0, --descent-lr-end >= 0")
+        if c.descent_steps < 0 or not c.descent_lr > 0 or not c.descent_lr_end >= 0 or not 0 <= c.descent_hold < 1:
+            raise LongRopeError("--descent-steps must be >= 0, --descent-lr > 0, --descent-lr-end >= 0, "
+                                "--descent-hold in [0, 1)")
         if c.descent_steps and (c.objective != "ppl" or c.short_of):
             if self.descent_steps:  # asked for explicitly
                 raise LongRopeError("the gradient descent (--descent-steps) takes the ppl objective of a "
@@ -113,6 +115,8 @@ def load_state(out: str | Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LongRopeError(f"{path} is not a longrope search state")
     fields = set(SearchConfig.__dataclass_fields__)
+    if isinstance(state.get("config"), dict):
+        before_hold(state["config"])
     if not isinstance(state.get("config"), dict) or not set(state["config"]) <= fields \
             or not isinstance(state.get("evolution"), dict):
         raise LongRopeError(f"{path} is not a readable longrope search state (bad config or evolution)")

@@ -96,6 +96,12 @@ DESCENT_FILE = "descent.json"  # the descent's state after every step (rank 0) u
 WHERE = ("device", "trust_remote_code")  # the only settings a resumed run may change (where it runs)
 
 
+def before_hold(config: dict) -> dict:
+    """A saved (resolved) search config from before `descent_hold` existed: its run had no hold."""
+    config.setdefault("descent_hold", 0.0)
+    return config
+
+
 def _carried(path: str, dim: int, scale: float) -> np.ndarray:
     """The long factors of an earlier stage's factor file, carried to this search's scale."""
     from ..rope.scaling import load_scaling
