@@ -124,15 +124,15 @@ def test_search_with_descent_seeds_the_evolution_and_counts_its_cost(files, tmp_
     from longrope.search.runner import run_search
 
     with torch_threads(1):
-        s = run_search(_cfg(files), tmp_path / "o", progress=False, cache=None)
+        s = run_search(_cfg(files, descent_hold=0.25), tmp_path / "o", progress=False, cache=None)
     d = s["descent"]
     assert d["steps"] == 4 and d["passes"] == 8 and len(d["history"]) == 4
     k = d["held_pairs"]
-    assert k == round(0.125 * len(d["factors"])) >= 1  # the preset's hold: the first eighth of the pairs
+    assert k == round(0.25 * len(d["factors"])) >= 1  # the first quarter of the pairs
     seeds = json.loads((tmp_path / "o" / "state.json").read_text())["seeds"]
     start = seeds[min(s["baselines"], key=s["baselines"].get)]  # the descent starts from the best seed
     assert d["factors"][:k] == pytest.approx(start[:k], rel=1e-12) and d["factors"][k:] != pytest.approx(start[k:])
-    # a state saved before the hold existed reads as a run without one (not as the preset's 0.125)
+    # a state saved before the hold existed reads as a run without one (not as the resolved default)
     from longrope.search.runner import load_state
     path = tmp_path / "o" / "state.json"
     doc = json.loads(path.read_text())
@@ -194,5 +194,5 @@ def test_descent_settings_are_checked(files, tmp_path):
     assert SearchConfig(target_length=128, objective="needle").resolved().descent_steps == 0
     with pytest.raises(LongRopeError, match="descent-hold in"):
         SearchConfig(target_length=128, descent_hold=1.0).resolved()
-    assert SearchConfig(target_length=128).resolved().descent_hold == 0.125
-    assert SearchConfig(target_length=128, preset="paper").resolved().descent_hold == 0.0
+    assert SearchConfig(target_length=128).resolved().descent_hold == 0.0
+    assert SearchConfig(target_length=128, descent_hold=0.25).resolved().descent_hold == 0.25

@@ -54,13 +54,10 @@ PRESETS = {
     # there) are scored on all documents; stop after 8 generations without improvement.
     # Why 25: on 4 documents the descent costs 480 pass equivalents and a generation 28 passes, so
     # the bound stays under a quarter of the paper preset's 5,388 (1,232, 0.229) at any length.
-    # Why the hold: the perplexity is rugged along the highest-frequency pairs (a small change of
-    # lambda_i turns them by many radians over the sample), so there the gradient only knows its
-    # immediate neighbourhood and Adam's steps wander; the descent leaves the first eighth of the
-    # pairs at the start point and the evolution moves them (at 16x: 33.53 -> 33.13 after 40 steps).
+    # No descent hold (--descent-hold): holding the first eighth of the pairs helped at 16x
+    # (descent alone 33.53 -> 33.13) and hurt at 8x (26.20 -> 26.61); docs/DESIGN.md.
     # benchmarks/search_efficiency.py measures it against the paper preset at 8x and 16x.
-    "fast": Preset(16, 25, 8, 8, 8, 0.3, screen_docs=1, promote=0.25, patience=8, descent_steps=40,
-                   descent_hold=0.125),
+    "fast": Preset(16, 25, 8, 8, 8, 0.3, screen_docs=1, promote=0.25, patience=8, descent_steps=40),
 }
 
 
