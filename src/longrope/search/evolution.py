@@ -52,8 +52,10 @@ PRESETS = {
     # small population (16, 8 parents, 8 + 8 children) over up to 25 generations; children are
     # screened on one document and at most a quarter of them (those beating the worst parent
     # there) are scored on all documents; stop after 8 generations without improvement.
-    # Why 25: on 4 documents the descent costs 480 pass equivalents and a generation 28 passes, so
-    # the bound stays under a quarter of the paper preset's 5,388 (1,232, 0.229) at any length.
+    # Why 25: on 4 documents below 8,192 tokens the descent costs 480 pass equivalents and a
+    # generation 28 passes, so the bound is 1,232, 0.229 of the paper preset's 5,388. Not below a
+    # quarter everywhere: from 8,192 tokens (checkpointed descent, 4 passes a step) 0.258 on 4
+    # documents, and on 2 documents 0.29-0.32 (screening costs the same with fewer documents).
     # No descent hold (--descent-hold): holding the first eighth of the pairs helped at 16x
     # (descent alone 33.53 -> 33.13) and hurt at 8x (26.20 -> 26.61); docs/DESIGN.md.
     # benchmarks/search_efficiency.py measures it against the paper preset at 8x and 16x.
