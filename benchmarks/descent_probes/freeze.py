@@ -6,7 +6,7 @@ from longrope.search.setup import _samples, _window, _space_and_seeds
 from longrope.search.gradient import FactorGradient
 from longrope.search.descent import descend
 n_hat=0; freeze=int(sys.argv[1]); steps=int(sys.argv[2]); lr=float(sys.argv[3]); lr_end=float(sys.argv[4])
-cfg=SearchConfig(model='builtin',target_length=4096,docs=4,seed=0).resolved()
+cfg=SearchConfig(model='builtin',target_length=int(sys.argv[5]),docs=4,seed=0).resolved()
 model=load_model('builtin'); tok=load_tokenizer('builtin')
 samples,_=_samples(cfg,tok,model,cfg.docs)
 w=_window(cfg,model); crit,seeds,space=_space_and_seeds(cfg,w)
@@ -17,4 +17,4 @@ g=FactorGradient(model,samples,n_hat=n_hat,attn=space.attn,chunk=cfg.chunk)
 def cb(st): print(st['step'], round(st['history'][-1]['value'],4), flush=True)
 r=descend(g,space,seeds['yarn'],steps=steps,lr=lr,lr_end=lr_end,on_step=cb)
 print('best',r.value,[round(x,3) for x in r.best])
-json.dump({'n_hat':n_hat,'value':r.value,'best':list(map(float,r.best)),'history':r.history},open(f'freeze{freeze}-{steps}-{lr}-{lr_end}.json','w'))
+json.dump({'n_hat':n_hat,'value':r.value,'best':list(map(float,r.best)),'history':r.history},open(f'freeze{freeze}-L{sys.argv[5]}-{steps}-{lr}-{lr_end}.json','w'))
