@@ -154,7 +154,8 @@ def test_a_search_killed_during_its_descent_resumes_exactly(files, tmp_path, mon
     def argv(out):
         return ["search", "--model", str(files[0]), "--data", str(files[1]), "--target-length", "128",
                 "--population", "6", "--parents", "3", "--mutations", "2", "--crossovers", "2", "--iterations", "2",
-                "--docs", "2", "--descent-steps", "4", "--descent-lr", "0.2", "--no-cache", "--out", str(out)]
+                "--docs", "2", "--descent-steps", "4", "--descent-lr", "0.2", "--descent-hold", "0.25", "--no-cache",
+                "--out", str(out)]
 
     with torch_threads(1):
         assert cli.main(argv(tmp_path / "ref")) == 0
@@ -194,5 +195,6 @@ def test_descent_settings_are_checked(files, tmp_path):
     assert SearchConfig(target_length=128, objective="needle").resolved().descent_steps == 0
     with pytest.raises(LongRopeError, match="descent-hold in"):
         SearchConfig(target_length=128, descent_hold=1.0).resolved()
-    assert SearchConfig(target_length=128).resolved().descent_hold == 0.0
+    assert SearchConfig(target_length=128).resolved().descent_hold == 0.0625
+    assert SearchConfig(target_length=128, preset="paper").resolved().descent_hold == 0.0
     assert SearchConfig(target_length=128, descent_hold=0.25).resolved().descent_hold == 0.25

@@ -17,7 +17,7 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
     "target_length": "context length to extend to (tokens, e.g. 32k)",
     "docs": "documents the fitness is measured on",
     "seed": "random seed of the search and the samples",
-    "preset": "fast: 40 gradient-descent steps from the best seed, then population 16, 8 parents, 8 mutants + "
+    "preset": "fast: 40 gradient-descent steps from the best seed (the first 1/16 of the pairs held), then population 16, 8 parents, 8 mutants + "
               "8 crossovers, up to 25 generations, new candidates screened on 1 document and the best quarter "
               "scored on all, stop after 8 flat generations; paper: 64/40/32/16/16, p=0.3, every candidate on "
               "all documents, no descent",
@@ -43,7 +43,7 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
     "descent_steps": "gradient steps on the factors before the evolution: Adam on log factors from the best seed, "
                      "each step one forward + backward pass per document (0: none; default: the preset's)",
     "descent_hold": "share of the highest-frequency pairs the descent leaves at the start point, for the "
-                    "evolution to move (default: the preset's, 0)",
+                    "evolution to move (default: the preset's; fast: 0.0625, 2 of 32 pairs)",
     "descent_lr": "the descent's learning rate on log factors, cosine-decayed to --descent-lr-end",
     "descent_lr_end": "the descent's final learning rate",
     "seed_from": "a factor file of an earlier stage (e.g. the 2x search before a 4x one): its long factors, "
