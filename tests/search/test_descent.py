@@ -48,9 +48,12 @@ def test_held_pairs_stay_at_the_start_and_the_rest_descends():
 
     sp = Space([1.0] * 6, [10.0] * 6)
     start = [1.0, 1.3, 1.5, 2.0, 3.0, 4.0]
-    assert held(sp, start, 0.0) is sp
-    h = held(sp, start, 1 / 3)  # the first 2 of 6 pairs
-    np.testing.assert_array_equal(h.lo[:2], [1.0, 1.3]) and np.testing.assert_array_equal(h.hi[:2], [1.0, 1.3])
+    same, k = held(sp, start, 0.0)
+    assert same is sp and k == 0
+    h, k = held(sp, start, 1 / 3)  # the first 2 of 6 pairs
+    assert k == 2
+    np.testing.assert_array_equal(h.lo[:2], [1.0, 1.3])
+    np.testing.assert_array_equal(h.hi[:2], [1.0, 1.3])
     assert list(h.fixed) == [True, True, False, False, False, False] and np.all(h.lo[2:] == 1.3)
     r = descend(bowl([1.1, 1.1, 2.0, 3.0, 5.0, 8.0]), h, start, steps=150, lr=0.1, lr_end=0.001)
     assert list(r.best[:2]) == [1.0, 1.3]  # held exactly, although the bowl pulls pair 1 to 1.1

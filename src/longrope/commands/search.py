@@ -17,10 +17,10 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
     "target_length": "context length to extend to (tokens, e.g. 32k)",
     "docs": "documents the fitness is measured on",
     "seed": "random seed of the search and the samples",
-    "preset": "fast: 40 gradient-descent steps from the best seed (the first 1/16 of the pairs held), then population 16, 8 parents, 8 mutants + "
-              "8 crossovers, up to 25 generations, new candidates screened on 1 document and the best quarter "
-              "scored on all, stop after 8 flat generations; paper: 64/40/32/16/16, p=0.3, every candidate on "
-              "all documents, no descent",
+    "preset": "fast: 40 gradient-descent steps from the best seed (the first 1/16 of the pairs held), then "
+              "population 16, 8 parents, 8 mutants + 8 crossovers, up to 25 generations, new candidates "
+              "screened on 1 document and the best quarter scored on all, stop after 8 flat generations; "
+              "paper: 64/40/32/16/16, p=0.3, every candidate on all documents, no descent",
     "population": "initial population size (default: the preset's)",
     "iterations": "generations after the initial one (default: the preset's)",
     "parents": "candidates kept each generation (default: the preset's)",

@@ -152,19 +152,21 @@ def read_descent(out) -> dict | None:
 
 
 def held(space, start, share: float):
-    """The descent's space: the first round(share * pairs) pairs (the highest frequencies) fixed at
-    the start point's values (clipped to the bounds), the rest as in `space` but never below them."""
+    """(the descent's space, k): the first k = round(share * pairs) pairs (the highest frequencies)
+    fixed at the start point's values (clipped to the bounds), the rest as in `space` but never below
+    them. `descent.project` does the same clip in log space; here the held values stay the start's
+    own floats, bit for bit."""
     from .space import Space
 
     k = int(round(share * space.pairs))
     if k == 0:
-        return space
+        return space, 0
     x0 = np.clip(np.asarray(start, dtype=np.float64), space.lo, space.hi)
     x0[:k] = np.maximum.accumulate(x0[:k])
     lo, hi = space.lo.copy(), space.hi.copy()
     lo[:k] = hi[:k] = x0[:k]
     lo[k:] = np.maximum(lo[k:], x0[k - 1])  # x0 is within the bounds, so lo <= hi still
-    return Space(lo, hi, step=space.step, n_hats=space.n_hats, attn=space.attn, mutation_prob=space.mutation_prob)
+    return Space(lo, hi, step=space.step, n_hats=space.n_hats, attn=space.attn, mutation_prob=space.mutation_prob), k
 
 
 def descent_phase(cfg, out, model, samples, space, start, *, rank: int, world: int, on_pass=None,
@@ -186,8 +188,7 @@ def descent_phase(cfg, out, model, samples, space, start, *, rank: int, world: i
         if not _same_run(doc["config"], config):
             raise LongRopeError(f"{Path(out) / DESCENT_FILE} was made with different settings")
         state = doc["descent"]
-    hold = int(round(cfg.descent_hold * space.pairs))
-    space = held(space, start, cfg.descent_hold)
+    space, hold = held(space, start, cfg.descent_hold)
     grad = FactorGradient(model, samples, n_hat=0, attn=space.attn, chunk=cfg.chunk, rank=rank, world=world,
                           on_pass=on_pass)
 

@@ -115,11 +115,10 @@ def load_state(out: str | Path) -> dict:
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise LongRopeError(f"{path} is not a longrope search state")
     fields = set(SearchConfig.__dataclass_fields__)
-    if isinstance(state.get("config"), dict):
-        before_hold(state["config"])
     if not isinstance(state.get("config"), dict) or not set(state["config"]) <= fields \
             or not isinstance(state.get("evolution"), dict):
         raise LongRopeError(f"{path} is not a readable longrope search state (bad config or evolution)")
+    before_hold(state["config"])
     try:
         SearchConfig(**state["config"]).resolved()
     except TypeError:  # a value of the wrong JSON type
