@@ -160,7 +160,7 @@ stages:
   - search: {target_length: 64, docs: 2, population: 4, iterations: 1, parents: 2, mutations: 1, crossovers: 1, screen_docs: 0, patience: 0}
   - finetune: {length: 64, steps: 2, batch_size: 2, lr: 1.0e-3, checkpoint_every: 1}
   - search: {target_length: 96, docs: 2, population: 4, iterations: 1, parents: 2, mutations: 1, crossovers: 1, screen_docs: 0, patience: 0, seed_from: previous}
-  - compare: {lengths: [96], methods: [none, yarn], docs: 2, passkey_trials: 0, plots: false, baselines_on: initial}
+  - compare: {lengths: [96], methods: [none, yarn], docs: 2, passkey_trials: 0, plots: false, baselines_on: initial, final_methods: [yarn]}
 """
 
 
@@ -171,8 +171,9 @@ def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
     results = json.loads((tmp_path / "out" / "04-compare" / "results.json").read_text())
     models = results["meta"]["models"]
     assert models["yarn"] == str(model) and models["none (final model)"] == finetuned
-    assert models["longrope"] == finetuned
-    assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "longrope"}
+    assert models["longrope"] == finetuned and models["yarn (final model)"] == finetuned  # the control
+    assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "yarn (final model)", "longrope"}
+    assert results["ppl"]["yarn (final model)"]["96"] != results["ppl"]["yarn"]["96"]
     # seed_from: previous -- the 64-token factors, carried to 96 tokens, seed the second search
     from longrope.rope.scaling import load_scaling
     from longrope.search.objective import carry_factors

@@ -374,7 +374,9 @@ def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     ours = [f"longrope:{ctx.scaling}"] if ctx.scaling else []
     runs = [(ctx.model, cfg.methods + ours, {})]
     if cfg.baselines_on == "initial" and recipe.model != ctx.model:
-        runs = [(recipe.model, cfg.methods, {}), (ctx.model, ["none"] + ours, {"none": "none (final model)"})]
+        final = ["none"] + [m for m in cfg.final_methods if m != "none"] + ours
+        runs = [(recipe.model, cfg.methods, {}),
+                (ctx.model, final, {m: f"{m} (final model)" for m in final if m not in ours})]
     result = None
     for model_name, names, relabel in runs:
         model = load_model(model_name, dtype=cfg.dtype or "float32", device=cfg.device or "cpu")

@@ -141,11 +141,15 @@ def stage_cost(recipe: Recipe, stage, shape: Shape, original: int, last_target: 
                 4 * forward_flops(shape, c.steps * c.batch_size * c.length, c.length))
     if stage.kind == "compare":
         c = _compare_config(recipe, stage)
-        methods = len(c.methods) + 1
-        per_length = methods * (c.docs + c.passkey_trials * len(c.depths))
+        methods = len(c.methods) + 1 + len(c.final_methods)
+        keys = set(c.passkey_lengths or c.lengths)
+
+        def per_length(n):
+            return methods * (c.docs + (c.passkey_trials * len(c.depths) if n in keys else 0))
+        where = f" at {', '.join(map(str, sorted(keys)))}" if c.passkey_lengths else ""
         return (f"compare {methods} methods at {', '.join(map(str, c.lengths))} tokens, {c.docs} docs, "
-                f"passkey {c.passkey_trials} x {len(c.depths)} depths"), sum(
-                    forward_flops(shape, per_length * n, n) for n in c.lengths)
+                f"passkey {c.passkey_trials} x {len(c.depths)} depths{where}"), sum(
+                    forward_flops(shape, per_length(n) * n, n) for n in c.lengths)
     c = build(ExportConfig, f"stage {stage.name}", **stage.options)
     return (f"export the model with the final factors (drop_n_hat={c.drop_n_hat}, "
             f"drop_short_attention={c.drop_short_attention})"), 0.0

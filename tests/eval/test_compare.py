@@ -173,3 +173,23 @@ def test_compare_reports_the_positions_beyond_the_window_on_their_own(char_tok, 
     assert beyond["none"][str(n)] == pytest.approx(direct, rel=1e-6)
     assert beyond["yarn"][str(n)] != pytest.approx(direct, rel=1e-6)  # the scaling changed it
     assert "beyond the original window" in render_report(res)
+
+
+def test_compare_passkey_and_short_window_at_chosen_lengths(char_tok, text_dir):
+    """passkey_lengths limits the passkey to some evaluation lengths; the short-window cost reuses
+    the evaluation length equal to the window instead of scoring it again."""
+    model = make_tiny("llama")
+    cfg = CompareConfig(methods=["none", "yarn:8"], lengths=[32, 256], data=str(text_dir), docs=2,
+                        passkey_trials=1, depths=[0.5], passkey_lengths=[256])
+    res = compare(model, char_tok, cfg, progress=False)
+    assert all(set(r.passkey) == {256} for r in res.methods.values())
+    assert all(r.short_ppl == r.ppl[32] for r in res.methods.values())
+    assert res.meta["passkey_lengths"] == [256]
+
+
+def test_compare_refuses_passkey_or_task_lengths_outside_the_lengths():
+    from longrope.errors import LongRopeError
+    with pytest.raises(LongRopeError, match="passkey_lengths must be among the evaluation lengths"):
+        CompareConfig(lengths=[32, 128], passkey_lengths=[64]).validated()
+    with pytest.raises(LongRopeError, match="task_lengths must be among"):
+        CompareConfig(lengths=[32, 128], task_lengths=[256]).validated()

@@ -32,6 +32,8 @@ class CompareConfig:
                                metadata={"help": "evaluation lengths, e.g. 256,1k,2k", "length": True})
     docs: int = field(default=4, metadata={"help": "documents per length"})
     passkey_trials: int = field(default=5, metadata={"help": "passkey prompts per length and depth (0 skips passkey)"})
+    passkey_lengths: list[int] = field(default_factory=list, metadata={
+        "help": "lengths of the passkey prompts (default: every evaluation length)", "length": True})
     depths: list[float] = field(default_factory=lambda: list(DEFAULT_DEPTHS),
                                 metadata={"help": "passkey key depths in [0, 1]"})
     factor: float | None = field(default=None, metadata={
@@ -49,8 +51,13 @@ class CompareConfig:
         "RULER tasks run at every length through lm-evaluation-harness, offline (needs "
         "longrope[eval]; docs/tasks.md), e.g. niah_single_1,niah_multikey_2")})
     task_limit: int = field(default=5, metadata={"help": "samples per task and length (with --tasks)"})
+    task_lengths: list[int] = field(default_factory=list, metadata={
+        "help": "lengths the tasks run at (default: every evaluation length)", "length": True})
     baselines_on: str = field(default="final", metadata={
         "help": "recipes: score baselines on the initial or the final model", "choices": ("initial", "final")})
+    final_methods: list[str] = field(default_factory=list, metadata={"help": (
+        "recipes with baselines_on initial: methods also scored on the final model (a control such as "
+        "yarn: the same fine-tuned weights under another scaling), labelled 'METHOD (final model)'")})
     device: str | None = None  # where a recipe's compare stage loads the model (default: the recipe's)
     dtype: str | None = None
 
@@ -59,7 +66,14 @@ class CompareConfig:
         from ..schema import check_types
         check_types(self, where)
         c = replace(self, methods=parse_methods(self.methods), lengths=sorted(set(self.lengths)),
-                    depths=list(self.depths))
+                    depths=list(self.depths), passkey_lengths=sorted(set(self.passkey_lengths)),
+                    task_lengths=sorted(set(self.task_lengths)),
+                    final_methods=parse_methods(self.final_methods) if self.final_methods else [])
+        for name in ("passkey_lengths", "task_lengths"):
+            extra = sorted(set(getattr(c, name)) - set(c.lengths))
+            if extra:
+                raise LongRopeError(f"{where}: {name} must be among the evaluation lengths; "
+                                    f"{extra[0]} is not in {c.lengths}")
         if c.docs < 1:
             raise LongRopeError(f"{where}: docs must be >= 1, got {c.docs}")
         if c.passkey_trials < 0:
@@ -71,12 +85,12 @@ class CompareConfig:
                 raise LongRopeError(f"{where}: {name} must be >= 1, got {getattr(c, name)}")
         if c.factor is not None and not c.factor > 0:
             raise LongRopeError(f"{where}: factor must be positive, got {c.factor}")
-        resolve_methods([m for m in c.methods if m != "model"], c.factor or 2.0)
+        resolve_methods([m for m in c.methods + c.final_methods if m != "model"], c.factor or 2.0)
         if c.tasks:  # the harness, the task names and the lengths checked before any work
             from . import tasks as harness
             harness.require_harness()
             harness.check_tasks(c.tasks, harness.LENGTH_TASKS, lengths=True)
-            harness.check_lengths(c.lengths, c.tasks)
+            harness.check_lengths(c.task_lengths or c.lengths, c.tasks)
             harness.check_limit(c.task_limit)
         return c
 
@@ -184,16 +198,17 @@ def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, 
         tail = next((f", beyond the window {v['ppl']:.3f}" for k, v in p.by_range.items()
                      if not k.startswith("0-") and v.get("tokens")), "")
         say(f"  ppl @ {n}: {p.ppl:.3f}{tail} ({p.docs} docs, {p.tokens} tokens, {p.seconds:.1f} s)")
-    r.short_ppl = ppl(short).ppl
+    # the short-window cost: the same samples and length as an evaluation length, when it is one
+    r.short_ppl = r.ppl[short] if short in r.ppl else ppl(short).ppl
     if cfg.passkey_trials > 0:
-        pk = passkey_eval(model, tokenizer, lengths, trials=cfg.passkey_trials, depths=cfg.depths,
+        pk = passkey_eval(model, tokenizer, cfg.passkey_lengths or lengths, trials=cfg.passkey_trials, depths=cfg.depths,
                           seed=cfg.seed, progress=progress)
         r.passkey = {int(n): v for n, v in pk.by_length.items()}
         r.passkey_depth = {int(n): v for n, v in pk.grid.items()}
         say(f"  passkey: {', '.join(f'{k}: {v:.0%}' for k, v in pk.by_length.items())}")
     if cfg.tasks:
         from .tasks import run_tasks_at_lengths
-        res = run_tasks_at_lengths(model, tokenizer, cfg.tasks, lengths, limit=cfg.task_limit,
+        res = run_tasks_at_lengths(model, tokenizer, cfg.tasks, cfg.task_lengths or lengths, limit=cfg.task_limit,
                                    batch_size=cfg.batch_size, seed=cfg.seed, log=say)
         r.tasks = {t: {str(n): v for n, v in row.items()} for t, row in res.items()}
 
@@ -230,7 +245,8 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
     samples, sample_info = _samples(cfg, tokenizer, ids, lengths, short)
     if cfg.passkey_trials > 0:  # a length too short for a passkey prompt fails here, before any work
         from ..data.passkey import passkey_prompt
-        passkey_prompt(tokenizer, min(lengths), 0.5, 1)
+        passkey_prompt(tokenizer, min(cfg.passkey_lengths or lengths), 0.5, 1)
+
     def ppl(n, **kw):  # beyond the window, positions [window, n) are also scored on their own
         beyond = [(0, window), (window, n)] if n > window and cfg.stride is None else None
         return perplexity(model, samples[n], stride=cfg.stride, window=n if cfg.stride else None,
@@ -263,9 +279,11 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
         "lengths": lengths, "docs": cfg.docs, "data": cfg.data or "builtin", "split": cfg.split,
         "ppl_mode": "truncate" if cfg.stride is None else f"sliding window of L over 2L tokens, stride {cfg.stride}",
         "samples": sample_info, "passkey_trials": cfg.passkey_trials, "depths": list(cfg.depths), "seed": cfg.seed,
+        **({"passkey_lengths": cfg.passkey_lengths} if cfg.passkey_lengths else {}),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "seconds": time.perf_counter() - t0, "python": platform.python_version(),
         "longrope": longrope.__version__,
-        **({"tasks": list(cfg.tasks), "task_limit": cfg.task_limit} if cfg.tasks else {}),
+        **({"tasks": list(cfg.tasks), "task_limit": cfg.task_limit,
+            "task_lengths": cfg.task_lengths or lengths} if cfg.tasks else {}),
     }
     return CompareResult(results, short, base_short.ppl, meta)
