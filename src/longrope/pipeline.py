@@ -374,7 +374,7 @@ def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     ours = [f"longrope:{ctx.scaling}"] if ctx.scaling else []
     runs = [(ctx.model, cfg.methods + ours, {})]
     if cfg.baselines_on == "initial" and recipe.model != ctx.model:
-        final = ["none"] + [m for m in cfg.final_methods if m != "none"] + ours
+        final = [m for m in cfg.final_methods if m not in ours] + ours
         runs = [(recipe.model, cfg.methods, {}),
                 (ctx.model, final, {m: f"{m} (final model)" for m in final if m not in ours})]
     result = None

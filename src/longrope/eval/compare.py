@@ -55,9 +55,10 @@ class CompareConfig:
         "help": "lengths the tasks run at (default: every evaluation length)", "length": True})
     baselines_on: str = field(default="final", metadata={
         "help": "recipes: score baselines on the initial or the final model", "choices": ("initial", "final")})
-    final_methods: list[str] = field(default_factory=list, metadata={"help": (
-        "recipes with baselines_on initial: methods also scored on the final model (a control such as "
-        "yarn: the same fine-tuned weights under another scaling), labelled 'METHOD (final model)'")})
+    final_methods: list[str] = field(default_factory=lambda: ["none"], metadata={"help": (
+        "recipes with baselines_on initial: the methods also scored on the final model besides the found "
+        "factors (none: the fine-tuned weights alone; yarn: a control, the same weights under another "
+        "scaling), labelled 'METHOD (final model)'")})
     device: str | None = None  # where a recipe's compare stage loads the model (default: the recipe's)
     dtype: str | None = None
 
