@@ -78,6 +78,8 @@ def run(args) -> int:
     cfg = build(FinetuneConfig, "finetune", **from_args(args, FinetuneConfig, MAIN + TRAINING + RUNTIME),
                 command="longrope " + shlex.join(sys.argv[1:] if "finetune" in sys.argv else ["finetune"]))
     cfg.validate()  # values checked before the output folders are made
+    from ..train.engine import require_accelerate
+    require_accelerate()
     work = cfg.work or cfg.out.rstrip("/") + ".work"
     with prepare_output(cfg.out, kind="finetune", overwrite=args.overwrite, resume=args.resume), \
             prepare_output(work, kind="finetune-work", overwrite=True, resume=args.resume,
