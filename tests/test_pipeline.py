@@ -10,7 +10,8 @@ import pytest
 
 from longrope.cli import main
 from longrope.errors import LongRopeError
-from longrope.pipeline import list_recipes, load_recipe, run
+from longrope.pipeline import run
+from longrope.recipe import list_recipes, load_recipe
 
 from tests.helpers import cli_env, run_group, save_tiny, spawn, write_texts
 
@@ -213,7 +214,7 @@ def test_recipe_lengths_accept_2k(tmp_path):
                     "  - compare: {lengths: [256, 1k], short_length: 0.25k}\n")
     recipe = load_recipe(str(path))
     assert recipe.stages[0].options["target_length"] == "2k"  # parsed when the stage config is built
-    from longrope.pipeline import _compare_config
+    from longrope.recipe import compare_config as _compare_config
     assert _compare_config(recipe, recipe.stages[2]).lengths == [256, 1024]
 
 

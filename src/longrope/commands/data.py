@@ -15,7 +15,7 @@ def register(sub) -> None:
         q.add_argument("--data", default=None, help="'builtin' (stdlib sources, default), a .txt file, folder or "
                                                     "glob of text files, .jsonl[:FIELD], .parquet, or a dataset folder")
         q.add_argument("--model", default="builtin", help="model folder whose tokenizer counts tokens (default builtin)")
-        q.add_argument("--cache-dir", default=None, help="tokenization cache folder (default ~/.cache/longrope)")
+        q.add_argument("--cache-dir", default=None, help="tokenization cache folder (default $LONGROPE_CACHE_DIR, else ~/.cache/longrope)")
         if name == "stats":
             q.add_argument("--split", default=None, help="only this split: train, validation, test or all (default: each of the three)")
         else:

@@ -37,7 +37,7 @@ HELP = {  # the defaults come from FinetuneConfig; only the words live here
     "seed": "seed of the sample order and every random choice",
     "device": "cpu or cuda (each process takes its LOCAL_RANK GPU)",
     "threads": "torch CPU threads per process",
-    "cache_dir": "tokenization cache folder (default ~/.cache/longrope)",
+    "cache_dir": "tokenization cache folder (default $LONGROPE_CACHE_DIR, else ~/.cache/longrope)",
     "trust_remote_code": "allow model code from the model folder",
 }
 MAIN = ("model", "scaling", "length", "steps", "data", "split", "out", "work")

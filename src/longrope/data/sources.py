@@ -264,6 +264,29 @@ def user_split(docs: list[Document], keys: list[str], split: str, what: str) -> 
     return [d for i, d in enumerate(docs) if part[i] == split]
 
 
+def split_sizes(source: str | None, split: str) -> str:
+    """What a data error should say about the split it drew on: 'the validation split of D holds 1
+    of 20 documents (user data: 5% validation, 5% test, at least 1 each, the rest train)'."""
+    if split == ALL:
+        return f"--split {ALL} takes every document of {source or 'the built-in corpus'}"
+    try:
+        if source is None or str(source) in ("builtin", "pydocs"):
+            sizes = {s: len(load_documents(source, s)) for s in SPLITS}
+            rule = "split 90/5/5 by a hash of each document's name"
+        else:
+            docs, keys = _load_user(str(source), split)
+            if keys is None:
+                return f"the {split} split of dataset {source} holds {len(docs):,} documents (its own split)"
+            held = max(1, round(len(docs) * USER_HELD_OUT)) if len(docs) >= 3 else 0
+            sizes = {"train": len(docs) - 2 * held, "validation": held, "test": held}
+            rule = f"user data: {USER_HELD_OUT:.0%} validation, {USER_HELD_OUT:.0%} test, at least 1 each, the rest train"
+    except LongRopeError:
+        return ""
+    total = sum(sizes.values())
+    return (f"the {split} split of {source or 'the built-in corpus'} holds {sizes.get(split, 0):,} of {total:,} "
+            f"documents ({rule}): give more or longer documents, fewer --docs, or --split {ALL}")
+
+
 def load_documents(source: str | None = None, split: str = "test") -> list[Document]:
     """Documents of `source`: None/'builtin' (stdlib corpus, `split` applies), 'pydocs' (long chapters of
     the Python documentation, `split` applies; see data/prose.py) or a local path.

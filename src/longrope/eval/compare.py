@@ -49,6 +49,10 @@ class CompareConfig:
         "RULER tasks run at every length through lm-evaluation-harness, offline (needs "
         "longrope[eval]; docs/tasks.md), e.g. niah_single_1,niah_multikey_2")})
     task_limit: int = field(default=5, metadata={"help": "samples per task and length (with --tasks)"})
+    shipped: bool = field(default=True, metadata={"help": (
+        "skip the `shipped` row: each longrope method whose export differs from it (n_hat, a short attention "
+        "scale: what the stock format cannot hold) is also scored as `longrope export --drop-n-hat "
+        "--drop-short-attention` writes it")})
     baselines_on: str = field(default="final", metadata={
         "help": "recipes: score baselines on the initial or the final model", "choices": ("initial", "final")})
     device: str | None = None  # where a recipe's compare stage loads the model (default: the recipe's)
@@ -115,6 +119,17 @@ def resolve_methods(methods: Sequence[str], default_factor: float) -> dict:
     return out
 
 
+def shipped_forms(scalings: dict) -> dict:
+    """{label: {"of", "scaling", "dropped"}}: the stock form (what `export --drop-n-hat
+    --drop-short-attention` writes) of each longrope method it differs from, labelled `shipped`
+    (`shipped:METHOD` when there are several)."""
+    from ..exporter import dropped_parts, stock_form
+    differ = {m: s for m, s in scalings.items() if s.method == "longrope" and dropped_parts(s)}
+    return {("shipped" if len(differ) == 1 else f"shipped:{m}"):
+            {"of": m, "scaling": stock_form(s, drop_n_hat=True, drop_short_attention=True),
+             "dropped": dropped_parts(s)} for m, s in differ.items()}
+
+
 def default_factor(model, lengths: Sequence[int], factor: float | None = None) -> float:
     if factor is not None:
         if factor <= 0:
@@ -132,13 +147,21 @@ def load_token_ids(tokenizer, source: str | None, split: str) -> list[list[int]]
     return tokenize_documents(docs, tokenizer)
 
 
-def make_samples(ids, tokenizer, length: int, count: int, *, seed: int = 0, mode: str = "auto"):
-    """`count` samples of `length` tokens, BOS first (see longrope.data.build_samples)."""
+def make_samples(ids, tokenizer, length: int, count: int, *, seed: int = 0, mode: str = "auto",
+                 source: str | None = None, split: str | None = None):
+    """`count` samples of `length` tokens, BOS first (see longrope.data.build_samples); too little
+    data is an error that states the split's size when `split` is given."""
     from ..data import build_samples
+    from ..data.sources import split_sizes
 
     bos = getattr(tokenizer, "bos_token_id", None)
     sep = getattr(tokenizer, "eos_token_id", None)
-    return build_samples(ids, length, count, mode=mode, bos_id=bos, sep_id=sep, seed=seed)
+    try:
+        return build_samples(ids, length, count, mode=mode, bos_id=bos, sep_id=sep, seed=seed)
+    except LongRopeError as e:
+        if split is None:
+            raise
+        raise LongRopeError("; ".join(x for x in (str(e), split_sizes(source, split)) if x)) from None
 
 
 def own_scaling(model) -> str | None:
@@ -170,7 +193,8 @@ def _samples(cfg: CompareConfig, tokenizer, ids, lengths, short):
     (the papers' "first L tokens of each document"); with a stride, length n means windows of n
     tokens sliding over 2n-token samples. Too little data fails here, before any work."""
     span = (lambda n: 2 * n) if cfg.stride else (lambda n: n)
-    base = make_samples(ids, tokenizer, span(max(max(lengths), short)), cfg.docs, seed=cfg.seed)
+    base = make_samples(ids, tokenizer, span(max(max(lengths), short)), cfg.docs, seed=cfg.seed, source=cfg.data,
+                        split=cfg.split)
     samples = {n: [t[:span(n)] for t in base.tensors] for n in set(lengths) | {short}}
     return samples, {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"}
 
@@ -222,6 +246,9 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
     fac = default_factor(model, lengths, cfg.factor)
     methods = with_model_entry(cfg.methods, model)
     scalings = resolve_methods([m for m in methods if m != "model"], fac)
+    shipped = shipped_forms(scalings) if cfg.shipped else {}
+    methods = [x for m in methods for x in [m] + [k for k, v in shipped.items() if v["of"] == m]]
+    scalings.update({k: v["scaling"] for k, v in shipped.items()})
     _check_sizes(model, scalings)
     short = cfg.short_length or window
     say = log or (lambda msg: None)
@@ -247,6 +274,8 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
         for label in methods:
             scaling = scalings.get(label)
             spec = describe_model_scaling(model) if scaling is None else scaling.describe()
+            if label in shipped:
+                spec = f"{label} as exported (stock form of {shipped[label]['of']}: {spec})"
             say(f"{label}: {spec}")
             patch.remove(model)
             if scaling is not None:
@@ -267,5 +296,7 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
         "seconds": time.perf_counter() - t0, "python": platform.python_version(),
         "longrope": longrope.__version__,
         **({"tasks": list(cfg.tasks), "task_limit": cfg.task_limit} if cfg.tasks else {}),
+        **({"shipped": [{"row": k, "of": v["of"], "dropped": v["dropped"]} for k, v in shipped.items()]}
+           if shipped else {}),
     }
     return CompareResult(results, short, base_short.ppl, meta)
