@@ -123,7 +123,7 @@ def test_tiny_recipe_end_to_end(tmp_path):
     for name in ("01-search", "02-export", "03-compare"):
         assert (out / name / "done.json").is_file()
     results = json.loads((out / "03-compare" / "results.json").read_text())
-    assert set(results["ppl"]) == {"none", "pi", "yarn", "longrope"}
+    assert set(results["ppl"]) == {"none", "pi", "yarn", "longrope", "shipped"}
     assert results["meta"]["longrope_factors"] == str(out / "01-search" / "factors.json")
     assert (Path(ctx.exported) / "config.json").is_file()
     with pytest.raises(LongRopeError, match="not empty"):
@@ -173,7 +173,7 @@ def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
     models = results["meta"]["models"]
     assert models["yarn"] == str(model) and models["none (final model)"] == finetuned
     assert models["longrope"] == finetuned
-    assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "longrope"}
+    assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "longrope", "shipped"}
     # seed_from: previous -- the 64-token factors, carried to 96 tokens, seed the second search
     from longrope.rope.scaling import load_scaling
     from longrope.search.objective import carry_factors

@@ -130,8 +130,9 @@ def _yaml(text: str, path: Path):
         raise LongRopeError(f"bad YAML in {path}: {str(e).splitlines()[0]}") from None
 
 
-def load_recipe(name_or_path: str, **overrides) -> Recipe:
-    """Read, type-check and validate a recipe; `overrides` as for `prepare` (extend's flags)."""
+def load_recipe(name_or_path: str, **flags) -> Recipe:
+    """Read, type-check and validate a recipe with extend's `flags` applied (as for `prepare`, which
+    the caller runs before the recipe meets its model: only it checks the lengths against the window)."""
     path = recipe_path(name_or_path)
     doc = _yaml(recipe_text(name_or_path), path)
     if not isinstance(doc, dict) or not isinstance(doc.get("stages"), list) or not doc["stages"]:
@@ -154,13 +155,27 @@ def load_recipe(name_or_path: str, **overrides) -> Recipe:
     recipe = Recipe(stages=stages, **{k: v for k, v in doc.items() if k in known and k != "name"},
                     name=doc.get("name", path.stem))
     check_types(recipe, str(path))
-    return prepare(recipe, **overrides)
+    return _resolve(recipe, **flags)
 
 
-def prepare(recipe: Recipe, *, model: str | None = None, data: str | None = None, device: str | None = None,
-            dtype: str | None = None, trust_remote_code: bool = False) -> Recipe:
-    """extend's flags applied over the recipe's own values, the window read when a length is relative
-    to it, everything validated. Returns the recipe."""
+def prepare(recipe: Recipe, **flags) -> Recipe:
+    """The recipe as it meets its model: extend's `flags` (model, data, device, dtype,
+    trust_remote_code) applied over its own values, the model's window read, every stage validated and
+    every search target checked to lie above the window. Returns the recipe."""
+    _resolve(recipe, **flags)
+    for st in recipe.stages:
+        if st.kind == "search" and recipe.window:
+            target = parse_length(length(recipe, st.options["target_length"]))
+            if target <= recipe.window:
+                raise LongRopeError(f"stage {st.name}: target_length {target} is not above the model's window "
+                                    f"({recipe.window}): nothing to extend (write it relative to the window, "
+                                    "e.g. 8x)")
+    return recipe
+
+
+def _resolve(recipe: Recipe, *, model: str | None = None, data: str | None = None, device: str | None = None,
+             dtype: str | None = None, trust_remote_code: bool = False) -> Recipe:
+    """Flags applied, the window read (when the model is here), everything validated."""
     recipe.model = model or recipe.model
     recipe.data = data or recipe.data
     given = (("device", device), ("dtype", dtype), ("trust_remote_code", trust_remote_code))
@@ -311,9 +326,6 @@ def validate(recipe: Recipe) -> None:
             cfg = _named(where, search_config(recipe, st, ctx).resolved)
             if st.kind == "search":
                 search_n_hat = (st.name, cfg.search_n_hat)
-                if recipe.window and cfg.target_length <= recipe.window:
-                    raise LongRopeError(f"{where}: target_length {cfg.target_length} is not above the model's "
-                                        f"window ({recipe.window}): nothing to extend (write it as e.g. 8x)")
             short_attention = st.name if st.kind == "short" and cfg.search_attention_scale else None
         elif st.kind == "finetune":
             if "length" not in st.options or "steps" not in st.options:

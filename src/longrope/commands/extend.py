@@ -33,11 +33,11 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..errors import LongRopeError
     from ..pipeline import run as run_recipe
-    from ..recipe import check_data, load_recipe
+    from ..recipe import check_data, load_recipe, prepare
 
     flags = dict(model=args.model, data=args.data, device=args.device, dtype=args.dtype,
                  trust_remote_code=args.trust_remote_code)
-    recipe = load_recipe(args.recipe, **flags)
+    recipe = prepare(load_recipe(args.recipe, **flags))
     if args.dry_run:
         from ..plan import describe_plan
         check_data(recipe)
