@@ -91,6 +91,7 @@ def export(model: str | Path, scaling: Scaling | str, out: str | Path, *, drop_n
     src = resolve(model)
     lm = load_model(src, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     dim, base, original = rope_dims(lm)
+    scaling.check_pairs(dim // 2, original)  # the given scaling, dropped parts included, fits the model
     rope, max_pos = stock_rope_parameters(lm, stock)
     cfg = lm.config
     if max_pos:

@@ -152,7 +152,7 @@ def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     from .eval.compare import compare
     from .eval.outputs import write_outputs
     from .eval.report import ppl_table
-    from .models import load_model, load_tokenizer
+    from .models import check_vocabulary, load_model, load_tokenizer
     cfg = dataclasses.replace(compare_config(recipe, stage), shipped=False)
     remote = bool(recipe.overrides.get("trust_remote_code"))
     ours = [f"longrope:{ctx.scaling}"] if ctx.scaling else []
@@ -165,8 +165,9 @@ def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     for model_name, names, relabel in runs:
         model = load_model(model_name, dtype=cfg.dtype or "float32", device=cfg.device or "cpu",
                            trust_remote_code=remote)
-        part = compare(model, load_tokenizer(model_name, trust_remote_code=remote),
-                       dataclasses.replace(cfg, methods=names), log=log, model_name=model_name)
+        tok = load_tokenizer(model_name, trust_remote_code=remote)
+        check_vocabulary(model, tok, model_name)
+        part = compare(model, tok, dataclasses.replace(cfg, methods=names), log=log, model_name=model_name)
         del model
         if result is None:
             result = part

@@ -225,10 +225,10 @@ def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, 
 def _check_sizes(model, scalings: dict) -> None:
     """A factor file of the wrong size for the model fails before any work."""
     from longrope import patch
-    dim = patch.rope_dims(model)[0]
+    dim, _, window = patch.rope_dims(model)
     for label, scaling in scalings.items():
         try:
-            scaling.check_pairs(dim // 2)
+            scaling.check_pairs(dim // 2, window)
         except LongRopeError as e:
             raise LongRopeError(f"method {label!r}: {e}") from None
 

@@ -223,12 +223,13 @@ def _resolve_config(cfg: SearchConfig | None, saved: dict | None) -> SearchConfi
 
 def _load(cfg: SearchConfig, device, model, tokenizer):
     """The model and tokenizer, loaded where not passed in."""
-    from ..models import load_model, load_tokenizer
+    from ..models import check_vocabulary, load_model, load_tokenizer
 
     if model is None:
         model = load_model(cfg.model, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    check_vocabulary(model, tokenizer, cfg.model)
     return model, tokenizer
 
 
