@@ -251,6 +251,9 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
     scalings.update({k: v["scaling"] for k, v in shipped.items()})
     _check_sizes(model, scalings)
     short = cfg.short_length or window
+    from ..memory import check_lengths  # a length the machine cannot hold fails before the data is read
+    check_lengths(model, [(2 if cfg.stride else 1) * max(max(lengths), short)], what="compare",
+                  batch=cfg.batch_size, kv_cache=cfg.passkey_trials > 0 or bool(cfg.tasks), chunk=cfg.chunk)
     say = log or (lambda msg: None)
     if ids is None:
         ids = load_token_ids(tokenizer, cfg.data, cfg.split)

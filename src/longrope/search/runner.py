@@ -286,8 +286,9 @@ def _recorder(out: Path, cfg: SearchConfig, space: Space, objective, bar, *, ran
         (out / DESCENT_FILE).unlink(missing_ok=True)  # state.json holds the descent from now on
         if done:  # results first, then the marker, then the optional figure
             mark_finished(out)
-            from .plot import plot_search
-            plot_search(out / "search.png", doc, Candidate.from_json(evo["parents"][0][0]))
+            from .plot import have_matplotlib, plot_search
+            if have_matplotlib():  # without it the search said so up front; a finished search is not an error
+                plot_search(out / "search.png", doc, Candidate.from_json(evo["parents"][0][0]))
 
     return record
 

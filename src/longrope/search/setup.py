@@ -58,6 +58,8 @@ def _window(cfg, model) -> Window:
     elif cfg.target_length <= original:
         raise LongRopeError(f"target length {cfg.target_length} is not above the model's window "
                             f"({original}): nothing to extend")
+    from ..memory import check_lengths
+    check_lengths(model, [cfg.target_length], what="search", chunk=cfg.chunk, option="--target-length")
     return Window(dim, base, original, cfg.target_length / original, long)
 
 
