@@ -105,6 +105,8 @@ def check_types(obj, where: str) -> None:
         if not any(_fits(value, a) for a in alts):
             raise LongRopeError(f"{where}: {f.name} must be {_type_name(tp)}, got {value!r}")
         if _is_length(f):
+            if isinstance(value, (list, tuple)) and not value:
+                raise LongRopeError(f"{where}: {f.name} must hold at least one length, got []")
             for v in value if isinstance(value, (list, tuple)) else [value]:
                 if v <= 0:
                     raise LongRopeError(f"{where}: {f.name} must be a positive length, got {v!r}")

@@ -168,23 +168,26 @@ def _split_field(source: str, suffix: str) -> tuple[Path, str]:
 
 def _load_jsonl(path: Path, field: str) -> list[Document]:
     docs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LongRopeError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or field not in row:
-                keys = ", ".join(map(str, row)) if isinstance(row, dict) else type(row).__name__
-                raise LongRopeError(f"{path}: line {n} has no field {field!r} (found: {keys}); "
-                                    f"name the field as {path}:FIELD")
-            text = row[field]
-            if not isinstance(text, str):
-                raise LongRopeError(f"{path}: line {n} field {field!r} is not a string")
-            if text.strip():
-                docs.append(Document(f"{path.name}:{n}", text))
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")  # as file iteration: not at U+2028
+    except UnicodeDecodeError as e:
+        raise LongRopeError(f"{path} is not UTF-8 text (byte {e.start})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LongRopeError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or field not in row:
+            keys = ", ".join(map(str, row)) if isinstance(row, dict) else type(row).__name__
+            raise LongRopeError(f"{path}: line {n} has no field {field!r} (found: {keys}); "
+                                f"name the field as {path}:FIELD")
+        text = row[field]
+        if not isinstance(text, str):
+            raise LongRopeError(f"{path}: line {n} field {field!r} is not a string")
+        if text.strip():
+            docs.append(Document(f"{path.name}:{n}", text))
     if not docs:
         raise LongRopeError(f"no non-empty {field!r} texts in {path}")
     return docs

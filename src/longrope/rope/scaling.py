@@ -81,8 +81,9 @@ class Scaling:
             raise LongRopeError(f"n_hat must be a non-negative integer, got {self.n_hat!r}")
         window = self.original_max_position or MAX_LENGTH
         if self.n_hat > window:
-            raise LongRopeError(f"n_hat {self.n_hat:,} is above the original window ({window:,}): the start "
-                                "positions kept un-interpolated lie inside the window")
+            what = "the original window" if self.original_max_position else "any window longrope takes"
+            raise LongRopeError(f"n_hat {self.n_hat:,} is above {what} ({window:,}): the start positions kept "
+                                "un-interpolated lie inside the window")
         if self.n_hat and self.method != "longrope":
             raise LongRopeError("n_hat (un-interpolated start positions) applies to longrope only")
         self.attention = _check_attention(self.attention, "attention")
