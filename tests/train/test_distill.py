@@ -46,7 +46,8 @@ def _direct_kl(lm, teacher, ids):
     try:
         s = F.log_softmax(lm(ids).logits.float(), -1)
     finally:
-        longrope.apply(lm, scaling)
+        if scaling is not None:  # apply(model, None) is refused: nothing to put back
+            longrope.apply(lm, scaling)
     with torch.no_grad():
         t = F.log_softmax(teacher(ids).logits.float(), -1)
     return (t.exp() * (t - s)).sum()
