@@ -114,9 +114,15 @@ def apply(model: nn.Module, scaling: Scaling | str | None, *, default_factor: fl
     restores the original."""
     if boundary not in BOUNDARIES:
         raise LongRopeError(f"unknown boundary mode {boundary!r}; use {' or '.join(BOUNDARIES)}")
+    if scaling is None:
+        raise LongRopeError("apply needs a scaling: a spec such as 'yarn:8' or 'longrope:PATH', a Scaling, or "
+                            "'none' for the unscaled rotation (remove(model) undoes a patch)")
+    if not isinstance(model, nn.Module):
+        raise LongRopeError(f"apply takes a loaded torch model (e.g. longrope.models.load_model(PATH)), "
+                            f"got {type(model).__name__}")
     scaling = parse_spec(scaling, default_factor=default_factor)
     dim, base, original = rope_dims(model)
-    scaling.check_pairs(dim // 2)
+    scaling.check_pairs(dim // 2, original)
     remove(model)
     state = {"modules": [], "scaling": scaling}
     device = next((b.device for _, _, m in _rotary_modules(model) for b in m.buffers()), None)

@@ -183,7 +183,8 @@ class _Data:
 
 
 def _tokenizer(cfg: PretrainConfig, run: RunFolder, resume: bool, train_docs) -> tuple:
-    """(tokenizer, init folder, its provenance): --init's, the run's own on resume, else a new BPE."""
+    """(tokenizer, init folder, its provenance): --init's, the run's own on resume, else a new BPE
+    (saved by `_data` once the data has passed its checks: a failed run leaves no tokenizer behind)."""
     from transformers import AutoTokenizer
 
     from .data.bpe import train_bpe
@@ -197,10 +198,7 @@ def _tokenizer(cfg: PretrainConfig, run: RunFolder, resume: bool, train_docs) ->
         return load_tokenizer(init), init, info  # one line when the folder has no usable tokenizer
     if resume and (tok_dir / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(tok_dir, local_files_only=True), None, None
-    tok = train_bpe([d.text for d in train_docs], cfg.vocab_size)
-    with atomic_dir(tok_dir) as tmp:
-        tok.save_pretrained(tmp)
-    return tok, None, None
+    return train_bpe([d.text for d in train_docs], cfg.vocab_size), None, None
 
 
 def _data(cfg: PretrainConfig, run: RunFolder, resume: bool) -> _Data:
@@ -218,6 +216,10 @@ def _data(cfg: PretrainConfig, run: RunFolder, resume: bool) -> _Data:
         raise LongRopeError(f"the training data holds {len(stream):,} tokens, too few for {cfg.window}-token samples")
     val = build_samples(val_ids, cfg.window, None, mode="join", bos_id=tok.bos_token_id,
                         sep_id=tok.eos_token_id, seed=cfg.seed)
+    tok_dir = run.work / "tokenizer"
+    if not cfg.init and not (resume and (tok_dir / "tokenizer.json").is_file()):
+        with atomic_dir(tok_dir) as tmp:
+            tok.save_pretrained(tmp)
     return _Data(tok, train_ids, val_ids, stream, val.tensors[:cfg.eval_samples], init, init_info,
                  time.time() - t0)
 

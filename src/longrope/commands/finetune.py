@@ -37,7 +37,7 @@ HELP = {  # the defaults come from FinetuneConfig; only the words live here
     "seed": "seed of the sample order and every random choice",
     "device": "cpu or cuda (each process takes its LOCAL_RANK GPU)",
     "threads": "torch CPU threads per process",
-    "cache_dir": "tokenization cache folder (default ~/.cache/longrope)",
+    "cache_dir": "tokenization cache folder (default $LONGROPE_CACHE_DIR, else ~/.cache/longrope)",
     "trust_remote_code": "allow model code from the model folder",
 }
 MAIN = ("model", "scaling", "length", "steps", "data", "split", "out", "work")
@@ -66,6 +66,8 @@ def register(sub) -> None:
     add_config_args(p.add_argument_group("training"), FinetuneConfig, TRAINING, helps=HELP)
     r = p.add_argument_group("runtime")
     add_config_args(r, FinetuneConfig, RUNTIME, helps=HELP, choices={"device": ("cpu", "cuda")})
+    r.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "bf16"),
+                   help="float32 (default), or bfloat16: bfloat16 autocast with float32 master weights (as --bf16)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -75,9 +77,14 @@ def run(args) -> int:
     from ..schema import build, from_args
     from ..train.finetune import FinetuneConfig, finetune
 
-    cfg = build(FinetuneConfig, "finetune", **from_args(args, FinetuneConfig, MAIN + TRAINING + RUNTIME),
+    given = from_args(args, FinetuneConfig, MAIN + TRAINING + RUNTIME)
+    if args.dtype in ("bfloat16", "bf16"):  # weights stay float32 (the optimizer's master copy)
+        given["bf16"] = True
+    cfg = build(FinetuneConfig, "finetune", **given,
                 command="longrope " + shlex.join(sys.argv[1:] if "finetune" in sys.argv else ["finetune"]))
     cfg.validate()  # values checked before the output folders are made
+    from ..train.engine import require_accelerate
+    require_accelerate()
     work = cfg.work or cfg.out.rstrip("/") + ".work"
     with prepare_output(cfg.out, kind="finetune", overwrite=args.overwrite, resume=args.resume), \
             prepare_output(work, kind="finetune-work", overwrite=True, resume=args.resume,

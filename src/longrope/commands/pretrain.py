@@ -18,7 +18,7 @@ def register(sub) -> None:
     p.add_argument("--data", default=None, help="'builtin' (stdlib corpus, default) or a data path (see `longrope data`)")
     p.add_argument("--init", default=None, help="start from this model folder (its tokenizer, config and weights; "
                                                 "size options are then ignored) instead of from scratch")
-    p.add_argument("--cache-dir", default=None, help="tokenization cache folder (default ~/.cache/longrope)")
+    p.add_argument("--cache-dir", default=None, help="tokenization cache folder (default $LONGROPE_CACHE_DIR, else ~/.cache/longrope)")
     g = p.add_argument_group("model size")
     g.add_argument("--layers", type=int, default=4, help="decoder layers (default 4)")
     g.add_argument("--hidden", type=int, default=256, help="hidden size = heads x 64 (default 256)")

@@ -40,7 +40,8 @@ def _select(ids, length, count, bos_id, rng) -> list[torch.Tensor]:
     return [torch.tensor(prefix + list(ids[i][:body]), dtype=torch.long) for i in chosen]
 
 
-def _join(ids, length, count, bos_id, sep_id, rng) -> list[torch.Tensor]:
+def _join(ids, length, count, bos_id, sep_id, rng) -> tuple[list[torch.Tensor], int]:
+    """`count` samples cut from the shuffled documents joined, and how many documents they use."""
     order = list(range(len(ids)))
     rng.shuffle(order)
     between = ([sep_id] if sep_id is not None else []) + ([bos_id] if bos_id is not None else [])
@@ -48,13 +49,15 @@ def _join(ids, length, count, bos_id, sep_id, rng) -> list[torch.Tensor]:
     body = length - len(prefix)
     stream: list[int] = []
     need = body * count
+    used = 0
     for j, i in enumerate(order):
         if j:
             stream.extend(between)
         stream.extend(ids[i])
+        used = j + 1
         if len(stream) >= need:
             break
-    return [torch.tensor(prefix + stream[k * body:(k + 1) * body], dtype=torch.long) for k in range(count)]
+    return [torch.tensor(prefix + stream[k * body:(k + 1) * body], dtype=torch.long) for k in range(count)], used
 
 
 def build_samples(ids: list[list[int]], length: int, count: int | None, *, mode: str = "auto",
@@ -99,8 +102,8 @@ def build_samples(ids: list[list[int]], length: int, count: int | None, *, mode:
         if mode == "auto":
             raise LongRopeError(f"{select_error}; joining all documents is not enough either: {join_error}")
         raise LongRopeError(join_error)
-    tensors = _join(ids, length, want_join, bos_id, sep_id, rng)
+    tensors, used = _join(ids, length, want_join, bos_id, sep_id, rng)
     why = (f"only {n_long:,} documents have >= {length:,} tokens, fewer than {want_select:,}; "
            if mode == "auto" else "")
-    info["reason"] = f"{why}joined documents with separators into {len(tensors):,} samples"
-    return Samples(tensors, "join", {**info, "mode": "join"})
+    info["reason"] = f"{why}joined {used:,} documents with separators into {len(tensors):,} samples"
+    return Samples(tensors, "join", {**info, "mode": "join", "joined": used})

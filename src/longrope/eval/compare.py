@@ -32,7 +32,7 @@ class CompareConfig:
                                metadata={"help": "evaluation lengths, e.g. 256,1k,2k", "length": True})
     docs: int = field(default=4, metadata={"help": "documents per length"})
     passkey_trials: int = field(default=5, metadata={"help": "passkey prompts per length and depth (0 skips passkey)"})
-    passkey_lengths: list[int] = field(default_factory=list, metadata={
+    passkey_lengths: list[int] | None = field(default=None, metadata={
         "help": "lengths of the passkey prompts (default: every evaluation length)", "length": True})
     depths: list[float] = field(default_factory=lambda: list(DEFAULT_DEPTHS),
                                 metadata={"help": "passkey key depths in [0, 1]"})
@@ -51,8 +51,12 @@ class CompareConfig:
         "RULER tasks run at every length through lm-evaluation-harness, offline (needs "
         "longrope[eval]; docs/tasks.md), e.g. niah_single_1,niah_multikey_2")})
     task_limit: int = field(default=5, metadata={"help": "samples per task and length (with --tasks)"})
-    task_lengths: list[int] = field(default_factory=list, metadata={
+    task_lengths: list[int] | None = field(default=None, metadata={
         "help": "lengths the tasks run at (default: every evaluation length)", "length": True})
+    shipped: bool = field(default=True, metadata={"help": (
+        "skip the `shipped` row: each longrope method whose export differs from it (n_hat, a short attention "
+        "scale: what the stock format cannot hold) is also scored as `longrope export --drop-n-hat "
+        "--drop-short-attention` writes it")})
     baselines_on: str = field(default="final", metadata={
         "help": "recipes: score baselines on the initial or the final model", "choices": ("initial", "final")})
     final_methods: list[str] = field(default_factory=lambda: ["none"], metadata={"help": (
@@ -67,11 +71,11 @@ class CompareConfig:
         from ..schema import check_types
         check_types(self, where)
         c = replace(self, methods=parse_methods(self.methods), lengths=sorted(set(self.lengths)),
-                    depths=list(self.depths), passkey_lengths=sorted(set(self.passkey_lengths)),
-                    task_lengths=sorted(set(self.task_lengths)),
+                    depths=list(self.depths), passkey_lengths=sorted(set(self.passkey_lengths or [])) or None,
+                    task_lengths=sorted(set(self.task_lengths or [])) or None,
                     final_methods=parse_methods(self.final_methods) if self.final_methods else [])
         for name in ("passkey_lengths", "task_lengths"):
-            extra = sorted(set(getattr(c, name)) - set(c.lengths))
+            extra = sorted(set(getattr(c, name) or []) - set(c.lengths))
             if extra:
                 raise LongRopeError(f"{where}: {name} must be among the evaluation lengths; "
                                     f"{extra[0]} is not in {c.lengths}")
@@ -130,6 +134,17 @@ def resolve_methods(methods: Sequence[str], default_factor: float) -> dict:
     return out
 
 
+def shipped_forms(scalings: dict) -> dict:
+    """{label: {"of", "scaling", "dropped"}}: the stock form (what `export --drop-n-hat
+    --drop-short-attention` writes) of each longrope method it differs from, labelled `shipped`
+    (`shipped:METHOD` when there are several)."""
+    from ..exporter import dropped_parts, stock_form
+    differ = {m: s for m, s in scalings.items() if s.method == "longrope" and dropped_parts(s)}
+    return {("shipped" if len(differ) == 1 else f"shipped:{m}"):
+            {"of": m, "scaling": stock_form(s, drop_n_hat=True, drop_short_attention=True),
+             "dropped": dropped_parts(s)} for m, s in differ.items()}
+
+
 def default_factor(model, lengths: Sequence[int], factor: float | None = None) -> float:
     if factor is not None:
         if factor <= 0:
@@ -147,13 +162,21 @@ def load_token_ids(tokenizer, source: str | None, split: str) -> list[list[int]]
     return tokenize_documents(docs, tokenizer)
 
 
-def make_samples(ids, tokenizer, length: int, count: int, *, seed: int = 0, mode: str = "auto"):
-    """`count` samples of `length` tokens, BOS first (see longrope.data.build_samples)."""
+def make_samples(ids, tokenizer, length: int, count: int, *, seed: int = 0, mode: str = "auto",
+                 source: str | None = None, split: str | None = None):
+    """`count` samples of `length` tokens, BOS first (see longrope.data.build_samples); too little
+    data is an error that states the split's size when `split` is given."""
     from ..data import build_samples
+    from ..data.sources import split_sizes
 
     bos = getattr(tokenizer, "bos_token_id", None)
     sep = getattr(tokenizer, "eos_token_id", None)
-    return build_samples(ids, length, count, mode=mode, bos_id=bos, sep_id=sep, seed=seed)
+    try:
+        return build_samples(ids, length, count, mode=mode, bos_id=bos, sep_id=sep, seed=seed)
+    except LongRopeError as e:
+        if split is None:
+            raise
+        raise LongRopeError("; ".join(x for x in (str(e), split_sizes(source, split)) if x)) from None
 
 
 def own_scaling(model) -> str | None:
@@ -185,7 +208,8 @@ def _samples(cfg: CompareConfig, tokenizer, ids, lengths, short):
     (the papers' "first L tokens of each document"); with a stride, length n means windows of n
     tokens sliding over 2n-token samples. Too little data fails here, before any work."""
     span = (lambda n: 2 * n) if cfg.stride else (lambda n: n)
-    base = make_samples(ids, tokenizer, span(max(max(lengths), short)), cfg.docs, seed=cfg.seed)
+    base = make_samples(ids, tokenizer, span(max(max(lengths), short)), cfg.docs, seed=cfg.seed, source=cfg.data,
+                        split=cfg.split)
     samples = {n: [t[:span(n)] for t in base.tensors] for n in set(lengths) | {short}}
     return samples, {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"}
 
@@ -217,10 +241,10 @@ def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, 
 def _check_sizes(model, scalings: dict) -> None:
     """A factor file of the wrong size for the model fails before any work."""
     from longrope import patch
-    dim = patch.rope_dims(model)[0]
+    dim, _, window = patch.rope_dims(model)
     for label, scaling in scalings.items():
         try:
-            scaling.check_pairs(dim // 2)
+            scaling.check_pairs(dim // 2, window)
         except LongRopeError as e:
             raise LongRopeError(f"method {label!r}: {e}") from None
 
@@ -238,8 +262,14 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
     fac = default_factor(model, lengths, cfg.factor)
     methods = with_model_entry(cfg.methods, model)
     scalings = resolve_methods([m for m in methods if m != "model"], fac)
+    shipped = shipped_forms(scalings) if cfg.shipped else {}
+    methods = [x for m in methods for x in [m] + [k for k, v in shipped.items() if v["of"] == m]]
+    scalings.update({k: v["scaling"] for k, v in shipped.items()})
     _check_sizes(model, scalings)
     short = cfg.short_length or window
+    from ..memory import check_lengths  # a length the machine cannot hold fails before the data is read
+    check_lengths(model, [(2 if cfg.stride else 1) * max(max(lengths), short)], what="compare",
+                  batch=cfg.batch_size, kv_cache=cfg.passkey_trials > 0 or bool(cfg.tasks), chunk=cfg.chunk)
     say = log or (lambda msg: None)
     if ids is None:
         ids = load_token_ids(tokenizer, cfg.data, cfg.split)
@@ -264,6 +294,8 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
         for label in methods:
             scaling = scalings.get(label)
             spec = describe_model_scaling(model) if scaling is None else scaling.describe()
+            if label in shipped:
+                spec = f"{label} as exported (stock form of {shipped[label]['of']}: {spec})"
             say(f"{label}: {spec}")
             patch.remove(model)
             if scaling is not None:
@@ -286,5 +318,7 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
         "longrope": longrope.__version__,
         **({"tasks": list(cfg.tasks), "task_limit": cfg.task_limit,
             "task_lengths": cfg.task_lengths or lengths} if cfg.tasks else {}),
+        **({"shipped": [{"row": k, "of": v["of"], "dropped": v["dropped"]} for k, v in shipped.items()]}
+           if shipped else {}),
     }
     return CompareResult(results, short, base_short.ppl, meta)

@@ -223,12 +223,13 @@ def _resolve_config(cfg: SearchConfig | None, saved: dict | None) -> SearchConfi
 
 def _load(cfg: SearchConfig, device, model, tokenizer):
     """The model and tokenizer, loaded where not passed in."""
-    from ..models import load_model, load_tokenizer
+    from ..models import check_vocabulary, load_model, load_tokenizer
 
     if model is None:
         model = load_model(cfg.model, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    check_vocabulary(model, tokenizer, cfg.model)
     return model, tokenizer
 
 
@@ -285,8 +286,9 @@ def _recorder(out: Path, cfg: SearchConfig, space: Space, objective, bar, *, ran
         (out / DESCENT_FILE).unlink(missing_ok=True)  # state.json holds the descent from now on
         if done:  # results first, then the marker, then the optional figure
             mark_finished(out)
-            from .plot import plot_search
-            plot_search(out / "search.png", doc, Candidate.from_json(evo["parents"][0][0]))
+            from .plot import have_matplotlib, plot_search
+            if have_matplotlib():  # without it the search said so up front; a finished search is not an error
+                plot_search(out / "search.png", doc, Candidate.from_json(evo["parents"][0][0]))
 
     return record
 

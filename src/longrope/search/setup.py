@@ -34,8 +34,12 @@ def _samples(cfg, tok, model, count: int):
         bos = getattr(model.config, "bos_token_id", None)
     if cfg.objective == "needle":
         return needle_samples(ids, tok, cfg.target_length, count, bos_id=bos, seed=cfg.seed)
-    s = build_samples(ids, cfg.target_length, count, mode=cfg.sample_mode, bos_id=bos,
-                      sep_id=getattr(tok, "eos_token_id", None), seed=cfg.seed)
+    try:
+        s = build_samples(ids, cfg.target_length, count, mode=cfg.sample_mode, bos_id=bos,
+                          sep_id=getattr(tok, "eos_token_id", None), seed=cfg.seed)
+    except LongRopeError as e:
+        from ..data.sources import split_sizes
+        raise LongRopeError("; ".join(x for x in (str(e), split_sizes(cfg.data, cfg.split)) if x)) from None
     return s.tensors, None
 
 
@@ -54,6 +58,8 @@ def _window(cfg, model) -> Window:
     elif cfg.target_length <= original:
         raise LongRopeError(f"target length {cfg.target_length} is not above the model's window "
                             f"({original}): nothing to extend")
+    from ..memory import check_lengths
+    check_lengths(model, [cfg.target_length], what="search", chunk=cfg.chunk, option="--target-length")
     return Window(dim, base, original, cfg.target_length / original, long)
 
 

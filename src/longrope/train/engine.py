@@ -16,6 +16,14 @@ import torch
 from ..errors import LongRopeError
 
 
+def require_accelerate() -> None:
+    """Fail before any work when accelerate (the `dist` extra, the engine of every fine-tune) is missing."""
+    try:
+        import accelerate  # noqa: F401
+    except ImportError:
+        raise LongRopeError("fine-tuning needs accelerate: pip install 'longrope[dist]'") from None
+
+
 def make_accelerator(device: str):
     """An `Accelerator` for `device` ('cpu' or 'cuda'), checked against the launcher's WORLD_SIZE."""
     from accelerate import Accelerator

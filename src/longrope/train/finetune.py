@@ -228,12 +228,12 @@ class _Run:
 
 def _load(cfg: FinetuneConfig) -> _Run:
     """The model with the scaling applied, its tokenizer and the training samples."""
-    from ..models import load_model, load_tokenizer
+    from ..models import check_vocabulary, load_model, load_tokenizer
     from ..patch import apply, rope_dims
     from ..rope.scaling import parse_spec
 
     lm = load_model(cfg.model, dtype="float32", device="cpu", trust_remote_code=cfg.trust_remote_code)
-    tok = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    check_vocabulary(lm, tok := load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code), cfg.model)
     if tok.bos_token_id is None or tok.eos_token_id is None:
         raise LongRopeError(f"the tokenizer of {cfg.model} has no BOS or EOS token to pack documents with")
     _, _, original = rope_dims(lm)
