@@ -28,9 +28,10 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 def rerotation_tables(rotary, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(cos, sin) [n, rotary_dim] turning short-factor keys at `positions` into long-factor keys,
     for a patched rotary module (ScaledRotaryEmbedding with short/long factors)."""
-    delta = rotary.long_inv_freq.float() - rotary.inv_freq.float()
+    delta = rotary.long_inv_freq.double() - rotary.inv_freq.double()
     ratio = rotary.scales[1] / rotary.scales[0]
-    cos, sin = rotary_tables(positions[None], delta, ratio, n_hat=rotary.n_hat, start_inv_freq=torch.zeros_like(delta))
+    cos, sin = rotary_tables(positions[None], delta, ratio, n_hat=rotary.n_hat, start_inv_freq=torch.zeros_like(delta),
+                             dtype=torch.float64)
     return cos[0], sin[0]
 
 
@@ -46,10 +47,10 @@ def rerotate_cache(cache, rotary) -> int:
             continue
         n = keys.shape[-2]
         positions = torch.arange(past - n, past, device=keys.device)  # a sliding layer keeps the last n
-        cos, sin = rerotation_tables(rotary, positions.cpu())
+        cos, sin = rerotation_tables(rotary, positions.to(rotary.inv_freq.device))
         cos, sin = cos.to(keys.device), sin.to(keys.device)
         rot = cos.shape[-1]
-        part = keys[..., :rot].float()
+        part = keys[..., :rot].double()
         keys[..., :rot] = (part * cos + _rotate_half(part) * sin).to(keys.dtype)
         done += 1
     return done

@@ -95,9 +95,8 @@ class ScaledRotaryEmbedding(nn.Module):
     @torch.no_grad()
     def forward(self, x: torch.Tensor, position_ids: torch.Tensor, *args, **kwargs):
         inv_freq, scale = self._tables_for(position_ids)
-        cos, sin = rotary_tables(position_ids.to(x.device), inv_freq.to(x.device), scale,
-                                 n_hat=self.n_hat, start_inv_freq=self.original_inv_freq.to(x.device))
-        return cos.to(x.dtype), sin.to(x.dtype)
+        return rotary_tables(position_ids.to(x.device), inv_freq.to(x.device), scale, n_hat=self.n_hat,
+                             start_inv_freq=self.original_inv_freq.to(x.device), dtype=x.dtype)
 
     def extra_repr(self) -> str:
         return f"{self.scaling.describe()}, dim={self.dim}, base={self.base:g}, original={self.original}"

@@ -7,7 +7,8 @@ Every method has the signature
 where `dim` is the rotary dimension (head_dim * partial_rotary_factor), `base` is rope_theta,
 `original` the pre-trained context window and `seq_len` the current sequence length (only the
 length-dependent methods read it). `inv_freq` is a float32 tensor of shape [dim // 2]; the
-attention scale multiplies cos and sin. Tables are always built in float32.
+attention scale multiplies cos and sin. inv_freq is float32 whatever the model dtype (as in
+transformers); the angles and their cos/sin are float64 (rope/tables.py), cast to the model's dtype once.
 
 theta_i = base^(-2i/dim); a per-pair factor lambda_i means theta_i / lambda_i.
 Methods are added by decorating them with `@register(...)` (see registry.py), never by if/elif.

@@ -38,10 +38,10 @@ class _Rotary(nn.Module):
         from ..rope.tables import rotary_tables
 
         dev = x.device
-        base = self.base_inv.to(dev)
-        inv = base / torch.exp(self.log_factors.to(dev))
-        cos, sin = rotary_tables(position_ids.to(dev), inv, self.attn, n_hat=self.n_hat, start_inv_freq=base)
-        return cos.to(x.dtype), sin.to(x.dtype)
+        base = self.base_inv.to(dev, torch.float64)
+        inv = base / torch.exp(self.log_factors.to(dev, torch.float64))  # float64 like the angles
+        return rotary_tables(position_ids.to(dev), inv, self.attn, n_hat=self.n_hat, start_inv_freq=base,
+                             dtype=x.dtype)
 
 
 @contextlib.contextmanager
