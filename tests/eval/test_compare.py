@@ -38,7 +38,9 @@ def test_compare_library_matches_direct_perplexity(char_tok, text_dir):
     assert res["ppl"]["pi"]["128"] != pytest.approx(res["ppl"]["none"]["128"], rel=1e-7)
     assert res["short"]["length"] == original_window(model) == 32
     assert res["short_ppl"]["none"] == pytest.approx(res["short"]["unscaled_ppl"])
-    assert res["short"]["relative_cost"]["none"] == pytest.approx(0.0, abs=1e-9)
+    # `none` is our rotation (float64 angles) and the reference transformers' own (float32): equal to
+    # float32 rounding at 32 positions (1.5e-8 measured), not bit for bit
+    assert res["short"]["relative_cost"]["none"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_cli_compare_writes_json_report_and_plots(tiny_model_dir, text_dir, tmp_path, capsys):

@@ -99,11 +99,12 @@ def _parse_ranges(positions) -> list[tuple[int, int]]:
 
 
 class _Acc:
-    """Sums of NLL and token counts: total, per sample and per position range."""
+    """Sums of NLL and token counts: total, per sample and per position range. The per-sample sums
+    live on the model's device (the NLL's), so no chunk waits for a copy to the host."""
 
-    def __init__(self, batch: int, ranges):
-        self.doc_sum = torch.zeros(batch, dtype=torch.float64)
-        self.doc_n = torch.zeros(batch, dtype=torch.long)
+    def __init__(self, batch: int, ranges, device=None):
+        self.doc_sum = torch.zeros(batch, dtype=torch.float64, device=device)
+        self.doc_n = torch.zeros(batch, dtype=torch.long, device=device)
         self.ranges = ranges
         self.r_sum = [0.0] * len(ranges)
         self.r_n = [0] * len(ranges)
@@ -207,7 +208,7 @@ def perplexity(model, samples: Sequence[torch.Tensor], *, stride: int | None = N
             if group[0].shape[-1] < 2:
                 raise LongRopeError(f"a sample has {group[0].shape[-1]} tokens; need at least 2")
             ids = torch.stack([s.reshape(-1) for s in group]).to(device=device, dtype=torch.long)
-            acc = _Acc(len(group), ranges)
+            acc = _Acc(len(group), ranges, device)
             _score_batch(base, head, ids, stride, window, chunk, acc, mlp_chunk)
             for s, c in zip(acc.doc_sum.tolist(), acc.doc_n.tolist()):
                 doc_nll.append(s / c)
