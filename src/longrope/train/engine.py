@@ -28,8 +28,11 @@ def make_accelerator(device: str):
     """An `Accelerator` for `device` ('cpu' or 'cuda'), checked against the launcher's WORLD_SIZE."""
     from accelerate import Accelerator
 
+    from ..models import use_tensor_cores
+
     if device == "cuda" and not torch.cuda.is_available():
         raise LongRopeError("--device cuda, but torch sees no CUDA device")
+    use_tensor_cores(device)
     acc = Accelerator(cpu=device == "cpu")
     launched = int(os.environ.get("WORLD_SIZE", "1"))  # set by torchrun / accelerate launch
     if launched != acc.num_processes:
