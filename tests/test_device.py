@@ -141,3 +141,16 @@ def test_tf32_stays_off_on_the_cpu(files, tf32_off):
 
     load_model(str(files[0]), device="cpu")
     assert not torch.backends.cuda.matmul.allow_tf32
+
+
+@pytest.mark.slow
+def test_ruler_tasks_on_the_device(cuda):
+    """lm-evaluation-harness moves the tensors itself (HFLM, given the model's device): checked too."""
+    pytest.importorskip("lm_eval")
+    pytest.importorskip("wonderwords")
+    from longrope.eval.tasks import run_tasks_at_lengths
+    from longrope.models import load_model, load_tokenizer
+
+    model = longrope.apply(load_model("builtin", device="cuda"), "yarn:2")
+    res = run_tasks_at_lengths(model, load_tokenizer("builtin"), ["niah_single_1"], [256], limit=1, log=None)
+    assert 0.0 <= res["niah_single_1"][256] <= 1.0
