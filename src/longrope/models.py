@@ -92,8 +92,8 @@ def resolve(model: str | Path | None) -> Path:
         if is_gguf(path):
             return path
         raise LongRopeError(f"not a model: {path} (pass a model folder or a .gguf file)")
-    if (path / "config.json").is_file():
-        return path
+    if (path / "config.json").is_file() or (path / "adapter_config.json").is_file():
+        return path  # a model folder, or a LoRA adapter folder (train/lora.py) naming its base
     ggufs = sorted(p for p in path.iterdir() if is_gguf(p) and p.is_file())
     if len(ggufs) == 1:
         return ggufs[0]
@@ -108,6 +108,9 @@ def load_config(model: str | Path | None, *, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
     path = resolve(model)
+    if _adapter(path):
+        from .train.lora import base_of
+        return load_config(base_of(path), trust_remote_code=trust_remote_code)
     cfg = gguf_input.load_config(path) if is_gguf(path) else _from_folder(
         AutoConfig, path, trust_remote_code, "cannot read the config of")
     check_config(cfg, path)
@@ -162,6 +165,12 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
     dtype = torch_dtype(dtype)
     path = resolve(model)
     use_tensor_cores(device)
+    if _adapter(path):  # base + LoRA adapter, merged: a plain model from here on
+        from .train.lora import base_of, merge, require_peft
+        peft = require_peft()
+        lm = load_model(base_of(path), dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                        attn_implementation=attn_implementation)
+        return merge(peft.PeftModel.from_pretrained(lm, str(path))).eval()
     if is_gguf(path):
         return gguf_input.load_model(path, dtype=dtype, attn_implementation=attn_implementation).to(dev).eval()
     load_config(path, trust_remote_code=trust_remote_code)  # checked before any weights are read
@@ -176,6 +185,10 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
         raise LongRopeError(f"cannot read the weights of {path} ({files}): {str(e).splitlines()[0]}; "
                             "the file is truncated or corrupt") from None
     return lm.to(dev).eval()
+
+
+def _adapter(path: Path) -> bool:
+    return path.is_dir() and (path / "adapter_config.json").is_file() and not (path / "config.json").is_file()
 
 
 def load_tokenizer(model: str | Path | None = BUILTIN, *, trust_remote_code: bool = False):

@@ -33,6 +33,11 @@ HELP = {  # the defaults come from FinetuneConfig; only the words live here
     "distill": "weight of a KL(frozen starting model || student) term on original-window pieces with the "
                "original rotation, which keeps the short-context quality (0 = off; docs/finetune.md)",
     "distill_share": "share of each micro-batch's original-window pieces scored in the --distill term",
+    "lora_rank": "train rank-R LoRA adapters (peft, the [lora] extra) on a frozen base (bfloat16 with --bf16) "
+                 "instead of every weight; the output is merged (a plain model), the adapter in OUT/adapter; "
+                 "0 = full fine-tuning",
+    "lora_alpha": "LoRA scale alpha / rank (default alpha = 2 x rank)",
+    "lora_targets": "the linear layers that get adapters: all-linear, or module names (q_proj,k_proj,v_proj,o_proj)",
     "checkpoint_every": "checkpoint every N steps, 0 = never",
     "seed": "seed of the sample order and every random choice",
     "device": "cpu or cuda (each process takes its LOCAL_RANK GPU)",
@@ -43,7 +48,7 @@ HELP = {  # the defaults come from FinetuneConfig; only the words live here
 MAIN = ("model", "scaling", "length", "steps", "data", "split", "out", "work")
 TRAINING = ("batch_size", "micro_batch", "lr", "warmup", "min_lr_ratio", "weight_decay", "max_grad_norm", "bf16",
             "gradient_checkpointing", "loss_chunk", "mixed_window", "passkey_share", "distill",
-            "distill_share", "checkpoint_every", "seed")
+            "distill_share", "lora_rank", "lora_alpha", "lora_targets", "checkpoint_every", "seed")
 RUNTIME = ("device", "threads", "cache_dir", "trust_remote_code")
 
 

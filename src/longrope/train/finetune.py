@@ -40,7 +40,7 @@ _logger = logging.getLogger(__name__)
 # fields that decide the trajectory: a resume with any of them changed is refused
 _FINGERPRINT = ("model", "scaling", "length", "steps", "data", "split", "batch_size", "micro_batch", "lr",
                 "warmup", "min_lr_ratio", "weight_decay", "max_grad_norm", "bf16", "loss_chunk", "seed",
-                "mixed_window", "passkey_share", "distill", "distill_share")
+                "mixed_window", "passkey_share", "distill", "distill_share", "lora_rank", "lora_alpha", "lora_targets")
 
 
 @dataclass
@@ -69,6 +69,9 @@ class FinetuneConfig:
     passkey_share: float = 0.0  # share of samples that are synthetic passkey prompts with their answer
     distill: float = 0.0  # weight of KL(frozen start || student) on original-window pieces (train.distill)
     distill_share: float = 0.25  # share of each micro-batch's original-window pieces in that term
+    lora_rank: int = 0  # > 0: LoRA adapters of this rank train, the base is frozen (train/lora.py)
+    lora_alpha: float | None = None  # adapter scale alpha / rank; None: 2 x rank
+    lora_targets: str = "all-linear"  # the adapted linear layers: all-linear or names (q_proj,v_proj)
     device: str = "cpu"
     threads: int | None = None
     cache_dir: str | None = None
@@ -104,6 +107,8 @@ class FinetuneConfig:
             raise LongRopeError(f"--checkpoint-every must be >= 0, got {self.checkpoint_every}")
         if self.threads is not None and self.threads < 1:
             raise LongRopeError(f"--threads must be positive, got {self.threads}")
+        from .lora import check
+        check(self.lora_rank, self.lora_alpha, self.lora_targets)
 
     @property
     def warmup_steps(self) -> int:
@@ -215,6 +220,7 @@ class _Run:
     original: int
     samples: torch.Tensor
     teacher: Any = None  # the frozen starting model when distilling
+    peft: Any = None  # the peft model around `lm` when training LoRA adapters
     acc: Any = None
     plan: BatchPlan | None = None
     model: Any = None  # CausalLMLoss(lm) as the engine wrapped it
@@ -232,7 +238,9 @@ def _load(cfg: FinetuneConfig) -> _Run:
     from ..patch import apply, rope_dims
     from ..rope.scaling import parse_spec
 
-    lm = load_model(cfg.model, dtype="float32", device="cpu", trust_remote_code=cfg.trust_remote_code)
+    # LoRA freezes the base: with --bf16 it is stored in bfloat16 (the adapters stay float32)
+    dtype = "bfloat16" if cfg.lora_rank and cfg.bf16 else "float32"
+    lm = load_model(cfg.model, dtype=dtype, device="cpu", trust_remote_code=cfg.trust_remote_code)
     check_vocabulary(lm, tok := load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code), cfg.model)
     if tok.bos_token_id is None or tok.eos_token_id is None:
         raise LongRopeError(f"the tokenizer of {cfg.model} has no BOS or EOS token to pack documents with")
@@ -240,7 +248,13 @@ def _load(cfg: FinetuneConfig) -> _Run:
     scaling = parse_spec(cfg.scaling, default_factor=cfg.length / original)
     teacher = frozen_copy(lm, cfg.bf16) if cfg.distill > 0 else None
     apply(lm, scaling)
-    return _Run(cfg, lm, tok, scaling, original, training_samples(cfg, tok), teacher)
+    peft = None
+    if cfg.lora_rank:
+        from ..models import resolve
+        from .lora import wrap
+        peft = wrap(lm, rank=cfg.lora_rank, alpha=cfg.lora_alpha, targets=cfg.lora_targets,
+                    base=str(resolve(cfg.model).resolve()))
+    return _Run(cfg, lm, tok, scaling, original, training_samples(cfg, tok), teacher, peft)
 
 
 def _set_up(r: _Run, run: RunFolder, resume: bool, log: Callable[[str], None]) -> None:
@@ -328,8 +342,10 @@ def _checkpoint(r: _Run, run: RunFolder, seconds: float) -> None:
     r.acc.wait_for_everyone()
     weights = engine.full_weights(r.acc, r.model) if engine.sharded(r.acc) else None
     if r.acc.is_main_process:
+        from .lora import trainable_state
         state = {"step": r.step, "tokens": r.tokens, "seconds": seconds, "config": r.cfg.fingerprint()}
-        save_checkpoint(run.checkpoint, r.lm, state, optimizer=r.opt, scheduler=r.sched, weights=weights)
+        save_checkpoint(run.checkpoint, r.lm, state, optimizer=r.opt, scheduler=r.sched, weights=weights,
+                        only=trainable_state(r.lm) if r.peft is not None and weights is None else None)
     r.acc.wait_for_everyone()
 
 
@@ -380,24 +396,31 @@ def finetune(cfg: FinetuneConfig, *, resume: bool = False, progress: bool = True
                "samples": len(r.samples), "steps": r.step, "tokens_seen": r.tokens,
                "final_loss": last.get("loss"), "seconds": last.get("seconds", r.seconds),
                "torch": torch.__version__}
+    if r.peft is not None:
+        from .lora import counts
+        summary["lora"] = counts(r.lm)
     acc.wait_for_everyone()
     weights = engine.full_weights(acc, r.model) if engine.sharded(acc) else None
     if acc.is_main_process:
-        _write_output(run.out, r.lm, r.tok, r.scaling, summary, run.log, weights)
+        _write_output(run.out, r.lm, r.tok, r.scaling, summary, run.log, weights, r.peft)
     acc.wait_for_everyone()
     acc.end_training()
     engine.settle(acc)
     return summary
 
 
-def _write_output(out: Path, lm, tok, scaling, summary: dict, log: Path, weights: dict | None = None) -> None:
+def _write_output(out: Path, lm, tok, scaling, summary: dict, log: Path, weights: dict | None = None,
+                  peft=None) -> None:
     from dataclasses import replace
 
     lm.eval()
     record = replace(scaling, provenance={**scaling.provenance, "finetuned": {
         k: summary["config"][k] for k in ("model", "length", "steps", "lr", "batch_size", "data", "seed",
-                                         "mixed_window", "passkey_share", "distill")}})
+                                         "mixed_window", "passkey_share", "distill", "lora_rank")}})
     with atomic_dir(out, "finetune") as tmp:
+        if peft is not None:  # OUT/adapter, then the merged, plain model as OUT itself
+            from .lora import save_and_merge
+            lm = save_and_merge(peft, tmp, tok, record)
         lm.save_pretrained(tmp, safe_serialization=True, state_dict=weights)
         tok.save_pretrained(tmp)
         record.save(tmp / "longrope_scaling.json")

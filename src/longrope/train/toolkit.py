@@ -88,15 +88,20 @@ def rng_state(generator: torch.Generator | None = None) -> dict:
 
 
 def save_checkpoint(ckpt: Path, model, state: dict, *, optimizer=None, scheduler=None,
-                    generator: torch.Generator | None = None, weights: dict | None = None) -> None:
+                    generator: torch.Generator | None = None, weights: dict | None = None,
+                    only: dict | None = None) -> None:
     """Weights (safetensors), optimizer, scheduler and RNG state and `state.json`, replaced
     atomically. `weights` is the gathered full state dict under a sharded engine (FSDP, DeepSpeed),
-    whose optimizer state is not saved (it is sharded): a resume there restarts AdamW's moments."""
+    whose optimizer state is not saved (it is sharded): a resume there restarts AdamW's moments.
+    `only`: the weights that train, when the rest is frozen (LoRA adapters), saved with the optimizer."""
     from safetensors.torch import save_file, save_model
 
     with atomic_dir(ckpt) as tmp:
         if weights is None:
-            save_model(model, str(tmp / "model.safetensors"))
+            if only is not None:
+                save_file({k: v.detach().cpu().contiguous() for k, v in only.items()}, str(tmp / "model.safetensors"))
+            else:
+                save_model(model, str(tmp / "model.safetensors"))
             if optimizer is not None:
                 torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         else:
@@ -112,10 +117,19 @@ def load_weights(ckpt: Path, model) -> None:
     """The checkpoint's weights into `model` (before an engine wraps it)."""
     from safetensors.torch import load_file, load_model
 
-    if (ckpt / "optimizer.pt").is_file():
-        load_model(model, str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
-    else:  # a gathered state dict from a sharded engine
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
+    from safetensors import safe_open
+
+    path = str(ckpt / "model.safetensors")
+    with safe_open(path, "pt") as f:
+        keys = set(f.keys())
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    if (ckpt / "optimizer.pt").is_file() and keys != trainable:
+        load_model(model, path, device=str(next(model.parameters()).device))
+    else:  # a gathered state dict from a sharded engine, or the trainable weights alone (LoRA)
+        missing = trainable - keys
+        if missing:
+            raise LongRopeError(f"cannot resume: {path} lacks trained weights ({sorted(missing)[0]}, ...)")
+        model.load_state_dict(load_file(path, device=str(next(model.parameters()).device)), strict=False)
 
 
 def load_state(ckpt: Path, *, optimizer=None, scheduler=None, generator: torch.Generator | None = None) -> bool:
