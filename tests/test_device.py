@@ -101,7 +101,7 @@ def test_short_factor_search_on_the_device(cuda, files, tmp_path):
     assert run_search(cfg, tmp_path / "s", progress=False, cache=None)["ppl"] > 1
 
 
-@pytest.mark.parametrize("extra", [{}, {"mixed_window": 0.5, "distill": 0.5}])
+@pytest.mark.parametrize("extra", [{}, {"mixed_window": 0.5, "distill": 0.5}, {"lora_rank": 4, "bf16": True}])
 def test_finetune_on_the_device(cuda, files, tmp_path, extra, monkeypatch):
     from longrope.train import engine
     from longrope.train.finetune import FinetuneConfig, finetune
