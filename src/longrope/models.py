@@ -114,7 +114,47 @@ def load_config(model: str | Path | None, *, trust_remote_code: bool = False):
     cfg = gguf_input.load_config(path) if is_gguf(path) else _from_folder(
         AutoConfig, path, trust_remote_code, "cannot read the config of")
     check_config(cfg, path)
+    full_attention(cfg)
     return cfg
+
+
+def full_attention(cfg) -> int | None:
+    """Turn off a model-wide sliding attention window in `cfg` (Mistral-7B-v0.1: 4,096 tokens); returns
+    the window it had, or None. Why: each layer sees only the last `sliding_window` tokens, so positions
+    further back, what an extension is for, never reach the output (on a tiny Mistral, changing them
+    changed nothing); LongRoPE and YaRN extended Mistral with full attention. Every longrope path loads
+    models through here, so search, fine-tuning, evaluation and the exported config (sliding_window
+    null) agree. Per-layer local attention (`layer_types`, Gemma's interleaving) is the architecture
+    and stays."""
+    cfg = text_config(cfg)
+    window = getattr(cfg, "sliding_window", None)
+    if window is None or getattr(cfg, "layer_types", None) is not None:
+        return None
+    cfg.sliding_window = None
+    return int(window)
+
+
+def with_window(model: str | Path, window: int, folder: Path) -> Path:
+    """`folder`: the model with `window` as its pre-trained window (config.json's
+    original_max_position_embeddings, which `rope_config` reads first) and no sliding window; every
+    other file a symlink to the model's own. For models whose config does not state the window they
+    were trained at (Mistral-7B-v0.1: max_position_embeddings 32768, trained at 8,192). Idempotent."""
+    import json
+
+    src = resolve(model)
+    if is_gguf(src) or _adapter(src):
+        raise LongRopeError(f"original_window needs a model folder with config.json, not {src}")
+    doc = json.loads((src / "config.json").read_text(encoding="utf-8"))
+    doc.update(original_max_position_embeddings=int(window), sliding_window=None)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in src.iterdir():
+        link = folder / f.name
+        if f.name != "config.json" and not link.exists():
+            link.symlink_to(f.resolve())
+    from .io import write_json
+    write_json(folder / "config.json", doc)
+    return folder
 
 
 def check_device(name: str | torch.device) -> torch.device:
@@ -172,7 +212,9 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
                         attn_implementation=attn_implementation)
         return merge(peft.PeftModel.from_pretrained(lm, str(path))).eval()
     if is_gguf(path):
-        return gguf_input.load_model(path, dtype=dtype, attn_implementation=attn_implementation).to(dev).eval()
+        lm = gguf_input.load_model(path, dtype=dtype, attn_implementation=attn_implementation)
+        full_attention(lm.config)
+        return lm.to(dev).eval()
     load_config(path, trust_remote_code=trust_remote_code)  # checked before any weights are read
     try:
         lm = AutoModelForCausalLM.from_pretrained(
@@ -184,6 +226,7 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
         files = ", ".join(p.name for p in sorted(path.glob("*.safetensors"))) or "its safetensors files"
         raise LongRopeError(f"cannot read the weights of {path} ({files}): {str(e).splitlines()[0]}; "
                             "the file is truncated or corrupt") from None
+    full_attention(lm.config)
     return lm.to(dev).eval()
 
 

@@ -87,6 +87,9 @@ def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[
         else:
             write_json(out / "recipe.json", {"format": FORMAT, "recipe": recipe_doc(recipe),
                                              "fingerprint": fingerprint})
+        if recipe.original_window:  # every stage, the export and compare's baselines see that window
+            from .models import with_window
+            recipe.model = str(with_window(recipe.model, recipe.original_window, out / "base-model"))
         ctx = Context(model=recipe.model)
         for stage in recipe.stages:
             _run_stage(recipe, stage, ctx, out, resume, log)

@@ -50,8 +50,8 @@ def model_shape(recipe: Recipe) -> Shape:
                      + 3 * cfg.hidden_size * cfg.intermediate_size)
         params = cfg.num_hidden_layers * per_layer + 2 * cfg.vocab_size * cfg.hidden_size
         rotary_dim, _, window = rope_config(cfg)
-        return Shape(params, cfg.num_hidden_layers, cfg.hidden_size, window, rotary_dim,
-                     f"config of {recipe.model}")
+        return Shape(params, cfg.num_hidden_layers, cfg.hidden_size, recipe.original_window or window,
+                     rotary_dim, f"config of {recipe.model}")
     except LongRopeError as e:
         if "RoPE" in str(e) or "cannot read" in str(e):
             raise
@@ -155,6 +155,66 @@ def stage_cost(recipe: Recipe, stage, shape: Shape, original: int, last_target: 
             f"drop_short_attention={c.drop_short_attention})"), 0.0
 
 
+def model_dims(recipe: Recipe):
+    """`memory.Dims` from the model's config when it is here, else from the recipe's model_shape."""
+    from .memory import Dims
+    from .models import load_config
+    try:
+        return Dims.of(load_config(recipe.model))
+    except LongRopeError:
+        return Dims.from_shape(recipe.model_shape)
+
+
+def _bytes_of(dtype: str | None) -> int:
+    return 4 if dtype in (None, "float32", "fp32", "auto") else 2
+
+
+def stage_memory(recipe: Recipe, stage, dims, original: int, gpus: int):
+    """(StageMemory per GPU, whether it trains) of a stage on `gpus` GPUs, from its validated config
+    (the estimates check_lengths refuses with); (None, False) for the export (on the CPU)."""
+    from . import memory
+    from .recipe import Context, compare_config, finetune_config, search_config
+    ctx = Context(model=recipe.model, scaling="factors.json", original=original)
+    if stage.kind in ("search", "short"):
+        c = search_config(recipe, stage, ctx).resolved()
+        return memory.forward_memory(dims, c.target_length, dtype_bytes=_bytes_of(c.dtype),
+                                     descent=bool(c.descent_steps), chunk=c.chunk), bool(c.descent_steps)
+    if stage.kind == "finetune":
+        c = finetune_config(recipe, stage, ctx, Path("x"))
+        m = memory.finetune_memory(dims, c.length, gpus=gpus, micro_batch=c.micro_batch, bf16=c.bf16,
+                                   lora_rank=c.lora_rank, lora_targets=c.lora_targets,
+                                   checkpointing=c.gradient_checkpointing, loss_chunk=c.loss_chunk)
+        if c.distill:  # the frozen teacher, whole on every GPU
+            m.parts["teacher"] = memory.param_bytes(dims, 2 if c.bf16 else 4)
+        return m, True
+    if stage.kind == "compare":
+        c = compare_config(recipe, stage)
+        b = _bytes_of(c.dtype or recipe.dtype)
+        # as compare's own check_lengths: sliding-window samples are 2L long, batches of batch_size
+        runs = [memory.forward_memory(dims, (2 if c.stride else 1) * n, dtype_bytes=b, chunk=c.chunk,
+                                      batch=c.batch_size) for n in c.lengths]
+        generated = (set(c.passkey_lengths or c.lengths) if c.passkey_trials else set()) | (
+            set(c.task_lengths or c.lengths) if c.tasks else set())
+        runs += [memory.forward_memory(dims, n, dtype_bytes=b, chunk=c.chunk, kv_cache=True) for n in generated]
+        return max(runs, key=lambda m: m.total), False
+    return None, False
+
+
+def sliding_window_note(recipe: Recipe) -> str | None:
+    """What happens to a model-wide sliding window of the config (models.full_attention)."""
+    import json
+
+    from .models import resolve
+    try:
+        doc = json.loads((resolve(recipe.model) / "config.json").read_text(encoding="utf-8"))
+    except (LongRopeError, OSError, ValueError):
+        return None
+    if doc.get("sliding_window") is None or doc.get("layer_types") is not None:
+        return None
+    return (f"the config's {doc['sliding_window']:,}-token sliding window is turned off: every stage and the "
+            "exported config (sliding_window null) use full attention, as LongRoPE and YaRN extended Mistral")
+
+
 def describe_plan(recipe: Recipe) -> str:
     shape = model_shape(recipe)
     longest = max([parse_length(recipe_length(recipe, st.options["target_length"])) for st in recipe.stages
@@ -165,7 +225,13 @@ def describe_plan(recipe: Recipe) -> str:
     lines = [f"recipe {recipe.name}: model {recipe.model} ({shape.params / 1e6:,.1f} M parameters, window "
              f"{shape.window}, rotary dim {shape.rotary_dim}; from {shape.source}), data {recipe.data or 'builtin'}, "
              f"seed {recipe.seed}", recipe.description.strip() or ""]
-    total, target, model = 0.0, shape.window, "the base model"
+    note = sliding_window_note(recipe)
+    if note or recipe.original_window:
+        lines.append("  " + "; ".join(x for x in (note, recipe.original_window and
+                                                   f"original window {recipe.original_window:,} (recipe original_window)") if x))
+    from .memory import GiB, verdict
+    dims, capacity = model_dims(recipe), float(recipe.model_shape.get("gpu_memory_gib", 80)) * GiB
+    total, target, model, unfit = 0.0, shape.window, "the base model", []
     for st in recipe.stages:
         if st.kind == "search":
             target = parse_length(recipe_length(recipe, st.options["target_length"]))
@@ -173,6 +239,12 @@ def describe_plan(recipe: Recipe) -> str:
         total += flops
         lines.append(f"  {st.name:<12} on {model}: {what}; ~{flops:.2e} FLOPs, "
                      f"{_dur(flops / here)} here, {_dur(flops / gpu_rate)} on {gpus} GPUs")
+        mem, trains = stage_memory(recipe, st, dims, shape.window, gpus)
+        if mem is not None:
+            lines.append(f"  {'':<12} memory {mem.describe()}")
+            bad = verdict(mem, int(capacity), trains=trains)
+            if bad:
+                unfit.append(f"  does not fit: {st.name} {bad}")
         if st.kind == "finetune":
             model = f"the model fine-tuned in {st.name}"
     from .recipe import runtime
@@ -183,6 +255,9 @@ def describe_plan(recipe: Recipe) -> str:
     lines.append(f"total ~{total:.2e} FLOPs: {reference}{_dur(total / here)} on this machine now "
                  f"({here / 1e9:.0f} GFLOP/s: {how}), {_dur(total / gpu_rate)} on {gpus} GPUs at "
                  f"{gpu_rate / gpus / 1e12:.0f} TFLOP/s each (upper bound: early stopping and screening cut it)")
+    lines.append(f"memory per GPU against {capacity / GiB:.0f} GiB (model_shape.gpu_memory_gib): "
+                 + ("every stage fits" if not unfit else f"{len(unfit)} stage(s) do not fit"))
+    lines += unfit
     return "\n".join(line for line in lines if line)
 
 

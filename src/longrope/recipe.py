@@ -82,6 +82,9 @@ class Recipe:
     model_shape: dict[str, Any] = field(default_factory=dict)  # for --dry-run when the model is not here
     device: str | None = None   # every stage's device unless the stage sets one
     dtype: str | None = None    # every stage's dtype (search, short, compare) unless the stage sets one
+    # the pre-trained window when the config does not state it (Mistral-7B-v0.1 says 32768, was trained
+    # at 8,192): the stages run on a copy of the model folder whose config says so (models.with_window)
+    original_window: int | None = None
     overrides: dict[str, Any] = field(default_factory=dict)  # extend --device/--dtype/--trust-remote-code
     window: int | None = None   # the model's window, read when a length is written relative to it
 
@@ -193,8 +196,11 @@ def _resolve(recipe: Recipe, *, model: str | None = None, data: str | None = Non
 
 
 def window_for(recipe: Recipe) -> int:
-    """The window lengths like `8x` multiply: from the model's config, else the recipe's model_shape."""
+    """The window lengths like `8x` multiply: the recipe's original_window, else from the model's
+    config, else the recipe's model_shape."""
     from .models import resolve
+    if recipe.original_window:
+        return recipe.original_window
     try:
         resolve(recipe.model)
     except LongRopeError:
@@ -312,6 +318,8 @@ def validate(recipe: Recipe) -> None:
     search_n_hat: tuple[str, bool] | None = None  # (stage, searches n_hat) of the factors export will get
     short_attention: str | None = None
     _check_runtime("recipe", recipe.device, recipe.dtype)
+    if recipe.original_window is not None and recipe.original_window < 2:
+        raise LongRopeError(f"recipe original_window must be at least 2 tokens, got {recipe.original_window}")
     _check_runtime("extend", recipe.overrides.get("device"), recipe.overrides.get("dtype"))
     for st in recipe.stages:
         where = f"stage {st.name}"

@@ -30,6 +30,8 @@ import torch
 from ..errors import LongRopeError
 from ..lm_head import LMHead, token_nll
 
+MLP_CHUNK = 4096  # positions per MLP call in long windows (memory.py counts the same)
+
 
 @dataclass
 class PplResult:
@@ -172,7 +174,7 @@ def _batches(samples: Sequence[torch.Tensor], batch_size: int):
 def perplexity(model, samples: Sequence[torch.Tensor], *, stride: int | None = None,
                window: int | None = None, batch_size: int = 1, chunk: int = 1024,
                progress: bool = False, positions: Sequence[tuple[int, int]] | None = None,
-               mlp_chunk: int | None = 4096) -> PplResult:
+               mlp_chunk: int | None = MLP_CHUNK) -> PplResult:
     """Perplexity of `model` over `samples` (1-D LongTensors of token ids, BOS first).
 
     stride: None for truncate mode, else the sliding-window stride (<= window).
