@@ -140,7 +140,7 @@ def _runtime(recipe: Recipe, stage: Stage, keys=("device", "dtype")) -> dict:
 
 
 def _search_config(recipe: Recipe, stage: Stage, ctx: Context):
-    from .search.runner import SearchConfig
+    from .search.config import SearchConfig
     opts = {**stage.options, **_runtime(recipe, stage)}
     if stage.kind == "short":
         opts.setdefault("short_of", ctx.scaling)
@@ -331,8 +331,8 @@ def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[
 
 
 def _run_search(recipe, stage, ctx: Context, work, resume, log):
-    from .search.setup import DESCENT_FILE
     from .search.runner import run_search
+    from .search.state import DESCENT_FILE
     if ctx.original is None:
         ctx.original = window_of(ctx.model)
     cfg = _search_config(recipe, stage, ctx)

@@ -12,7 +12,7 @@ from longrope.cli import build_parser
 from longrope.data import load_documents
 from longrope.data.sources import SPLITS
 from longrope.errors import LongRopeError
-from longrope.search.runner import SearchConfig
+from longrope.search.config import SearchConfig
 
 N = 60
 
@@ -113,7 +113,7 @@ def test_the_search_and_compare_code_paths_see_disjoint_documents(tmp_path, monk
     import longrope.data as data
     from tests.helpers import char_tokenizer
     from longrope.eval.compare import load_token_ids
-    from longrope.search import runner
+    from longrope.search.setup import load_samples
 
     seen = []
     real = data.load_documents
@@ -125,6 +125,6 @@ def test_the_search_and_compare_code_paths_see_disjoint_documents(tmp_path, monk
 
     monkeypatch.setattr(data, "load_documents", record)
     source = make_source("jsonl", tmp_path)
-    runner._samples(SearchConfig(target_length=64, data=source).resolved(), char_tokenizer(), None, 2)
+    load_samples(SearchConfig(target_length=64, data=source).resolved(), char_tokenizer(), None, 2)
     load_token_ids(char_tokenizer(), source, default_split("compare", "--data", source, "--out", "x"))
     assert len(seen) == 2 and seen[0] and seen[1] and not seen[0] & seen[1]

@@ -7,7 +7,9 @@ import pytest
 
 from longrope import cli
 from longrope.errors import LongRopeError
-from longrope.search.runner import SearchConfig, _samples, run_search
+from longrope.search.config import SearchConfig
+from longrope.search.runner import run_search
+from longrope.search.setup import load_samples
 
 from tests.helpers import save_tiny, torch_threads, write_texts
 
@@ -49,7 +51,7 @@ def test_outputs_are_complete_and_factors_reproduce_the_reported_ppl(files, tmp_
     assert all(1.0 <= x <= 5.0 for x in sc.long_factor)
     # the fitness is what it claims: the ppl of these factors on the validation samples
     model, tok = load_model(str(files[0])), load_tokenizer(str(files[0]))
-    samples, _ = _samples(c.resolved(), tok, model, c.docs)
+    samples, _ = load_samples(c.resolved(), tok, model, c.docs)
     patch.apply(model, sc)
     assert perplexity(model, samples).ppl == pytest.approx(s["ppl"], rel=1e-6)
     # history: every evaluation once, the best full score is the reported one

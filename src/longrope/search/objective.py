@@ -146,9 +146,8 @@ class Objective:
         self.make_scaling = make_scaling  # Candidate -> Scaling; default: long factors at the target
         self.positions, self.chunk = positions, chunk
         self.rank, self.world, self.on_score = rank, world, on_score
-        self.scored = 0  # candidates scored by this process
-        self.docs_run = 0  # sample forward passes run by this process
-        self._nll: dict[tuple, float] = {}
+        self.forward_passes = 0  # sample forward passes run by this process
+        self.nll: dict[tuple, float] = {}
         self.screen_samples: list[int] | None = None  # the cheap fitness's samples (default: the first)
         self.store = store  # a search.cache.ScoreCache shared across runs, or None
         self.cache_hits = 0  # sample NLLs taken from the store instead of a forward pass
@@ -178,14 +177,14 @@ class Objective:
         idx = list(range(docs))
         if self.screen_samples is not None and docs < len(self.samples):
             idx = sorted(self.screen_samples[:docs])  # the mean in sample order, as for all samples
-        todo = [i for i in idx if (key, i) not in self._nll]
+        todo = [i for i in idx if (key, i) not in self.nll]
         if todo and self.store is not None:
             from .cache import scaling_key
             skey = scaling_key(scaling)
             for i in list(todo):
                 v = self.store.get(skey, self._sample_keys[i])
                 if v is not None:
-                    self._nll[(key, i)] = v
+                    self.nll[(key, i)] = v
                     self.cache_hits += 1
                     todo.remove(i)
         if todo:
@@ -201,17 +200,16 @@ class Objective:
                     else:
                         vals = r.doc_nll
                     for i, v in zip(g, vals):
-                        self._nll[(key, i)] = float(v)
+                        self.nll[(key, i)] = float(v)
                         if self.store is not None:
                             self.store.put(skey, self._sample_keys[i], float(v))
-                    self.docs_run += len(g)
+                    self.forward_passes += len(g)
             finally:
                 patch.remove(self.model)
-        return [self._nll[(key, i)] for i in idx]
+        return [self.nll[(key, i)] for i in idx]
 
     def score_one(self, scaling, key, docs: int) -> float:
         nlls = self._sample_nlls(scaling, key, docs)
-        self.scored += 1
         if self.on_score:
             self.on_score()
         nll = sum(nlls) / len(nlls)
