@@ -58,7 +58,7 @@ def _test_ppl(model, tok, cfg, factors: Path, docs: int, split: str) -> float:
     """Perplexity of the searched factors on `docs` documents of `split` at the target length."""
     import dataclasses
 
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
     from longrope.search.objective import Objective
     from longrope.search.setup import load_samples
 

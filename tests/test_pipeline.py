@@ -173,7 +173,7 @@ def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
     assert models["longrope"] == finetuned
     assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "longrope"}
     # seed_from: previous -- the 64-token factors, carried to 96 tokens, seed the second search
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
     from longrope.search.objective import carry_factors
     first = load_scaling(tmp_path / "out" / "01-search" / "factors.json")
     state = json.loads((tmp_path / "out" / "03-search" / "state.json").read_text())

@@ -22,8 +22,9 @@ from torch import nn
 
 from .errors import LongRopeError
 from .models import rope_config
-from .rope.methods import base_inv_freq
-from .rope.scaling import Scaling, parse_spec
+from .rope.basis import base_inv_freq
+from .rope.scaling import Scaling
+from .rope.spec import parse_spec
 from .rope.tables import rotary_tables
 
 _STATE = "_longrope_state"

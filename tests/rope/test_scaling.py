@@ -6,7 +6,9 @@ import pytest
 import torch
 
 from longrope.errors import LongRopeError
-from longrope.rope.scaling import FORMAT, Scaling, load_scaling, parse_spec
+from longrope.rope.scaling import FORMAT, Scaling
+from longrope.rope.files import load_scaling
+from longrope.rope.spec import parse_spec
 
 
 def test_spec_strings():

@@ -37,7 +37,7 @@ def test_outputs_are_complete_and_factors_reproduce_the_reported_ppl(files, tmp_
     from longrope import patch
     from longrope.eval.perplexity import perplexity
     from longrope.models import load_model, load_tokenizer
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
 
     out = tmp_path / "out"
     c = cfg(files)
@@ -71,7 +71,7 @@ def test_paper_preset_scores_every_candidate_on_all_documents(files, tmp_path):
 
 
 def test_critical_dim_fixes_low_pairs_to_ntk_and_searches_the_rest(files, tmp_path):
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
     from longrope.search.objective import seed_factors
 
     s = run_search(cfg(files, critical_dim="auto"), tmp_path / "o", progress=False)
@@ -83,7 +83,7 @@ def test_critical_dim_fixes_low_pairs_to_ntk_and_searches_the_rest(files, tmp_pa
 
 
 def test_needle_objective_and_attention_scale_search(files, tmp_path):
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
 
     s = run_search(cfg(files, objective="needle", search_attention_scale=True, target_length=160),
                    tmp_path / "o", progress=False)
@@ -136,7 +136,7 @@ def test_resume_refuses_changed_settings_and_finished_resume_is_a_no_op(files, t
 
 
 def test_short_factor_search_keeps_the_long_factors(files, tmp_path):
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
 
     run_search(cfg(files), tmp_path / "long", progress=False)
     long = load_scaling(tmp_path / "long" / "factors.json")
@@ -152,7 +152,7 @@ def test_short_factor_search_keeps_the_long_factors(files, tmp_path):
 
 
 def test_short_search_can_tune_the_short_attention_scale(files, tmp_path):
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
 
     run_search(cfg(files), tmp_path / "long", progress=False)
     long = load_scaling(tmp_path / "long" / "factors.json")
@@ -167,7 +167,8 @@ def test_short_search_can_tune_the_short_attention_scale(files, tmp_path):
 
 
 def test_seed_from_an_earlier_search_carries_its_factors_into_generation_0(files, tmp_path):
-    from longrope.rope.scaling import Scaling, load_scaling
+    from longrope.rope.scaling import Scaling
+    from longrope.rope.files import load_scaling
     from longrope.search.objective import carry_factors
 
     run_search(cfg(files, target_length=64, iterations=1), tmp_path / "2x", progress=False)

@@ -62,7 +62,7 @@ def test_process_shares_make_up_the_single_process_batch():
 
 def test_loss_decreases_and_the_output_folder_is_complete(assets, tmp_path, capsys):
     from longrope.models import load_model
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
 
     model, texts, cache = assets
     out = tmp_path / "out"

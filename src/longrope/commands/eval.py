@@ -8,9 +8,11 @@ from ..errors import LongRopeError
 from ..eval.compare import CompareConfig
 from ._common import add_data_args, add_model_args, int_list
 
-SCALING_HELP = ("RoPE scaling: model (default: the model as loaded, with its own config scaling), "
-                "none (the unscaled rotation), pi:8, ntk:8, dynamic:8, yarn:8, llama3:8, longrope:PATH; "
-                "a bare name takes the longest length / original window as its factor")
+
+def _scaling_help() -> str:
+    from ..rope.registry import spellings
+    return (f"RoPE scaling: model (default: the model as loaded, with its own config scaling), {spellings()} "
+            "(none: the unscaled rotation); a bare name takes the longest length / original window as its factor")
 
 
 def register(sub) -> None:
@@ -72,7 +74,7 @@ def _missing(p) -> int:
 
 def _common(p) -> None:
     add_model_args(p)
-    p.add_argument("--scaling", default="model", help=SCALING_HELP)
+    p.add_argument("--scaling", default="model", help=_scaling_help())
     p.add_argument("--factor", type=float, default=None, help="factor for a bare --scaling name")
     p.add_argument("--seed", type=int, default=0, help="seed of sample selection / passkeys (default 0)")
     p.add_argument("--out", default=None, help="write the results as JSON here")

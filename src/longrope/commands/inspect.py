@@ -5,10 +5,12 @@ from ..errors import LongRopeError
 
 
 def register(sub) -> None:
+    from ..rope.registry import spellings
+
     p = sub.add_parser("inspect", help="show the per-pair factors of one or more scalings",
                        description="Print, for each rotary pair, the factor lambda_i, the wavelength and "
                                    "whether the pair is extrapolated or interpolated; optionally plot.")
-    p.add_argument("spec", help="scaling: none, pi:8, ntk:8, dynamic:8, yarn:8, llama3:8, longrope:PATH")
+    p.add_argument("spec", help=f"scaling: {spellings()}")
     p.add_argument("--compare", default="", help="more specs, comma-separated, shown and plotted beside")
     p.add_argument("--model", default=None, help="read dims from this model folder or 'builtin' (default)")
     p.add_argument("--head-dim", type=int, help="rotary dimension instead of a model")

@@ -21,13 +21,17 @@ from .results import CompareResult, MethodResult
 DEFAULT_METHODS = ("none", "pi", "ntk", "dynamic", "yarn")
 
 
+def _methods_help() -> str:
+    from ..rope.registry import spellings
+    return ("comma-separated scalings: model (the model as loaded, with its own config scaling), "
+            f"{spellings()} (none: the unscaled rotation; a bare name takes --factor); `model` is added "
+            "first when the model's config carries a scaling")
+
+
 @dataclass
 class CompareConfig:
     """What `compare` runs; every default is written here once (the CLI and recipes read them)."""
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": (
-        "comma-separated scalings: model (the model as loaded, with its own config scaling), none "
-        "(unscaled rotation), pi[:s], ntk[:s], dynamic[:s], yarn[:s], llama3[:s], longrope:PATH; `model` "
-        "is added first when the model's config carries a scaling")})
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": _methods_help})
     lengths: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048],
                                metadata={"help": "evaluation lengths, e.g. 256,1k,2k", "length": True})
     docs: int = field(default=4, metadata={"help": "documents per length"})
@@ -102,7 +106,7 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
 
 def resolve_methods(methods: Sequence[str], default_factor: float) -> dict:
     """Method label -> Scaling; unknown names and bad factors raise LongRopeError before any work."""
-    from ..rope.scaling import parse_spec
+    from ..rope.spec import parse_spec
 
     out = {}
     for m in methods:

@@ -30,21 +30,22 @@ def parse_spec(spec: str | Scaling | None, default_factor: float | None = None) 
     if spec is None or str(spec).strip() in ("", "none", "default"):
         return Scaling("none")
     name, _, rest = str(spec).strip().partition(":")
-    method = registry.get(name).name
+    m = registry.get(name)
+    method = m.name
     segments = rest.split(":") if rest else []
     extras: dict[str, Any] = {}
     while segments and _KV.match(segments[-1]):
         k, v = _KV.match(segments.pop()).groups()
         extras[k] = _value(v)
     arg = ":".join(segments)
-    if method == "longrope":
+    if m.factors:
         if not arg:
-            raise LongRopeError("longrope needs a factor file: 'longrope:PATH'")
+            raise LongRopeError(f"{method} needs a factor file: '{method}:PATH'")
         scale_keys = ("factor", "target_length", "original_max_position")
         scaling = load_scaling(arg, **{k: extras.pop(k) for k in scale_keys if k in extras})
         for k, v in extras.items():
             if k not in Scaling.__dataclass_fields__ or k in ("method", "params", "provenance"):
-                raise LongRopeError(f"unknown longrope option {k!r}")
+                raise LongRopeError(f"unknown {method} option {k!r}")
             setattr(scaling, k, v)
         scaling.__post_init__()
         return scaling
@@ -59,11 +60,11 @@ def parse_spec(spec: str | Scaling | None, default_factor: float | None = None) 
         factor = float(default_factor)
     else:
         factor = None
-    unknown = set(extras) - set(registry.get(method).params)
+    unknown = set(extras) - set(m.params)
     if unknown:
         raise LongRopeError(f"{method} takes no option(s) {', '.join(sorted(unknown))}")
     extras = {k: _option(method, k, v) for k, v in extras.items()}
-    return Scaling(method, factor=factor if method != "none" else None, params=extras)
+    return Scaling(method, factor=factor if m.scaled else None, params=extras)
 
 
 def _option(method: str, key: str, value: Any) -> Any:

@@ -85,7 +85,7 @@ class FactorGradient:
 
     def __call__(self, factors) -> tuple[float, np.ndarray]:
         from .. import patch
-        from ..rope.methods import base_inv_freq
+        from ..rope.basis import base_inv_freq
         from ..train.loss import CausalLMLoss, shifted_targets
 
         log_f = torch.tensor(np.log(np.asarray(factors, dtype=np.float64)), dtype=torch.float32,

@@ -26,11 +26,12 @@ QUESTION = " What is the pass key? The pass key is"
 def seed_factors(dim: int, base: float, original: int, scale: float) -> dict[str, np.ndarray]:
     """{'pi', 'ntk', 'yarn'}: the exact per-pair factors each method implies."""
     from ..rope import methods
+    from ..rope.basis import factors_of
 
     out = {}
     for name, fn in (("pi", methods.linear), ("ntk", methods.ntk), ("yarn", methods.yarn)):
         inv, _ = fn(dim, base, original, factor=scale)
-        out[name] = methods.factors_of(inv, dim, base).numpy().astype(np.float64)
+        out[name] = factors_of(inv, dim, base).numpy().astype(np.float64)
     return out
 
 

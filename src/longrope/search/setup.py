@@ -166,7 +166,7 @@ def window(cfg: SearchConfig, model) -> Window:
 
 def space_and_seeds(cfg: SearchConfig, w: Window):
     """(critical dim or None, the named seed factors, the search space)."""
-    from ..rope.methods import attention_scale
+    from ..rope.basis import attention_scale
     from .objective import resolve_critical, seed_factors
 
     dim, base, original, scale, long = w.dim, w.base, w.original, w.scale, w.long

@@ -230,7 +230,7 @@ def _load(cfg: FinetuneConfig) -> _Run:
     """The model with the scaling applied, its tokenizer and the training samples."""
     from ..models import load_model, load_tokenizer
     from ..patch import apply, rope_dims
-    from ..rope.scaling import parse_spec
+    from ..rope.spec import parse_spec
 
     lm = load_model(cfg.model, dtype="float32", device="cpu", trust_remote_code=cfg.trust_remote_code)
     tok = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
