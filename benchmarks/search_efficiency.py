@@ -63,7 +63,7 @@ def _test_ppl(model, tok, cfg, factors: Path, docs: int, split: str) -> float:
     from longrope.search.setup import load_samples
 
     tcfg = dataclasses.replace(cfg, split=split, docs=docs)
-    samples, positions = load_samples(tcfg, tok, model, docs)
+    samples, positions, _ = load_samples(tcfg, tok, model, docs)
     sc = load_scaling(factors)
     obj = Objective(model, samples, original=sc.original_max_position, target=cfg.target_length,
                     positions=positions, chunk=cfg.chunk)

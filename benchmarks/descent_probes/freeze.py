@@ -8,7 +8,7 @@ from longrope.search.descent import descend
 n_hat=0; freeze=int(sys.argv[1]); steps=int(sys.argv[2]); lr=float(sys.argv[3]); lr_end=float(sys.argv[4])
 cfg=SearchConfig(model='builtin',target_length=int(sys.argv[5]),docs=4,seed=0).resolved()
 model=load_model('builtin'); tok=load_tokenizer('builtin')
-samples,_=load_samples(cfg,tok,model,cfg.docs)
+samples,_,_=load_samples(cfg,tok,model,cfg.docs)
 w=window(cfg,model); crit,seeds,space=space_and_seeds(cfg,w)
 from longrope.search.space import Space
 y=np.asarray(seeds["yarn"]); lo=space.lo.copy(); hi=space.hi.copy(); lo[:freeze]=y[:freeze]; hi[:freeze]=y[:freeze]; lo[freeze:]=np.maximum(lo[freeze:], y[freeze-1])

@@ -8,7 +8,7 @@ from longrope.search.descent import descend
 n_hat=int(sys.argv[1]); steps=int(sys.argv[2]); lr=float(sys.argv[3]); lr_end=float(sys.argv[4])
 cfg=SearchConfig(model='builtin',target_length=4096,docs=4,seed=0).resolved()
 model=load_model('builtin'); tok=load_tokenizer('builtin')
-samples,_=load_samples(cfg,tok,model,cfg.docs)
+samples,_,_=load_samples(cfg,tok,model,cfg.docs)
 w=window(cfg,model); crit,seeds,space=space_and_seeds(cfg,w)
 g=FactorGradient(model,samples,n_hat=n_hat,attn=space.attn,chunk=cfg.chunk)
 def cb(st): print(st['step'], round(st['history'][-1]['value'],4), flush=True)

@@ -8,7 +8,7 @@ from longrope.search.descent import project
 L=int(sys.argv[1]); steps=int(sys.argv[2]); step0=float(sys.argv[3]); smax=float(sys.argv[4])
 cfg=SearchConfig(model='builtin',target_length=L,docs=4,seed=0).resolved()
 model=load_model('builtin'); tok=load_tokenizer('builtin')
-samples,_=load_samples(cfg,tok,model,cfg.docs)
+samples,_,_=load_samples(cfg,tok,model,cfg.docs)
 w=window(cfg,model); crit,seeds,space=space_and_seeds(cfg,w)
 g=FactorGradient(model,samples,n_hat=0,attn=space.attn,chunk=cfg.chunk)
 u=torch.tensor(project(np.log(np.asarray(seeds['yarn'])),space),dtype=torch.float64,requires_grad=True)

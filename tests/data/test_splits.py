@@ -10,7 +10,7 @@ import pytest
 
 from longrope.cli import build_parser
 from longrope.data import load_documents
-from longrope.data.sources import SPLITS
+from longrope.data.documents import SPLITS
 from longrope.errors import LongRopeError
 from longrope.search.config import SearchConfig
 
@@ -109,10 +109,10 @@ def test_a_dataset_dict_keeps_its_own_splits(tmp_path):
 
 
 def test_the_search_and_compare_code_paths_see_disjoint_documents(tmp_path, monkeypatch):
-    """The runner's and compare's own loading functions, with the splits the commands pass them."""
-    import longrope.data as data
+    """The search's and compare's own loading function, with the splits the commands pass them."""
+    import longrope.data.sources as data
     from tests.helpers import char_tokenizer
-    from longrope.eval.compare import load_token_ids
+    from longrope.data import load_tokenized
     from longrope.search.setup import load_samples
 
     seen = []
@@ -126,5 +126,5 @@ def test_the_search_and_compare_code_paths_see_disjoint_documents(tmp_path, monk
     monkeypatch.setattr(data, "load_documents", record)
     source = make_source("jsonl", tmp_path)
     load_samples(SearchConfig(target_length=64, data=source).resolved(), char_tokenizer(), None, 2)
-    load_token_ids(char_tokenizer(), source, default_split("compare", "--data", source, "--out", "x"))
+    load_tokenized(char_tokenizer(), source, default_split("compare", "--data", source, "--out", "x"))
     assert len(seen) == 2 and seen[0] and seen[1] and not seen[0] & seen[1]

@@ -8,7 +8,8 @@ import torch
 
 from tests.helpers import make_tiny
 from longrope.cli import main
-from longrope.eval.compare import CompareConfig, compare, load_token_ids, original_window
+from longrope.data import load_tokenized
+from longrope.eval.compare import CompareConfig, compare, original_window
 from longrope.eval.perplexity import perplexity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -51,6 +52,7 @@ def test_cli_compare_writes_json_report_and_plots(tiny_model_dir, text_dir, tmp_
     assert "| method" in printed and "300" in printed and "dynamic" in printed
     res = json.loads((out / "results.json").read_text())
     assert set(res) >= {"ppl", "passkey", "meta"}
+    assert_test_documents(res["meta"]["documents"], tiny_model_dir, text_dir)
     for m in ("none", "pi", "dynamic"):
         assert set(res["ppl"][m]) == {"300", "400"} and all(v > 1 for v in res["ppl"][m].values())
         assert set(res["passkey"][m]) == {"300", "400"}
@@ -84,6 +86,14 @@ def test_cli_compare_bad_input_one_line_exit_2(tiny_model_dir, text_dir, tmp_pat
     assert not (tmp_path / "o" / "results.json").exists()
 
 
+def assert_test_documents(cited, model_dir, text_dir):
+    """An output names the documents it scored: test-split documents, with their token counts."""
+    from longrope.models import load_tokenizer
+    held_out = load_tokenized(load_tokenizer(str(model_dir)), str(text_dir), "test")
+    counts = dict(zip(held_out.names, map(len, held_out.ids)))
+    assert cited and all(counts[d["name"]] == d["tokens"] for d in cited)
+
+
 def test_cli_eval_ppl_truncate_and_sliding(tiny_model_dir, text_dir, tmp_path, capsys):
     out = tmp_path / "ppl.json"
     assert main(["eval", "ppl", "--model", str(tiny_model_dir), "--data", str(text_dir), "--lengths", "32,64",
@@ -91,6 +101,7 @@ def test_cli_eval_ppl_truncate_and_sliding(tiny_model_dir, text_dir, tmp_path, c
                  "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["meta"]["scaling"] == "linear:2" and res["ppl"]["64"]["docs"] == 2
+    assert_test_documents(res["meta"]["documents"], tiny_model_dir, text_dir)
     assert res["ppl"]["64"]["tokens"] == 2 * 63 and res["ppl"]["64"]["by_range"]["16-64"]["tokens"] == 2 * 48
     out2 = tmp_path / "slide.json"
     assert main(["eval", "ppl", "--model", str(tiny_model_dir), "--data", str(text_dir), "--lengths", "32",
@@ -168,7 +179,7 @@ def test_compare_reports_the_positions_beyond_the_window_on_their_own(char_tok, 
     beyond = res.beyond_window()
     assert set(beyond) == {"none", "yarn"} and set(beyond["none"]) == {str(n)}  # not at the window itself
     # the same figure perplexity() gives for those target positions on the same samples, unscaled
-    samples, _ = _samples(cfg.validated(), char_tok, load_token_ids(char_tok, str(text_dir), "test"), [n], window)
+    samples, _ = _samples(cfg.validated(), char_tok, load_tokenized(char_tok, str(text_dir), "test").ids, [n], window)
     direct = perplexity(model, samples[n], positions=[(window, n)]).by_range[f"{window}-{n}"]["ppl"]
     assert beyond["none"][str(n)] == pytest.approx(direct, rel=1e-6)
     assert beyond["yarn"][str(n)] != pytest.approx(direct, rel=1e-6)  # the scaling changed it

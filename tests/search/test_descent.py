@@ -90,7 +90,7 @@ def test_factor_gradient_is_the_objectives_ppl_and_its_derivative(files, monkeyp
     model, tok = load_model(str(files[0])), load_tokenizer(str(files[0]))
     cfg = SearchConfig(model=str(files[0]), data=str(files[1]), target_length=128, docs=2).resolved()
     with torch_threads(1):
-        samples, _ = load_samples(cfg, tok, model, 2)
+        samples, _, _ = load_samples(cfg, tok, model, 2)
         x = np.linspace(1.0, 5.0, 8)
         g = FactorGradient(model, samples, attn=1.1)
         value, grad = g(x)

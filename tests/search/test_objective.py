@@ -55,7 +55,7 @@ def test_critical_dimension_formula():
 def test_needle_samples_put_the_key_early_and_score_only_the_answer():
     tok = char_tokenizer()
     ids = [tok.encode("the river runs north " * 20, add_special_tokens=False) for _ in range(3)]
-    samples, (a, b) = needle_samples(ids, tok, 300, 4, bos_id=1, seed=0)
+    samples, (a, b), used = needle_samples(ids, tok, 300, 4, bos_id=1, seed=0)
     assert len(samples) == 4 and all(s.shape == (300,) for s in samples) and b == 300
     for s in samples:
         text = tok.decode(s.tolist())
@@ -64,7 +64,8 @@ def test_needle_samples_put_the_key_early_and_score_only_the_answer():
         assert text.startswith(f"<s>The pass key is {key}.")  # planted at the start
         assert text.rstrip().endswith(f"The pass key is {key}")
         assert s[0].item() == 1
-    again, _ = needle_samples(ids, tok, 300, 4, bos_id=1, seed=0)
+    assert used == [0, 1, 2]  # 4 x ~240 text tokens from 3 documents of 420, in turn
+    again, _, _ = needle_samples(ids, tok, 300, 4, bos_id=1, seed=0)
     assert all(torch.equal(x, y) for x, y in zip(samples, again))
     with pytest.raises(LongRopeError, match="too few tokens"):
         needle_samples([ids[0][:50]], tok, 300, 1, bos_id=1)

@@ -51,7 +51,7 @@ def test_outputs_are_complete_and_factors_reproduce_the_reported_ppl(files, tmp_
     assert all(1.0 <= x <= 5.0 for x in sc.long_factor)
     # the fitness is what it claims: the ppl of these factors on the validation samples
     model, tok = load_model(str(files[0])), load_tokenizer(str(files[0]))
-    samples, _ = load_samples(c.resolved(), tok, model, c.docs)
+    samples, _, _ = load_samples(c.resolved(), tok, model, c.docs)
     patch.apply(model, sc)
     assert perplexity(model, samples).ppl == pytest.approx(s["ppl"], rel=1e-6)
     # history: every evaluation once, the best full score is the reported one
@@ -63,6 +63,12 @@ def test_outputs_are_complete_and_factors_reproduce_the_reported_ppl(files, tmp_
     assert len(keys) == len(set(keys))
     state = json.loads((out / "state.json").read_text())
     assert state["done"] and set(state["baselines"]) == {"pi", "ntk", "yarn"}
+    # the state names the documents the samples hold: validation documents, with their token counts
+    from longrope.data import load_tokenized
+    validation = load_tokenized(tok, str(files[1]), "validation")
+    counts = dict(zip(validation.names, map(len, validation.ids)))
+    cited = state["info"]["documents"]
+    assert cited and all(counts[d["name"]] == d["tokens"] for d in cited)
 
 
 def test_paper_preset_scores_every_candidate_on_all_documents(files, tmp_path):

@@ -116,7 +116,8 @@ def _meta(args, scaling, model) -> dict:
 
 
 def run_ppl(args) -> int:
-    from ..eval.compare import load_token_ids, make_samples
+    from ..data import load_tokenized
+    from ..eval.compare import make_samples
     from ..eval.perplexity import perplexity
     from ..io import write_json
 
@@ -127,12 +128,12 @@ def run_ppl(args) -> int:
     if args.stride is not None and args.stride < 1:
         raise LongRopeError(f"--stride must be >= 1, got {args.stride}")
     model, tok, scaling = _load_scaled(args, lengths)
-    ids = load_token_ids(tok, args.data, args.split)
+    documents = load_tokenized(tok, args.data, args.split)
     spans = {n: (args.span or 2 * n) if args.stride else n for n in lengths}
     for n in lengths:
         if args.stride and (args.stride > n or spans[n] < n):
             raise LongRopeError(f"with --stride, need stride <= length <= span (got {args.stride}, {n}, {spans[n]})")
-    base = make_samples(ids, tok, max(spans.values()), args.docs, seed=args.seed)  # same docs at every length
+    base = make_samples(documents.ids, tok, max(spans.values()), args.docs, seed=args.seed)  # same docs at every length
     samples = {n: [t[:spans[n]] for t in base.tensors] for n in lengths}
     results = {}
     print(f"scaling: {_meta(args, scaling, model)['scaling']}")
@@ -148,7 +149,7 @@ def run_ppl(args) -> int:
     if args.out:
         meta = {**_meta(args, scaling, model), "data": args.data or "builtin", "split": args.split,
                 "mode": "truncate" if args.stride is None else f"sliding window, stride {args.stride}",
-                "docs": args.docs}
+                "docs": args.docs, "documents": documents.cite(base.used)}
         write_json(args.out, {"ppl": results, "meta": meta})
         print(f"wrote {args.out}")
     return 0

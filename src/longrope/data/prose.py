@@ -31,7 +31,7 @@ from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 
 from ..errors import LongRopeError
-from .sources import SPLITS, Document
+from .documents import SPLITS, Document
 
 NAME = "pydocs"
 HTML_ROOT = Path("/usr/share/doc/python3.11/html")

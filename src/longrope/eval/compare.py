@@ -127,15 +127,6 @@ def default_factor(model, lengths: Sequence[int], factor: float | None = None) -
     return max(1.0, max(lengths) / original_window(model))
 
 
-def load_token_ids(tokenizer, source: str | None, split: str) -> list[list[int]]:
-    from ..data import load_documents, tokenize_documents
-
-    docs = load_documents(source, split)
-    if not docs:
-        raise LongRopeError(f"no documents in {source or 'the built-in corpus'} ({split})")
-    return tokenize_documents(docs, tokenizer)
-
-
 def make_samples(ids, tokenizer, length: int, count: int, *, seed: int = 0, mode: str = "auto"):
     """`count` samples of `length` tokens, BOS first (see longrope.data.build_samples)."""
     from ..data import build_samples
@@ -176,7 +167,7 @@ def _samples(cfg: CompareConfig, tokenizer, ids, lengths, short):
     span = (lambda n: 2 * n) if cfg.stride else (lambda n: n)
     base = make_samples(ids, tokenizer, span(max(max(lengths), short)), cfg.docs, seed=cfg.seed)
     samples = {n: [t[:span(n)] for t in base.tensors] for n in set(lengths) | {short}}
-    return samples, {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"}
+    return samples, base
 
 
 def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, short, progress, say) -> None:
@@ -213,10 +204,11 @@ def _check_sizes(model, scalings: dict) -> None:
             raise LongRopeError(f"method {label!r}: {e}") from None
 
 
-def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool = True,
+def compare(model, tokenizer, config: CompareConfig, *, documents=None, progress: bool = True,
             log=None, model_name: str | None = None) -> CompareResult:
     """Perplexity and passkey for every method of `config` at every length, on the model as loaded
-    (`model`: no patch; `none`: the explicitly unscaled rotation). Returns a CompareResult."""
+    (`model`: no patch; `none`: the explicitly unscaled rotation). `documents`: a `data.Tokenized`
+    (default: cfg's data and split, loaded here). Returns a CompareResult."""
     import longrope
     from longrope import patch
 
@@ -229,9 +221,10 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
     _check_sizes(model, scalings)
     short = cfg.short_length or window
     say = log or (lambda msg: None)
-    if ids is None:
-        ids = load_token_ids(tokenizer, cfg.data, cfg.split)
-    samples, sample_info = _samples(cfg, tokenizer, ids, lengths, short)
+    if documents is None:
+        from ..data import load_tokenized
+        documents = load_tokenized(tokenizer, cfg.data, cfg.split)
+    samples, base = _samples(cfg, tokenizer, documents.ids, lengths, short)
     if cfg.passkey_trials > 0:  # a length too short for a passkey prompt fails here, before any work
         from ..data.passkey import passkey_prompt
         passkey_prompt(tokenizer, min(lengths), 0.5, 1)
@@ -266,7 +259,8 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
         "scaling": describe_model_scaling(model), "original_window": window, "default_factor": fac,
         "lengths": lengths, "docs": cfg.docs, "data": cfg.data or "builtin", "split": cfg.split,
         "ppl_mode": "truncate" if cfg.stride is None else f"sliding window of L over 2L tokens, stride {cfg.stride}",
-        "samples": sample_info, "passkey_trials": cfg.passkey_trials, "depths": list(cfg.depths), "seed": cfg.seed,
+        "samples": {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"},
+        "documents": documents.cite(base.used), "passkey_trials": cfg.passkey_trials, "depths": list(cfg.depths), "seed": cfg.seed,
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "seconds": time.perf_counter() - t0, "python": platform.python_version(),
         "longrope": longrope.__version__,

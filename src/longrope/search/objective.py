@@ -75,10 +75,10 @@ def resolve_critical(spec: str | int | None, dim: int, base: float, original: in
 
 # ---- samples ----------------------------------------------------------------------------------
 def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, bos_id: int | None,
-                   seed: int = 0) -> tuple[list[torch.Tensor], tuple[int, int]]:
+                   seed: int = 0) -> tuple[list[torch.Tensor], tuple[int, int], list[int]]:
     """`count` samples of `length` tokens: BOS, a pass-key needle, document text, the question and
     the key as answer. Every answer has the same token count, so one position range covers them.
-    Returns (samples, (first answer position, length))."""
+    Returns (samples, (first answer position, length), the documents used: indices into `ids`)."""
     rng = random.Random(seed)
 
     def enc(text):
@@ -87,7 +87,8 @@ def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, 
     question = enc(QUESTION)
     answer_len = None
     out = []
-    docs = [d for d in ids if d]
+    docs = [i for i, d in enumerate(ids) if d]
+    used: set[int] = set()
     pos = 0
     for _ in range(count):
         for _ in range(1000):
@@ -102,14 +103,16 @@ def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, 
         body = length - len(head) - len(question) - len(ans)
         if body < 1:
             raise LongRopeError(f"target length {length} is too short for the needle objective")
-        if sum(len(d) for d in docs) < body:
+        if sum(len(ids[i]) for i in docs) < body:
             raise LongRopeError(f"the data holds too few tokens for needle samples of {length} tokens")
         text: list[int] = []
         while len(text) < body:  # documents in turn, joined when one is too short
-            text.extend(docs[pos % len(docs)])
+            i = docs[pos % len(docs)]
+            text.extend(ids[i])
+            used.add(i)
             pos += 1
         out.append(torch.tensor(head + text[:body] + question + ans, dtype=torch.long))
-    return out, (length - answer_len, length)
+    return out, (length - answer_len, length), sorted(used)
 
 
 # ---- data-parallel scoring --------------------------------------------------------------------

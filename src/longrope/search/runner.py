@@ -117,7 +117,7 @@ def _recorder(run: SearchRun):
             "base": w.base, "original": w.original, "scale": w.scale, "world": run.world,
             "critical_dim": run.critical_dim, "samples": len(run.samples), "sample_length": cfg.target_length,
             "answer_positions": list(run.positions) if run.positions else None,
-            "short_of": w.long.to_dict() if w.long is not None else None}
+            "short_of": w.long.to_dict() if w.long is not None else None, "documents": run.documents}
 
     def record(evo: dict, done: bool = False) -> None:
         run.bar.generation(evo)

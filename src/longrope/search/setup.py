@@ -60,6 +60,7 @@ class SearchRun:
     window: Window
     samples: list
     positions: tuple[int, int] | None  # the scored position range (needle objective), else None
+    documents: list[dict]  # the documents the samples hold, by name and token count (data.Tokenized.cite)
     critical_dim: int | None
     seeds: dict  # name -> factor vector: the exact methods', the carried one, later the descent's
     space: Space
@@ -98,7 +99,7 @@ def prepare(cfg: SearchConfig | None, out: str | Path, resume: bool = False, *, 
     rank, world, device = init_distributed(cfg.device)
     model, tokenizer = _load(cfg, device, model, tokenizer)
     w = window(cfg, model)
-    samples, positions = load_samples(cfg, tokenizer, model, cfg.docs)
+    samples, positions, documents = load_samples(cfg, tokenizer, model, cfg.docs)
     crit, seeds, space = space_and_seeds(cfg, w)
     bar = SearchProgress(progress and rank == 0, cfg,
                          baselines=len(seeds) + bool(w.long is not None and cfg.search_attention_scale),
@@ -106,7 +107,7 @@ def prepare(cfg: SearchConfig | None, out: str | Path, resume: bool = False, *, 
     store = for_search(cache, cfg, model, positions)
     info = state["info"] if state else {}
     run = SearchRun(cfg=cfg, out=out, resume=resume, rank=rank, world=world, model=model, window=w,
-                    samples=samples, positions=positions, critical_dim=crit, seeds=seeds, space=space,
+                    samples=samples, positions=positions, documents=documents, critical_dim=crit, seeds=seeds, space=space,
                     objective=None, store=store, bar=bar,
                     baselines=state["baselines"] if state else None, descent=info.get("descent"),
                     screen_samples=info.get("screen_samples"),
@@ -130,20 +131,22 @@ def _load(cfg: SearchConfig, device, model, tokenizer):
 
 
 def load_samples(cfg: SearchConfig, tok, model, count: int):
-    """(`count` samples of the target length, the scored position range or None) from cfg's data."""
-    from ..data import build_samples, load_documents, tokenize_documents
+    """(`count` samples of the target length, the scored position range or None, the documents they
+    hold by name and token count) from cfg's data."""
+    from ..data import build_samples, load_tokenized
     from .objective import needle_samples
 
-    docs = load_documents(cfg.data, cfg.split)
-    ids = tokenize_documents(docs, tok)
+    documents = load_tokenized(tok, cfg.data, cfg.split)
     bos = getattr(tok, "bos_token_id", None)
     if bos is None:
         bos = getattr(model.config, "bos_token_id", None)
     if cfg.objective == "needle":
-        return needle_samples(ids, tok, cfg.target_length, count, bos_id=bos, seed=cfg.seed)
-    s = build_samples(ids, cfg.target_length, count, mode=cfg.sample_mode, bos_id=bos,
+        samples, positions, used = needle_samples(documents.ids, tok, cfg.target_length, count, bos_id=bos,
+                                                  seed=cfg.seed)
+        return samples, positions, documents.cite(used)
+    s = build_samples(documents.ids, cfg.target_length, count, mode=cfg.sample_mode, bos_id=bos,
                       sep_id=getattr(tok, "eos_token_id", None), seed=cfg.seed)
-    return s.tensors, None
+    return s.tensors, None, documents.cite(s.used)
 
 
 def window(cfg: SearchConfig, model) -> Window:
