@@ -198,7 +198,8 @@ def run_tasks(args) -> int:
     if lengths is not None:
         res = harness.run_tasks_at_lengths(model, tok, tasks, lengths, limit=args.limit, batch_size=args.batch_size,
                                            seed=args.seed, allow_downloads=args.allow_downloads)
-        print(harness.tasks_table(res))
+        from ..eval.report import tasks_table
+        print(tasks_table(res))
         out = {"tasks": {t: {str(n): v for n, v in row.items()} for t, row in res.items()}}
     else:
         res = harness.run_tasks(model, tok, tasks, num_fewshot=args.num_fewshot, limit=args.limit,

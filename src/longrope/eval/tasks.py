@@ -243,34 +243,6 @@ def run_tasks(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | None
                    for k, v in metrics.items() if k != "alias"} for task, metrics in results.items()}
 
 
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
-def tasks_table(results: dict, *, corner: str = "task \\ length") -> str:
-    """Markdown table of {task: {length: accuracy}}: one row per task, one column per length."""
-    from .report import markdown_table
-
-    lengths = sorted({int(n) for row in results.values() for n in row})
-    rows = [[t] + [_pct(_get(row, n)) for n in lengths] for t, row in results.items()]
-    return markdown_table([corner] + [str(n) for n in lengths], rows)
-
-
-def tasks_method_table(by_method: dict) -> str:
-    """Markdown table of {method: {task: {length: accuracy}}}: rows task x method, columns lengths."""
-    rows = {}
-    for task in dict.fromkeys(t for res in by_method.values() for t in res):
-        for method, res in by_method.items():
-            if task in res:
-                rows[f"{task} / {method}"] = res[task]
-    return tasks_table(rows, corner="task / method")
-
-
-def _get(row: dict, n: int):
-    v = row.get(n, row.get(str(n)))
-    return None if v is None else float(v)
-
-
 def plot_tasks(by_method: dict, path, title: str = "RULER accuracy vs length"):
     """One panel per task, accuracy against length, one line per method; a PNG at `path`."""
     from pathlib import Path
