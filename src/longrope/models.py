@@ -100,6 +100,11 @@ def check_device(name: str | torch.device) -> torch.device:
     return dev
 
 
+def model_device(model) -> torch.device:
+    """Where the model's weights are (the CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def torch_dtype(name: str | torch.dtype) -> torch.dtype | str:
     if isinstance(name, torch.dtype) or name == "auto":
         return name

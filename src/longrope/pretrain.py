@@ -25,6 +25,7 @@ from typing import Any
 
 import torch
 
+from .data.passkey import KEY_MAX, KEY_MIN
 from .errors import LongRopeError
 from .io import atomic_dir, write_json
 from .lm_head import IGNORE, LMHead, shifted_targets, token_nll
@@ -89,7 +90,7 @@ class Batches:
         self.passkey_prompt, self.answer_ids = passkey_prompt, answer_ids
         self.bos, self.pad = tok.bos_token_id, tok.pad_token_id
         # the shortest prompt (no filler) with the longest key: every drawn length must reach it
-        self.min_len = len(tok(prompt_text(0, 0.0, 50000)[0])["input_ids"])
+        self.min_len = len(tok(prompt_text(0, 0.0, KEY_MAX)[0])["input_ids"])
         if cfg.passkey_share > 0 and self.min_len + 8 > cfg.window:
             raise LongRopeError(f"a {cfg.window}-token window cannot hold a passkey sample "
                                 f"(needs {self.min_len + 8} tokens); use --passkey-share 0")
@@ -102,7 +103,7 @@ class Batches:
 
     def passkey_sample(self) -> tuple[list[int], list[int], int]:
         w = self.cfg.window
-        key = 1 + self._rand(50000)
+        key = KEY_MIN + self._rand(KEY_MAX - KEY_MIN + 1)
         depth = self._rand(1001) / 1000
         answer = self.answer_ids(self.tok, key)
         lo = self.min_len

@@ -31,12 +31,11 @@ import glob
 import hashlib
 import json
 import os
-import sys
 import re
 import sysconfig
 from pathlib import Path
 
-from ..errors import LongRopeError
+from ..errors import LongRopeError, warn
 from .documents import SPLITS, Document
 
 ALL = "all"  # every document, unsplit (loud)
@@ -85,8 +84,8 @@ def _check_split(split: str) -> None:
 
 
 def _warn_all(what: str) -> None:
-    print(f"longrope: warning: split {ALL!r} takes every document of {what}: nothing is held out, so "
-          "search, training and evaluation may see the same documents", file=sys.stderr)
+    warn(f"split {ALL!r} takes every document of {what}: nothing is held out, so search, training and "
+         "evaluation may see the same documents")
 
 
 def is_tabular(text: str) -> bool:

@@ -15,11 +15,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..data.passkey import KEY_LINE, QUESTION
 from ..errors import LongRopeError
 from .space import Candidate
 
-NEEDLE = "The pass key is {k}. Remember it. {k} is the pass key."
-QUESTION = " What is the pass key? The pass key is"
 
 
 # ---- seeds and the critical dimension ---------------------------------------------------------
@@ -84,7 +83,7 @@ def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, 
     def enc(text):
         return list(tokenizer.encode(text, add_special_tokens=False))
 
-    question = enc(QUESTION)
+    question = enc(" " + QUESTION)  # after the document text, as the next sentence
     answer_len = None
     out = []
     docs = [i for i, d in enumerate(ids) if d]
@@ -99,7 +98,7 @@ def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, 
                 break
         else:  # pragma: no cover - tokenizers give five-digit numbers a steady length
             raise LongRopeError("cannot find pass keys of a steady token length for the needle objective")
-        head = ([bos_id] if bos_id is not None else []) + enc(NEEDLE.format(k=key) + " ")
+        head = ([bos_id] if bos_id is not None else []) + enc(KEY_LINE.format(k=key) + " ")
         body = length - len(head) - len(question) - len(ans)
         if body < 1:
             raise LongRopeError(f"target length {length} is too short for the needle objective")
