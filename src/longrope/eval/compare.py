@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import LongRopeError
 from .passkey import DEFAULT_DEPTHS, passkey_eval
-from .perplexity import perplexity
+from .perplexity import PplResult, perplexity
 from .results import CompareResult, MethodResult
 
 DEFAULT_METHODS = ("none", "pi", "ntk", "dynamic", "yarn")
@@ -214,12 +214,52 @@ def _samples(cfg: CompareConfig, tokenizer, ids, lengths, short):
     return samples, {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"}
 
 
-def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, short, progress, say) -> None:
+def prefix_lengths(scaling, lengths, window: int, stride: int | None) -> list[int]:
+    """The lengths whose truncate-mode figure is exactly a prefix of the longest pass: every position
+    of an n-token sample rotates as in the longest sample (the samples are prefixes of each other).
+    True for a scaling whose tables do not depend on the length, and for short/long factors above the
+    window (both passes use the long ones); not for dynamic NTK, nor for the model as loaded."""
+    top = max(lengths)
+    if scaling is None or stride is not None:
+        return []
+    if not scaling.length_dependent:
+        return [n for n in lengths if n < top]
+    return [n for n in lengths if window < n < top] if scaling.switches else []
+
+
+def _prefix_result(top: PplResult, n: int, window: int) -> PplResult:
+    """The figure at length n read off the longest pass's position ranges (see prefix_lengths)."""
+    whole = top.by_range[f"1-{n}"]
+    by_range = {k: top.by_range[k] for k in (f"0-{window}", f"{window}-{n}")} if n > window else {}
+    return PplResult(ppl=whole["ppl"], nll=whole["nll"], tokens=whole["tokens"], docs=top.docs, seconds=0.0,
+                     by_range=by_range)
+
+
+def _ppl_by_length(ppl, scaling, lengths, window, stride, progress) -> dict:
+    """{length: PplResult}: one pass at the longest length serves every prefix length."""
+    derived = prefix_lengths(scaling, lengths, window, stride)
+    top = max(lengths)
+    extra = [(1, n) for n in derived] + [(window, n) for n in derived if n > window]
+    out = {top: ppl(top, progress=progress, extra=extra)}
+    for n in lengths:
+        if n != top:
+            out[n] = _prefix_result(out[top], n, window) if n in derived else ppl(n, progress=progress)
+    for n in derived:  # the extra ranges are not part of the longest length's own figure
+        for key in (f"1-{n}", f"{window}-{n}"):
+            out[top].by_range.pop(key, None)
+    return out
+
+
+def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, short, progress, say,
+           scaling=None, window: int = 0) -> None:
     """Every evaluation of one method (already applied to `model`) into `r`. A new evaluation goes
     here (or in its own module called from here) and into a MethodResult field."""
+    by_length = _ppl_by_length(ppl, scaling, lengths, window, cfg.stride, progress)
     for n in lengths:
-        p = ppl(n, progress=progress)
+        p = by_length[n]
         r.ppl[n], r.ppl_detail[n], r.seconds[n] = p.ppl, p.to_dict(), p.seconds
+        if p.seconds == 0.0 and n != max(lengths):
+            r.ppl_detail[n]["prefix_of"] = max(lengths)
         tail = next((f", beyond the window {v['ppl']:.3f}" for k, v in p.by_range.items()
                      if not k.startswith("0-") and v.get("tokens")), "")
         say(f"  ppl @ {n}: {p.ppl:.3f}{tail} ({p.docs} docs, {p.tokens} tokens, {p.seconds:.1f} s)")
@@ -278,10 +318,10 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
         from ..data.passkey import passkey_prompt
         passkey_prompt(tokenizer, min(cfg.passkey_lengths or lengths), 0.5, 1)
 
-    def ppl(n, **kw):  # beyond the window, positions [window, n) are also scored on their own
-        beyond = [(0, window), (window, n)] if n > window and cfg.stride is None else None
+    def ppl(n, extra=(), **kw):  # beyond the window, positions [window, n) are also scored on their own
+        beyond = [(0, window), (window, n)] if n > window and cfg.stride is None else []
         return perplexity(model, samples[n], stride=cfg.stride, window=n if cfg.stride else None,
-                          batch_size=cfg.batch_size, chunk=cfg.chunk, positions=beyond, **kw)
+                          batch_size=cfg.batch_size, chunk=cfg.chunk, positions=beyond + list(extra) or None, **kw)
 
     was_patched = patch.current(model)
     results: dict[str, MethodResult] = {}
@@ -301,7 +341,7 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
             if scaling is not None:
                 patch.apply(model, scaling)
             results[label] = r = MethodResult(spec=spec, model=model_name)
-            _score(r, model, tokenizer, cfg, ppl, lengths, short, progress, say)
+            _score(r, model, tokenizer, cfg, ppl, lengths, short, progress, say, scaling=scaling, window=window)
     finally:
         patch.remove(model)
         if was_patched is not None:
