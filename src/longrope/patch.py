@@ -174,6 +174,24 @@ def rotary_override(model: nn.Module, make):
             setattr(parent, name, module)
 
 
+@contextlib.contextmanager
+def unscaled(model: nn.Module):
+    """Within the block `model` runs with its own (original) rotation; on exit the patch is back.
+    Two module swaps: the patch's tables are kept, not rebuilt (training swaps per micro-batch)."""
+    state = model.__dict__.get(_STATE)
+    if not state:
+        yield model
+        return
+    scaled = [getattr(parent, name) for parent, name, _ in state["modules"]]
+    for parent, name, module in state["modules"]:
+        setattr(parent, name, module)
+    try:
+        yield model
+    finally:
+        for (parent, name, _), module in zip(state["modules"], scaled):
+            setattr(parent, name, module)
+
+
 def _prepare_across_window(self, input_ids, *args, **kwargs):
     """At the first generation step longer than the original window, a cache built with the short
     factors is dropped (re-prefill) or re-rotated to the long factors. transformers >= 5.24 passes
