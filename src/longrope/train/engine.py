@@ -100,7 +100,7 @@ def _env_true(name: str) -> bool:
 
 def _requested_split(name: str) -> int:
     """accelerate's parallelism_config `cp_size` / `sp_size` as its launcher passes it."""
-    return int(os.environ.get(f"PARALLELISM_CONFIG_{name.upper()}", "1") or 1)
+    return int(os.environ.get(f"PARALLELISM_CONFIG_{name.upper()}_SIZE", "1") or 1)
 
 
 def make_engine(device: str, *, fsdp: bool = False, sequence_parallel: int = 1) -> Engine:
@@ -123,7 +123,7 @@ def make_engine(device: str, *, fsdp: bool = False, sequence_parallel: int = 1) 
     if (pc is not None and pc.sp_size > 1) or _requested_split("sp") > 1:
         raise LongRopeError("accelerate's parallelism_config sp_size is not used by `longrope finetune`: pass "
                             "--sequence-parallel N instead (DeepSpeed's Ulysses attention, set up by longrope)")
-    cp = pc.cp_size if pc is not None else _requested_split("cp")
+    cp = max(pc.cp_size if pc is not None else 1, _requested_split("cp"))
     if cp > 1 and kind != DistributedType.FSDP:
         raise LongRopeError(f"context parallelism (cp_size {cp}) runs only on CUDA with FSDP2 (flash / efficient "
                             f"SDPA kernels) and accelerate would run {kind.value} instead; on CPU use "
