@@ -151,6 +151,8 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
     saved = load_state(out) if resume and not _descent_only(out) else None
     # killed during the descent: its settings are in descent.json, resolved the same way
     cfg = _resolve_config(cfg, saved if saved is not None or not resume else read_descent(out))
+    import torch.distributed as dist
+    owns_group = not (dist.is_available() and dist.is_initialized())  # else a recipe holds it: left alone
     rank, world, device = init_distributed(cfg.device)
     model, tokenizer = _load(cfg, device, model, tokenizer)
     w = _window(cfg, model)
@@ -193,7 +195,7 @@ def run_search(cfg: SearchConfig | None, out: str | Path, *, resume: bool = Fals
     record(result.state, done=True)
     bar.close()
     return _finish(result, cfg, objective, store, w, crit=crit, baselines=baselines, rank=rank, world=world,
-                   prior=(prior, prior_fp, prior_hits), t0=t0, descent=descent)
+                   prior=(prior, prior_fp, prior_hits), t0=t0, descent=descent, owns_group=owns_group)
 
 
 def _descent_only(out: Path) -> bool:
@@ -272,14 +274,15 @@ def _recorder(out: Path, cfg: SearchConfig, space: Space, objective, bar, *, ran
 
     def record(evo: dict, done: bool = False) -> None:
         bar.generation(evo)
+        passes, hits = objective.counts()  # every rank takes part
         if rank != 0:
             return
         doc = {"format": FORMAT, "config": asdict(cfg), "info": info, "baselines": baselines,
                "seeds": {k: v.tolist() for k, v in seeds.items()}, "done": done,
                "seconds": seconds + time.time() - t0,
-               "scored_here": objective.docs_run,  # sample forward passes by rank 0, this run
-               # by rank 0 over every run of this search (resumes add up); hits: from the score cache
-               "forward_passes": prior_fp + objective.docs_run, "cache_hits": prior_hits + objective.cache_hits,
+               "scored_here": passes,  # sample forward passes by all processes, this run
+               # by all processes over every run of this search (resumes add up); hits: from the score cache
+               "forward_passes": prior_fp + passes, "cache_hits": prior_hits + hits,
                "evolution": evo}
         _write_outputs(out, doc, space, cfg, final=done)
         write_json(out / "state.json", doc)
@@ -294,24 +297,27 @@ def _recorder(out: Path, cfg: SearchConfig, space: Space, objective, bar, *, ran
 
 
 def _finish(result, cfg: SearchConfig, objective, store, w: Window, *, crit, baselines, rank, world,
-            prior, t0, descent=None) -> dict:
-    """The cost report, the distributed teardown, the non-finite check and the summary."""
+            prior, t0, descent=None, owns_group=True) -> dict:
+    """The cost report (all processes' passes), the distributed teardown (only by the run that joined
+    the group), the non-finite check and the summary."""
     from .cost import run_cost
 
     seconds, prior_fp, prior_hits = prior
-    cost = run_cost(cfg, result.evaluations, result.screened, prior_fp + objective.docs_run,
-                    prior_hits + objective.cache_hits, (descent or {}).get("passes", 0))
+    passes, hits = objective.counts()
+    cost = run_cost(cfg, result.evaluations, result.screened, prior_fp + passes, prior_hits + hits,
+                    (descent or {}).get("passes", 0))
     if world > 1:
         import torch.distributed as dist
         dist.barrier()  # no process leaves before rank 0 has written the outputs
-        dist.destroy_process_group()
+        if owns_group:
+            dist.destroy_process_group()
     if not math.isfinite(result.score):
         raise LongRopeError("every candidate scored a non-finite perplexity; check the model and data")
     return {"best": result.best.to_json(), "ppl": result.score, "baselines": baselines,
             "evaluations": result.evaluations, "screened": result.screened,
             "generations": result.generations, "stopped_early": result.stopped_early,
             "critical_dim": crit, "scale": w.scale, "original": w.original, "rank": rank, "world": world,
-            "forward_passes": objective.docs_run, "cache_hits": objective.cache_hits, "cost": cost,
+            "forward_passes": passes, "cache_hits": hits, "cost": cost,
             "descent": descent,
             "cache": str(store.path) if store is not None else None, "seconds": seconds + time.time() - t0}
 
