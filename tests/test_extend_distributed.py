@@ -30,13 +30,18 @@ def _ppl(out: Path) -> dict:
     return json.loads((out / "06-compare" / "results.json").read_text())["ppl"]
 
 
+def _torchrun() -> str:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun not installed")
+    return torchrun
+
+
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
 def test_extend_under_torchrun_gives_the_single_process_outputs_and_resumes(tmp_path):
     from safetensors.torch import load_file
 
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
-    if torchrun is None:
-        pytest.skip("torchrun not installed")
+    torchrun = _torchrun()
     model, data = save_tiny(tmp_path / "m"), write_texts(tmp_path / "docs", n=8, words=400)
     (tmp_path / "r.yaml").write_text(RECIPE)
     common = ["extend", "--recipe", str(tmp_path / "r.yaml"), "--model", str(model), "--data", str(data)]
@@ -56,7 +61,7 @@ def test_extend_under_torchrun_gives_the_single_process_outputs_and_resumes(tmp_
         torch.testing.assert_close(w2[k], w1[k], atol=1e-5, rtol=1e-4)
     exported = [(d / "05-export" / "model" / "config.json").read_text().replace(str(d), "DIR") for d in (one, two)]
     assert exported[0] == exported[1]
-    assert _ppl(two).keys() == _ppl(one).keys() == {"none", "yarn", "longrope"}
+    assert _ppl(two).keys() == _ppl(one).keys() == {"none", "yarn", "longrope"}  # the export dropped nothing: longrope
     for method, by_length in _ppl(one).items():
         for length, value in by_length.items():
             assert _ppl(two)[method][length] == pytest.approx(value, rel=1e-4)
@@ -70,3 +75,24 @@ def test_extend_under_torchrun_gives_the_single_process_outputs_and_resumes(tmp_
     assert proc.stderr.count("done earlier, skipped") == 3 and proc.stdout.count("done:") == 1
     assert (two / "04-short" / "factors.json").read_bytes() == before and (two / "06-compare" / "done.json").is_file()
     assert _ppl(two).keys() == _ppl(one).keys()
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")
+def test_a_folder_held_by_another_run_stops_every_rank_at_once(tmp_path):
+    """Only rank 0 takes the folder's lock; the others take its refusal instead of waiting for it."""
+    from longrope.io import RunLock
+
+    model, data = save_tiny(tmp_path / "m"), write_texts(tmp_path / "docs", n=4, words=200)
+    (tmp_path / "r.yaml").write_text(f"name: held\nstages:\n  - search: {{target_length: 64, {SEARCH}}}\n")
+    out = tmp_path / "held"
+    out.mkdir()
+    lock = RunLock(out)  # another run holds the folder
+    try:
+        proc = run_group([_torchrun(), "--standalone", "--nproc-per-node", "2", "-m", "longrope", "extend",
+                          "--recipe", str(tmp_path / "r.yaml"), "--model", str(model), "--data", str(data),
+                          "--out", str(out)], env=cli_env(1), timeout=300)
+    finally:
+        lock.release()
+    assert proc.returncode != 0
+    assert proc.stderr.count("is in use by another longrope run") == 2, proc.stderr[-3000:]  # both ranks
+    assert sorted(p.name for p in out.iterdir()) == [".longrope.lock"]  # nothing written
