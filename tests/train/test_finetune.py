@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from longrope import cli
+from longrope import cli, patch
 from longrope.train.config import FinetuneConfig, lr_factor
 from longrope.train.data import BatchPlan, short_pieces
 from longrope.train.loss import CausalLMLoss
@@ -156,18 +156,24 @@ def test_mixed_window_trains_short_pieces_with_the_original_rotation(assets, tmp
     cfg = FinetuneConfig(out="x", steps=50, batch_size=8, mixed_window=0.25, seed=1)
     flags = [f for s in range(50) for f in BatchPlan(torch.zeros(8, 4), cfg, 0, 1).short_flags(s)]
     assert 0.15 < sum(flags) / len(flags) < 0.35
-    seen = []  # (rotation in force, sequence length) of every forward pass
-    real = CausalLMLoss.forward
+    seen, modules = [], set()  # (rotation in force, sequence length) of every forward pass; patch modules
+    real, real_apply, applied = CausalLMLoss.forward, patch.apply, []
 
     def spy(self, input_ids, *a, **k):
         rotary = self.lm.get_decoder().rotary_emb  # the patch's module, or the model's own swapped in
         seen.append((rotary.scaling.describe() if hasattr(rotary, "scaling") else "original", input_ids.shape[1]))
+        if hasattr(rotary, "scaling"):
+            modules.add(id(rotary))
         return real(self, input_ids, *a, **k)
 
     monkeypatch.setattr(CausalLMLoss, "forward", spy)
+    monkeypatch.setattr(patch, "apply", lambda *a, **k: applied.append(1) or real_apply(*a, **k))
     model, texts, cache = assets
     assert cli.main(args(model, texts, cache, tmp_path / "o", "--mixed-window", "0.5", steps=4)) == 0
     assert set(seen) == {("original", 32), ("yarn:2", 64)}, seen
+    # the patch is applied once: a short micro-batch swaps the model's own module in and back, and
+    # every long pass runs the same patch module (its tables are not rebuilt)
+    assert len(applied) == 1 and len(modules) == 1
 
 
 @pytest.mark.parametrize("change, message", [
