@@ -17,7 +17,7 @@ def test_spec_strings():
     assert parse_spec("pi", default_factor=6).factor == 6
     assert parse_spec("none").method == "none" and parse_spec(None).method == "none"
     for bad, msg in (("pi", "needs a factor"), ("pi:x", "bad scale factor"), ("nope:2", "unknown scaling"),
-                     ("pi:-2", "positive"), ("yarn:4:gamma=1", "takes no option"), ("longrope", "factor file")):
+                     ("pi:-2", "number from 1"), ("yarn:4:gamma=1", "takes no option"), ("longrope", "factor file")):
         with pytest.raises(LongRopeError, match=msg):
             parse_spec(bad)
 
@@ -67,8 +67,8 @@ def test_public_factor_file_scale_comes_from_the_target_not_the_largest_factor(t
 
 
 @pytest.mark.parametrize("content,msg", [
-    ("1.0\nabc\n", "not a number"), ("", "empty"), ("1.0\n-2\n", "finite and positive"),
-    ("1.0\nnan\n", "finite and positive"), ('{"format": "longrope-scaling", "method": "warp"}', "unknown scaling"),
+    ("1.0\nabc\n", "not a number"), ("", "empty"), ("1.0\n-2\n", "numbers from 0.001"),
+    ("1.0\nnan\n", "numbers from 0.001"), ('{"format": "longrope-scaling", "method": "warp"}', "unknown scaling"),
     ("{bad json", "bad JSON"), ('{"model_type": "llama"}', "no rope_scaling"),
 ])
 def test_bad_factor_files(tmp_path, content, msg):

@@ -9,8 +9,9 @@ import time
 import pytest
 import torch
 
-from longrope import cli
-from longrope.train.finetune import BatchPlan, FinetuneConfig, lr_factor, short_pieces
+from longrope import cli, patch
+from longrope.train.config import FinetuneConfig, lr_factor
+from longrope.train.data import BatchPlan, short_pieces
 from longrope.train.loss import CausalLMLoss
 from tests.train.common import ft_args as args
 from tests.helpers import cli_env, losses, make_tiny, run_group, spawn, torch_threads
@@ -150,25 +151,29 @@ def test_killed_finetune_resumes_and_finishes(assets, tmp_path):
 
 
 def test_mixed_window_trains_short_pieces_with_the_original_rotation(assets, tmp_path, monkeypatch):
-    import longrope
-
     x = torch.arange(2 * 70).reshape(2, 70)
     assert torch.equal(short_pieces(x, 32), torch.cat([x[:, :32], x[:, 32:64]], dim=1).reshape(4, 32))
     cfg = FinetuneConfig(out="x", steps=50, batch_size=8, mixed_window=0.25, seed=1)
     flags = [f for s in range(50) for f in BatchPlan(torch.zeros(8, 4), cfg, 0, 1).short_flags(s)]
     assert 0.15 < sum(flags) / len(flags) < 0.35
-    seen = []  # (scaling in force, sequence length) of every forward pass
-    real = CausalLMLoss.forward
+    seen, modules = [], set()  # (rotation in force, sequence length) of every forward pass; patch modules
+    real, real_apply, applied = CausalLMLoss.forward, patch.apply, []
 
     def spy(self, input_ids, *a, **k):
-        s = longrope.patch.current(self.lm)
-        seen.append((s.describe() if s else "original", input_ids.shape[1]))
+        rotary = self.lm.get_decoder().rotary_emb  # the patch's module, or the model's own swapped in
+        seen.append((rotary.scaling.describe() if hasattr(rotary, "scaling") else "original", input_ids.shape[1]))
+        if hasattr(rotary, "scaling"):
+            modules.add(id(rotary))
         return real(self, input_ids, *a, **k)
 
     monkeypatch.setattr(CausalLMLoss, "forward", spy)
+    monkeypatch.setattr(patch, "apply", lambda *a, **k: applied.append(1) or real_apply(*a, **k))
     model, texts, cache = assets
     assert cli.main(args(model, texts, cache, tmp_path / "o", "--mixed-window", "0.5", steps=4)) == 0
     assert set(seen) == {("original", 32), ("yarn:2", 64)}, seen
+    # the patch is applied once: a short micro-batch swaps the model's own module in and back, and
+    # every long pass runs the same patch module (its tables are not rebuilt)
+    assert len(applied) == 1 and len(modules) == 1
 
 
 @pytest.mark.parametrize("change, message", [
@@ -211,7 +216,7 @@ def test_bf16_autocast_trains_close_to_float32(assets, tmp_path):
 def test_passkey_share_puts_answered_prompts_into_the_training_samples(assets, tmp_path):
     from longrope.data.passkey import QUESTION
     from longrope.models import load_tokenizer
-    from longrope.train.finetune import training_samples
+    from longrope.train.data import training_samples
 
     model, texts, cache = assets
     tok = load_tokenizer(str(model))

@@ -52,9 +52,13 @@ def require_harness():
     """The `lm_eval` module, or a one-line LongRopeError saying how to install it."""
     try:
         import lm_eval
-        from lm_eval.models.huggingface import HFLM  # noqa: F401
     except ImportError:
         raise LongRopeError(INSTALL_HINT) from None
+    try:  # the harness's HF model imports accelerate (and more) at import time
+        from lm_eval.models.huggingface import HFLM  # noqa: F401
+    except ImportError as e:
+        raise LongRopeError(f"lm-evaluation-harness is installed but its Hugging Face model cannot be "
+                            f"imported ({e}); install the eval extra: pip install 'longrope[eval]'") from None
     return lm_eval
 
 

@@ -218,6 +218,16 @@ class Objective:
         nll = sum(nlls) / len(nlls)
         return math.exp(nll) if nll < 700 else (float("inf") if nll == nll else nll)
 
+    def counts(self) -> tuple[int, int]:
+        """(sample forward passes, cache hits) of every process together; collective under a launcher."""
+        if self.world == 1:
+            return self.forward_passes, self.cache_hits
+        import torch.distributed as dist
+
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, (self.forward_passes, self.cache_hits))
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
+
     def score_many(self, items: list[tuple], docs: int | None = None) -> list[float]:
         """Scores of [(scaling, cache key), ...] on the first `docs` samples, gathered over ranks."""
         n = len(self.samples) if docs is None else docs
