@@ -78,6 +78,12 @@ def test_loss_decreases_and_the_output_folder_is_complete(assets, tmp_path, caps
     assert scaling.provenance["finetuned"]["passkey_share"] == 0.0
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["steps"] == 12 and summary["tokens_seen"] == 12 * 2 * 63 and summary["processes"] == 1
+    # it names the training documents it used (all from the train split), with their token counts
+    names = {d["name"] for d in summary["documents"]}
+    assert names and all(d["tokens"] > 0 for d in summary["documents"])
+    from longrope.data import load_documents
+    assert names <= {d.name for d in load_documents(str(texts), "train")}
+    assert not names & {d.name for d in load_documents(str(texts), "test")}
     tuned, base = load_model(out), load_model(model)
     assert not torch.equal(tuned.lm_head.weight, base.lm_head.weight)
     assert (out / "tokenizer.json").is_file()
@@ -222,15 +228,15 @@ def test_passkey_share_puts_answered_prompts_into_the_training_samples(assets, t
     tok = load_tokenizer(str(model))
     cfg = FinetuneConfig(out=str(tmp_path / "o"), model=str(model), data=str(texts), cache_dir=str(cache),
                          length=600, steps=4, batch_size=2, passkey_share=0.5)
-    plain = training_samples(FinetuneConfig(**{**cfg.__dict__, "passkey_share": 0.0}), tok)
-    mixed = training_samples(cfg, tok)
+    plain, _ = training_samples(FinetuneConfig(**{**cfg.__dict__, "passkey_share": 0.0}), tok)
+    mixed, _ = training_samples(cfg, tok)
     assert mixed.shape == plain.shape == (8, 600)
     texts_out = [tok.decode(r) for r in mixed]
     with_key = [t for t in texts_out if QUESTION in t]
     assert len(with_key) == 4
     assert all(t.split(QUESTION, 1)[1].startswith(" " + t.split("The pass key is ", 1)[1].split(".")[0] + ".")
                for t in with_key)  # the answer follows the question
-    assert torch.equal(training_samples(cfg, tok), mixed)
+    assert torch.equal(training_samples(cfg, tok)[0], mixed)
     # the share is part of the trajectory: a resume with another share is refused
     assert "passkey_share" in cfg.fingerprint()
 

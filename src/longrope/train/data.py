@@ -8,12 +8,13 @@ from ..errors import LongRopeError
 from .config import FinetuneConfig
 
 
-def training_samples(cfg: FinetuneConfig, tok) -> torch.Tensor:
-    """[n, length] token ids: documents joined with EOS BOS into BOS-first samples (seeded)."""
-    from ..data import build_samples, load_documents, tokenize_documents
+def training_samples(cfg: FinetuneConfig, tok) -> tuple[torch.Tensor, list[dict]]:
+    """[n, length] token ids: documents joined with EOS BOS into BOS-first samples (seeded), and the
+    documents they hold by name and token count (what finetune.json cites)."""
+    from ..data import build_samples, load_tokenized
 
-    docs = load_documents(cfg.data, split=cfg.split)
-    ids = tokenize_documents(docs, tok, cfg.cache_dir)
+    documents = load_tokenized(tok, cfg.data, cfg.split, cfg.cache_dir)
+    ids = documents.ids
     bos, eos = tok.bos_token_id, tok.eos_token_id
     try:  # enough data for every step without repeating: build just that many
         samples = build_samples(ids, cfg.length, cfg.steps * cfg.batch_size, mode="join", bos_id=bos,
@@ -27,7 +28,7 @@ def training_samples(cfg: FinetuneConfig, tok) -> torch.Tensor:
     if cfg.passkey_share > 0:
         from ..data.passkey import mix_passkey_samples
         stacked = mix_passkey_samples(tok, stacked, cfg.passkey_share, seed=cfg.seed)
-    return stacked
+    return stacked, documents.cite(samples.used)
 
 
 class BatchPlan:

@@ -59,6 +59,7 @@ class _Loaded:
     original: int  # the model's pre-trained window
     samples: torch.Tensor  # [n, length]
     teacher: PreTrainedModel | None  # the frozen starting model when distilling
+    documents: list[dict]  # the training documents the samples hold, by name and token count
 
 
 @dataclass
@@ -102,7 +103,8 @@ def _load(cfg: FinetuneConfig) -> _Loaded:
     scaling = parse_spec(cfg.scaling, default_factor=cfg.length / original)
     teacher = frozen_copy(lm, cfg.bf16) if cfg.distill > 0 else None
     apply(lm, scaling)
-    return _Loaded(lm, tok, scaling, original, training_samples(cfg, tok), teacher)
+    samples, documents = training_samples(cfg, tok)
+    return _Loaded(lm, tok, scaling, original, samples, teacher, documents)
 
 
 def _check_split(cfg: FinetuneConfig, data: _Loaded, engine: Engine) -> None:
@@ -292,7 +294,7 @@ def _summary(r: _Run, last: dict) -> dict:
             # parameter elements each process held while training: its shards under FSDP / ZeRO-3
             "parameters": sum(p.numel() for p in r.data.lm.parameters()),
             "parameters_per_process": [int(v) for v in engine.acc.gather(held).tolist()],
-            "samples": len(r.data.samples), "steps": r.step, "tokens_seen": r.tokens,
+            "samples": len(r.data.samples), "documents": r.data.documents, "steps": r.step, "tokens_seen": r.tokens,
             "final_loss": last.get("loss"), "seconds": last.get("seconds", r.seconds), "torch": torch.__version__}
 
 
