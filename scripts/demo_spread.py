@@ -4,8 +4,9 @@
         --out docs/results/builtin-8x-spread
 
 Each (seed, threads) pair is one `longrope extend --recipe builtin-8x` run with the recipe's seed
-replaced (the search, the samples and the passkeys all follow it) and OMP_NUM_THREADS set; a run
-folder that exists is resumed (finished runs are skipped). The summary gives, per method and length,
+replaced (the search, the samples and the passkeys all follow it), OMP_NUM_THREADS set and a score
+cache of its own (no run reuses another's scores); a run folder that exists is resumed (finished
+runs are skipped). The summary gives, per method and length,
 the median and range of perplexity over the runs, and passkey accuracy pooled over the runs with its
 95% Wilson interval next to the range of the per-run accuracies. `expected.json` holds the ranges
 `make demo` compares a new run against (`scripts/demo_check.py`).
@@ -46,7 +47,10 @@ def run_one(recipe: str, seed: int, threads: int, folder: Path) -> Path:
     path.write_text(yaml.safe_dump(doc, sort_keys=False), encoding="utf-8")
     results = next(folder.glob("*-compare/results.json"), None) if folder.is_dir() else None
     if results is None:
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        # a cache of its own: a score cached by a run at another thread count would hide exactly the
+        # float differences this spread measures (the cache keys a candidate, not how it was computed)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+               "LONGROPE_CACHE_DIR": str(folder.parent / f"{folder.name}.cache")}
         cmd = [sys.executable, "-m", "longrope", "extend", "--recipe", str(path), "--out", str(folder)]
         if folder.exists():
             cmd.append("--resume")
