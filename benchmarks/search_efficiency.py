@@ -28,17 +28,17 @@ from longrope.errors import LongRopeError
 
 
 def _reuse(ref: Path, cfg) -> dict:
-    from longrope.search.runner import load_state
+    from longrope.search.state import load_state
 
     doc = load_state(ref)
     if not doc.get("done"):
         raise LongRopeError(f"{ref} holds an unfinished search")
     from longrope.search.cost import doc_cost
-    from longrope.search.runner import SEARCH_KEYS, SearchConfig
+    from longrope.search.config import PRESET_FIELDS, SearchConfig
 
-    saved = SearchConfig(**doc["config"]).resolved()
+    saved = SearchConfig.from_saved(doc["config"]).resolved()
     for k in ("model", "data", "split", "target_length", "docs", "seed", "preset", "objective", "dtype",
-              "screen_pick", "step", *SEARCH_KEYS, "descent_lr", "descent_lr_end"):
+              "screen_pick", "step", *PRESET_FIELDS, "descent_lr", "descent_lr_end"):
         mine, theirs = getattr(saved, k), getattr(cfg, k)
         if k == "data":  # no --data is the built-in corpus
             mine, theirs = mine or "builtin", theirs or "builtin"
@@ -58,12 +58,12 @@ def _test_ppl(model, tok, cfg, factors: Path, docs: int, split: str) -> float:
     """Perplexity of the searched factors on `docs` documents of `split` at the target length."""
     import dataclasses
 
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
     from longrope.search.objective import Objective
-    from longrope.search.runner import _samples
+    from longrope.search.setup import load_samples
 
     tcfg = dataclasses.replace(cfg, split=split, docs=docs)
-    samples, positions = _samples(tcfg, tok, model, docs)
+    samples, positions, _ = load_samples(tcfg, tok, model, docs)
     sc = load_scaling(factors)
     obj = Objective(model, samples, original=sc.original_max_position, target=cfg.target_length,
                     positions=positions, chunk=cfg.chunk)
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from longrope.models import load_model, load_tokenizer
     from longrope.patch import rope_dims
-    from longrope.search.runner import SearchConfig, run_search
+    from longrope.search.config import SearchConfig
+    from longrope.search.runner import run_search
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -20,7 +20,8 @@ import torch
 
 from longrope.models import load_model, load_tokenizer
 from longrope.search.objective import Objective
-from longrope.search.runner import SearchConfig, _samples
+from longrope.search.config import SearchConfig
+from longrope.search.setup import load_samples
 from longrope.search.space import Candidate
 
 
@@ -57,7 +58,7 @@ def main() -> None:
     cands = [Candidate(tuple(e["factors"]), e["n_hat"], e["attn"]) for e in pick]
     model, tok = load_model("builtin"), load_tokenizer("builtin")
     cfg = SearchConfig(target_length=a.target_length, docs=1).resolved()
-    sample = _samples(cfg, tok, model, 1)[0][0]
+    sample = load_samples(cfg, tok, model, 1)[0][0]
     out = {"full": full}
     rungs = (("doc0_fp32", torch.float32, None), ("doc0_bf16", torch.bfloat16, None),
              ("doc0_first_half", torch.float32, a.target_length // 2))

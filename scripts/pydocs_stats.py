@@ -9,7 +9,8 @@ import json
 import time
 
 from longrope.data import prose
-from longrope.data.sources import SPLITS, is_tabular, load_builtin, split_of, stdlib_files
+from longrope.data.documents import SPLITS
+from longrope.data.sources import is_tabular, load_builtin, split_of, stdlib_files
 from longrope.io import write_json
 from longrope.models import load_tokenizer
 

@@ -14,7 +14,8 @@ import time
 import torch
 
 from longrope import patch
-from longrope.eval.compare import load_token_ids, make_samples
+from longrope.data import load_tokenized
+from longrope.eval.compare import make_samples
 from longrope.eval.perplexity import perplexity
 from longrope.models import load_model, load_tokenizer
 
@@ -46,7 +47,7 @@ def main() -> None:
     ap.add_argument("--split", default="validation")
     args = ap.parse_args()
     tok = load_tokenizer("smollm2")
-    ids = load_token_ids(tok, "pydocs", args.split)
+    ids = load_tokenized(tok, "pydocs", args.split).ids
     sample = make_samples(ids, tok, 16384, 1, seed=0).tensors[0]
     models = {}
     for dtype in ("float32", "bfloat16"):

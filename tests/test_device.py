@@ -112,15 +112,15 @@ def test_finetune_on_the_device(cuda, files, tmp_path, extra, monkeypatch):
     # device is taken to be the pretend one (prepare() moves the model there, batches follow)
     monkeypatch.setattr(accelerate.Accelerator, "device", property(lambda self: torch.device("cuda", 0)))
     made = []
-    real = engine.make_accelerator
-    monkeypatch.setattr(engine, "make_accelerator", lambda device: made.append(real(device)) or made[-1])
+    real = engine.make_engine
+    monkeypatch.setattr(engine, "make_engine", lambda device, **kw: made.append(real(device, **kw)) or made[-1])
 
     cfg = FinetuneConfig(out=str(tmp_path / "ft"), model=str(files[0]), data=str(files[1]),
                          cache_dir=str(files[2]), scaling="yarn:2", length=64, steps=2, batch_size=2, lr=1e-3,
                          device="cuda", checkpoint_every=1, **extra)
     s = finetune(cfg, progress=False)
     assert s["steps"] == 2 and s["final_loss"] > 0
-    assert made[0].device.type == "cuda"  # accelerate took the pretend device: the run was on it
+    assert made[0].acc.device.type == "cuda"  # accelerate took the pretend device: the run was on it
     assert torch.backends.cuda.matmul.allow_tf32  # TF32 on, as on a real GPU
 
 

@@ -1,7 +1,7 @@
 """`longrope inspect`: factor table and PNG."""
 from longrope.cli import main
 from longrope.inspect_scaling import Dims, factor_table
-from longrope.rope.scaling import parse_spec
+from longrope.rope.spec import parse_spec
 
 
 def test_factor_table_regimes():

@@ -54,11 +54,12 @@ def _stock_ppl(folder: Path, data: Path, lengths: list[int], docs: int, seed: in
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from longrope.eval.compare import load_token_ids, make_samples
+    from longrope.data import load_tokenized
+    from longrope.eval.compare import make_samples
 
     model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
     tok = AutoTokenizer.from_pretrained(folder)
-    base = make_samples(load_token_ids(tok, str(data), "test"), tok, max(lengths), docs, seed=seed)
+    base = make_samples(load_tokenized(tok, str(data), "test").ids, tok, max(lengths), docs, seed=seed)
     out = {}
     for n in lengths:
         nll, count = 0.0, 0

@@ -59,10 +59,10 @@ def test_dry_run_on_a_local_model_reads_its_config(tmp_path, capsys):
 
 def test_dry_run_states_the_search_cost_the_search_log_will(tmp_path, capsys):
     from longrope.search.cost import search_cost
-    from longrope.search.runner import SearchConfig
+    from longrope.search.config import SearchConfig
     out = _dry_run_plan(tmp_path, capsys, "  - search: {target_length: 128, docs: 3, preset: paper, iterations: 2}\n")
     cfg = SearchConfig(target_length=128, docs=3, preset="paper", iterations=2).resolved()
-    cost = search_cost(cfg, 128, 3)
+    cost = search_cost(cfg)
     assert f"<= {cost['evaluations']:,} full evaluations, {cost['forward_passes']:,} forward-pass equivalents" in out
     assert f"{cost['tokens']:,} tokens" in out and "GPU-h at the paper's scale" in out
     assert cost["forward_passes"] == (cfg.population + 2 * (cfg.mutations + cfg.crossovers) + 3) * 3
@@ -70,8 +70,7 @@ def test_dry_run_states_the_search_cost_the_search_log_will(tmp_path, capsys):
     (tmp_path / "d").mkdir()
     out = _dry_run_plan(tmp_path / "d", capsys, "  - search: {target_length: 128, docs: 3, preset: paper, iterations: 2,"
                                           " descent_steps: 5}\n")
-    cost = search_cost(SearchConfig(target_length=128, docs=3, preset="paper", iterations=2, descent_steps=5).resolved(),
-                       128, 3)
+    cost = search_cost(SearchConfig(target_length=128, docs=3, preset="paper", iterations=2, descent_steps=5))
     assert cost["descent_passes"] == 15 and cost["pass_equivalents"] == cost["forward_passes"] + 45
     assert f"after 5 descent steps (15 forward + backward passes), {cost['pass_equivalents']:,.0f} forward-pass" in out
 
@@ -190,7 +189,7 @@ def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
     assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "yarn (final model)", "longrope"}  # no export stage
     assert results["ppl"]["yarn (final model)"]["96"] != results["ppl"]["yarn"]["96"]
     # seed_from: previous -- the 64-token factors, carried to 96 tokens, seed the second search
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
     from longrope.search.objective import carry_factors
     first = load_scaling(tmp_path / "out" / "01-search" / "factors.json")
     state = json.loads((tmp_path / "out" / "03-search" / "state.json").read_text())

@@ -65,3 +65,30 @@ def test_shipped_recipe_shrunk_runs_to_the_end(name, tmp_path, forced_n_hat):
     assert exported["rope_parameters"]["rope_type"] == "longrope"
     results = json.loads((out / recipe.stages[-1].name / "results.json").read_text())
     assert "longrope" in results["ppl"] and set(results["ppl"]["longrope"]) == {"256", "384"}
+
+
+MISTRAL_7B_V01 = {  # Mistral-7B-v0.1's config.json as published (the weights are not needed for a dry run)
+    "architectures": ["MistralForCausalLM"], "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu",
+    "hidden_size": 4096, "intermediate_size": 14336, "max_position_embeddings": 32768, "model_type": "mistral",
+    "num_attention_heads": 32, "num_hidden_layers": 32, "num_key_value_heads": 8, "rms_norm_eps": 1e-05,
+    "rope_theta": 10000.0, "sliding_window": 4096, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "vocab_size": 32000}
+
+
+def test_mistral_recipe_dry_run_on_a_config_only_folder_states_memory_per_gpu(tmp_path, capsys):
+    """The recipe as shipped, on Mistral-7B-v0.1's own config: the 8,192-token window (not the config's
+    32,768), the sliding window turned off, memory per GPU for every stage that holds the model."""
+    import json
+
+    from longrope.cli import main
+
+    folder = tmp_path / "Mistral-7B-v0.1"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(MISTRAL_7B_V01))
+    assert main(["extend", "--recipe", "mistral-7b-128k", "--model", str(folder), "--out", str(tmp_path / "run"),
+                 "--dry-run"]) == 0
+    plan = capsys.readouterr().out
+    assert "window 8192" in plan and "sliding window is turned off" in plan
+    assert plan.count("per GPU") >= 5 and "FSDP over 8 GPUs" in plan and "every stage fits" in plan
+    assert "131072 tokens (s = 16)" in plan
+    assert not (tmp_path / "run").exists()

@@ -206,6 +206,8 @@ def virtual_cuda(monkeypatch):
         monkeypatch.setattr(torch.cuda, stat, lambda *a, **k: 0)
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a, **k: None)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda *a, **k: None)
+    # (free, total) of the pretend GPU: an H100's 80 GiB, so memory checks take the CUDA path
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a, **k: (80 << 30, 80 << 30))
     monkeypatch.setattr(nn.Module, "to", _module_mover(nn.Module.to, _to_dest))
     monkeypatch.setattr(nn.Module, "cuda", _module_mover(nn.Module.cuda, lambda a, k: True))
     monkeypatch.setattr(nn.Module, "cpu", _module_mover(nn.Module.cpu, lambda a, k: False))

@@ -16,7 +16,7 @@ def __getattr__(name):  # lazy: `import longrope` stays light, the CLI starts fa
         from .rope.scaling import Scaling
         return Scaling
     if name == "load_scaling":
-        from .rope.scaling import load_scaling
+        from .rope.files import load_scaling
         return load_scaling
     if name in ("apply", "remove"):
         from . import patch

@@ -22,7 +22,8 @@ from .errors import LongRopeError
 from .io import atomic_dir, write_json
 from .models import load_model, load_tokenizer, resolve
 from .patch import rope_dims
-from .rope.scaling import Scaling, parse_spec
+from .rope.scaling import Scaling
+from .rope.spec import parse_spec
 
 
 def stock_form(scaling: Scaling, drop_n_hat: bool = False, drop_short_attention: bool = False,
@@ -40,10 +41,7 @@ def stock_form(scaling: Scaling, drop_n_hat: bool = False, drop_short_attention:
                             f"short_attention={scaling.short_attention} cannot be expressed: pass "
                             "drop_short_attention=True (CLI: --drop-short-attention) to export with the long "
                             "one at every length")
-    out = replace(scaling, n_hat=0, short_attention=None)
-    if portable and scaling.method == "longrope":
-        out = replace(out, short_factor=None)
-    return out
+    return replace(scaling, n_hat=0, short_attention=None, **({"short_factor": None} if portable else {}))
 
 
 def dropped_parts(scaling: Scaling, portable: bool = False) -> dict:

@@ -129,9 +129,7 @@ def load_config(path: Path):
 
 
 def _check_rope(path: Path, cfg, arch: str) -> None:
-    from .models import text_config
-
-    text = text_config(cfg)
+    text = cfg.get_text_config()  # a transformers config: its language-model part
     rope = getattr(text, "rope_parameters", None) or {}
     if not rope and getattr(text, "rope_theta", None) is None:
         raise LongRopeError(f"{path}: the {arch!r} architecture has no rotary position embedding (RoPE); "

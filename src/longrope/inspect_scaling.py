@@ -6,8 +6,9 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from .rope.methods import base_inv_freq, factors_of
-from .rope.scaling import Scaling, parse_spec
+from .rope.basis import base_inv_freq, factors_of
+from .rope.scaling import Scaling
+from .rope.spec import parse_spec
 
 
 @dataclass

@@ -185,6 +185,11 @@ def use_tensor_cores(device: str | torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = True
 
 
+def model_device(model) -> torch.device:
+    """Where the model's weights are (the CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def torch_dtype(name: str | torch.dtype) -> torch.dtype | str:
     if isinstance(name, torch.dtype) or name == "auto":
         return name

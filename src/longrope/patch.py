@@ -22,8 +22,9 @@ from torch import nn
 
 from .errors import LongRopeError
 from .models import rope_config
-from .rope.methods import base_inv_freq
-from .rope.scaling import Scaling, parse_spec
+from .rope.basis import base_inv_freq
+from .rope.scaling import Scaling
+from .rope.spec import parse_spec
 from .rope.tables import rotary_tables
 
 _STATE = "_longrope_state"
@@ -170,6 +171,24 @@ def rotary_override(model: nn.Module, make):
         yield model
     finally:
         for parent, name, module in swapped:
+            setattr(parent, name, module)
+
+
+@contextlib.contextmanager
+def unscaled(model: nn.Module):
+    """Within the block `model` runs with its own (original) rotation; on exit the patch is back.
+    Two module swaps: the patch's tables are kept, not rebuilt (training swaps per micro-batch)."""
+    state = model.__dict__.get(_STATE)
+    if not state:
+        yield model
+        return
+    scaled = [getattr(parent, name) for parent, name, _ in state["modules"]]
+    for parent, name, module in state["modules"]:
+        setattr(parent, name, module)
+    try:
+        yield model
+    finally:
+        for (parent, name, _), module in zip(state["modules"], scaled):
             setattr(parent, name, module)
 
 

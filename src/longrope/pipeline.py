@@ -6,6 +6,11 @@ later stages need (the typed `Context`: current model folder, current factor fil
 (search state.json, finetune checkpoints), but only when DIR/recipe.json's fingerprint (the
 recipe, the model's and the data's identities) matches this run's; a mismatch is refused.
 
+Under `torchrun` / `accelerate launch` every rank runs the loop in one process group for the whole
+recipe (`processes.Group`: joined here, left here; the search and finetune stages use it and leave
+it alone). Search and finetune run on every rank (they share the work); the folder's lock and
+marker, recipe.json, the stage markers, export and compare are rank 0's, and the others wait for it.
+
 Each stage's options are its component's config dataclass (SearchConfig, FinetuneConfig,
 ExportConfig, CompareConfig); `validate` builds and checks all of them, and the stages against each
 other, before the first stage runs. `device`/`dtype` at the recipe's top level apply to every stage
@@ -18,8 +23,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from .errors import LongRopeError
 from .io import write_json
@@ -32,18 +38,119 @@ KIND = "extend"  # the kind of an extend folder's marker (io.prepare_output)
 
 
 # -- running ---------------------------------------------------------------------------------
+def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print,
+        model: str | None = None, data: str | None = None, device: str | None = None,
+        dtype: str | None = None, trust_remote_code: bool = False) -> Context:
+    """Run the recipe's stages in order under `out` (locked while it runs); returns the final context.
+    The keyword arguments are extend's flags (recipe.prepare). Under a launcher every rank runs this:
+    one process group for the whole recipe (`processes.Group`), rank 0 writes."""
+    from .fingerprint import run_fingerprint
+    from .io import LOCK, mark_finished
+    from .processes import Group
+    out = Path(out)
+    prepare(recipe, model=model, data=data, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    check_data(recipe)
+    cuda = _check_devices_here(recipe)
+    stages_doc = {k: v for k, v in recipe_doc(recipe).items() if k not in ("model", "data")}
+    fingerprint = run_fingerprint(stages_doc, recipe.model, recipe.data)  # model, data: by identity
+    group = Group.join(cuda)
+    log = log if group.main else (lambda msg: None)
+    fresh = group.agree(not (out.is_dir() and any(p.name != LOCK for p in out.iterdir())))
+    if not fresh and not resume:
+        raise LongRopeError(f"{out} is not empty; pass --resume to continue it or choose a new --out")
+    with _claim(out, group, resume=not fresh):  # the lock: one run at a time
+        if not fresh:
+            _check_resume(out, fingerprint)
+        elif group.main:
+            write_json(out / "recipe.json", {"format": FORMAT, "recipe": recipe_doc(recipe),
+                                             "fingerprint": fingerprint})
+        group.wait()
+        if recipe.original_window:  # every stage, the export and compare's baselines see that window
+            from .models import with_window
+            if group.main:  # a copy of the config (the weights linked) that rank 0 writes, the others read
+                with_window(recipe.model, recipe.original_window, out / "base-model")
+            group.wait()
+            recipe.model = str(out / "base-model")
+        ctx = Context(model=recipe.model)
+        for stage in recipe.stages:
+            _run_stage(recipe, stage, ctx, out, resume, log, group)
+        if group.main:
+            mark_finished(out)
+    group.leave()
+    return ctx
+
+
+@contextmanager
+def _claim(out: Path, group, *, resume: bool) -> Iterator[None]:
+    """Rank 0 takes the folder (`io.prepare_output`: its marker and lock; the other ranks take
+    nothing, so no rank waits on a lock another holds) and tells the others whether it could: a
+    refusal stops every rank with rank 0's line."""
+    from .io import prepare_output
+    with ExitStack() as held:
+        refusal = None
+        try:
+            held.enter_context(prepare_output(out, kind=KIND, resume=resume, adopt="recipe.json"))
+        except LongRopeError as e:
+            refusal = str(e)
+        refusal = group.agree(refusal)
+        if refusal:
+            raise LongRopeError(refusal)
+        yield
+
+
+# search and finetune share their work among the ranks; export and compare write files and nothing
+# else, so rank 0 alone runs them and the others wait
+SHARED = ("search", "short", "finetune")
+
+
+def _run_stage(recipe: Recipe, stage: Stage, ctx: Context, out: Path, resume: bool, log, group) -> None:
+    """One stage; every decision about the folder's state is rank 0's, so all ranks take the same path."""
+    marker, work = _marker(out, stage), out / stage.name
+    if group.agree(marker.is_file()):
+        ctx.update(json.loads(marker.read_text())["context"])
+        log(f"[{stage.name}] done earlier, skipped")
+        return
+    started, begun = group.agree((work.exists(), _begun(stage.kind, work)))
+    if group.main:
+        work.mkdir(parents=True, exist_ok=True)
+    group.wait()
+    log(f"[{stage.name}] {'resuming' if started else 'starting'}")
+    t0 = time.time()
+    summary = None
+    if group.main or stage.kind in SHARED:
+        summary = RUNNERS[stage.kind](recipe, stage, ctx, work, resume and begun, log)
+    ctx.update(group.agree(ctx.to_json()))
+    if group.main:
+        write_json(marker, {"stage": stage.name, "seconds": time.time() - t0, "context": ctx.to_json(),
+                            "summary": summary})
+    group.wait()
+    log(f"[{stage.name}] finished in {time.time() - t0:.0f} s")
+
+
+def _begun(kind: str, work: Path) -> bool:
+    """Whether an interrupted stage left something to resume from."""
+    from .search.state import DESCENT_FILE
+    if kind == "finetune":
+        return (work / "work" / "checkpoint" / "state.json").is_file()
+    return kind in ("search", "short") and ((work / "state.json").is_file() or (work / DESCENT_FILE).is_file())
+
+
 def _marker(out: Path, stage: Stage) -> Path:
     return out / stage.name / "done.json"
 
 
-def _check_devices_here(recipe: Recipe) -> None:
-    """A stage asking for CUDA on a machine without it fails now, not after the stages before it."""
+def _check_devices_here(recipe: Recipe) -> bool:
+    """A stage asking for CUDA on a machine without it fails now, not after the stages before it.
+    Returns whether any stage runs on CUDA."""
     import torch
+    cuda = False
     for st in recipe.stages:
         device = runtime(recipe, st, ("device",)).get("device")
         if device and str(device).startswith("cuda") and not torch.cuda.is_available():
             raise LongRopeError(f"stage {st.name} needs device {device!r}, but this torch has no CUDA "
                                 "device; pass --device cpu or run it on a GPU machine")
+        cuda = cuda or bool(device and str(device).startswith("cuda"))
+    return cuda
 
 
 def _check_resume(out: Path, fingerprint: dict) -> None:
@@ -65,63 +172,12 @@ def _check_resume(out: Path, fingerprint: dict) -> None:
                             "remove it or choose a new --out")
 
 
-def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print,
-        model: str | None = None, data: str | None = None, device: str | None = None,
-        dtype: str | None = None, trust_remote_code: bool = False) -> Context:
-    """Run the recipe's stages in order under `out` (locked while it runs); returns the final context.
-    The keyword arguments are extend's flags (recipe.prepare)."""
-    from .fingerprint import run_fingerprint
-    from .io import LOCK, mark_finished, prepare_output
-    out = Path(out)
-    prepare(recipe, model=model, data=data, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
-    check_data(recipe)
-    _check_devices_here(recipe)
-    stages_doc = {k: v for k, v in recipe_doc(recipe).items() if k not in ("model", "data")}
-    fingerprint = run_fingerprint(stages_doc, recipe.model, recipe.data)  # model, data: by identity
-    fresh = not (out.is_dir() and any(p.name != LOCK for p in out.iterdir()))
-    if not fresh and not resume:
-        raise LongRopeError(f"{out} is not empty; pass --resume to continue it or choose a new --out")
-    with prepare_output(out, kind=KIND, resume=not fresh, adopt="recipe.json"):  # the lock: one run at a time
-        if not fresh:
-            _check_resume(out, fingerprint)
-        else:
-            write_json(out / "recipe.json", {"format": FORMAT, "recipe": recipe_doc(recipe),
-                                             "fingerprint": fingerprint})
-        if recipe.original_window:  # every stage, the export and compare's baselines see that window
-            from .models import with_window
-            recipe.model = str(with_window(recipe.model, recipe.original_window, out / "base-model"))
-        ctx = Context(model=recipe.model)
-        for stage in recipe.stages:
-            _run_stage(recipe, stage, ctx, out, resume, log)
-        mark_finished(out)
-    return ctx
-
-
-def _run_stage(recipe: Recipe, stage: Stage, ctx: Context, out: Path, resume: bool, log) -> None:
-    marker = _marker(out, stage)
-    if marker.is_file():
-        ctx.update(json.loads(marker.read_text())["context"])
-        log(f"[{stage.name}] done earlier, skipped")
-        return
-    work = out / stage.name
-    started = work.exists()
-    work.mkdir(parents=True, exist_ok=True)
-    log(f"[{stage.name}] {'resuming' if started else 'starting'}")
-    t0 = time.time()
-    summary = RUNNERS[stage.kind](recipe, stage, ctx, work, started and resume, log)
-    write_json(marker, {"stage": stage.name, "seconds": time.time() - t0, "context": ctx.to_json(),
-                        "summary": summary})
-    log(f"[{stage.name}] finished in {time.time() - t0:.0f} s")
-
-
 def _run_search(recipe, stage, ctx: Context, work, resume, log):
-    from .search.setup import DESCENT_FILE
     from .search.runner import run_search
     if ctx.original is None:
         ctx.original = window_of(ctx.model, trust_remote_code=bool(recipe.overrides.get("trust_remote_code")))
     cfg = search_config(recipe, stage, ctx)
-    begun = (work / "state.json").is_file() or (work / DESCENT_FILE).is_file()
-    summary = run_search(cfg, work, resume=resume and begun)
+    summary = run_search(cfg, work, resume=resume)
     ctx.scaling = str(work / "factors.json")
     log(f"[{stage.name}] best perplexity {summary['ppl']:.3f}; baselines "
         + ", ".join(f"{k} {v:.3f}" for k, v in summary["baselines"].items()))
@@ -131,7 +187,7 @@ def _run_search(recipe, stage, ctx: Context, work, resume, log):
 def _run_finetune(recipe, stage, ctx: Context, work, resume, log):
     from .train.finetune import finetune
     cfg = finetune_config(recipe, stage, ctx, work)
-    summary = finetune(cfg, resume=resume and Path(cfg.work).exists())
+    summary = finetune(cfg, resume=resume)
     ctx.model = cfg.out
     return summary
 

@@ -121,7 +121,7 @@ def stage_cost(recipe: Recipe, stage, shape: Shape, original: int, last_target: 
         from .search.cost import search_cost
         c = search_config(recipe, stage, ctx).resolved()
         length = c.target_length
-        cost = search_cost(c, length, c.docs, shape)  # the same bound the search log states
+        cost = search_cost(c, shape)  # the same bound the search log states
         passes = cost["pass_equivalents"]
         screened = f" + {cost['screened']:,} screening" if cost["screened"] else ""
         descent = (f" after {c.descent_steps} descent steps ({cost['descent_passes']:,} forward + backward passes)"

@@ -262,7 +262,7 @@ def _remote(recipe: Recipe) -> dict:
 
 
 def search_config(recipe: Recipe, stage: Stage, ctx: Context):
-    from .search.runner import SearchConfig
+    from .search.config import SearchConfig
     opts = {**options(recipe, stage), **runtime(recipe, stage), **_remote(recipe)}
     if stage.kind == "short":
         opts.setdefault("short_of", ctx.scaling)
@@ -274,7 +274,7 @@ def search_config(recipe: Recipe, stage: Stage, ctx: Context):
 
 
 def finetune_config(recipe: Recipe, stage: Stage, ctx: Context, out: Path):
-    from .train.finetune import FinetuneConfig
+    from .train.config import FinetuneConfig
     opts = {**options(recipe, stage), **runtime(recipe, stage, ("device",)), **_remote(recipe)}
     scaling = opts.pop("scaling", None) or (f"longrope:{ctx.scaling}" if ctx.scaling else "none")
     return build(FinetuneConfig, f"stage {stage.name}", out=str(out / "model"), work=str(out / "work"),

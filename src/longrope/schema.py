@@ -2,7 +2,7 @@
 in one place (`2k` everywhere), and argparse options generated from the fields so that every
 default is written once (in the dataclass).
 
-A field's metadata may hold `help` (the option's help text), `length` (True: parsed with
+A field's metadata may hold `help` (the option's help text, or a function returning it), `length` (True: parsed with
 `parse_length`, so `2k` works) and `choices`.
 """
 from __future__ import annotations
@@ -203,6 +203,7 @@ def add_config_args(parser, cls, names: Iterable[str], *, suppress: bool = False
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         text = f.metadata.get("help") or (helps or {}).get(name, "")
+        text = text() if callable(text) else text  # a help naming what is registered when the parser is built
         shown = "" if default is None or isinstance(default, bool) else f" (default {_show(default)})"
         kw: dict[str, Any] = {"dest": name, "help": text + shown}
         missing = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING

@@ -22,6 +22,7 @@ def test_select_takes_first_tokens_of_long_documents_with_bos():
     assert firsts == [210, 410]  # the two documents with >= 100 tokens, from their start
     assert torch.equal(s.tensors[0][1:], torch.arange(210, 310))
     assert "selected 2 of 2" in s.info["reason"]
+    assert s.used == [2, 4]  # the documents the samples were cut from
 
 
 def test_join_uses_separators_and_exact_lengths():
@@ -33,6 +34,10 @@ def test_join_uses_separators_and_exact_lengths():
     assert flat[i + 1] == 1  # EOS then BOS between documents
     assert build_samples(corpus(), 64, 5, mode="join", bos_id=1, sep_id=2, seed=3).tensors[3].tolist() == \
         s.tensors[3].tolist()
+    apart = [list(range(1000 * i + 10, 1000 * i + 10 + len(d))) for i, d in enumerate(corpus())]
+    s = build_samples(apart, 64, 5, mode="join", bos_id=1, sep_id=2, seed=3)
+    held = {t // 1000 for x in s.tensors for t in x.tolist() if t >= 10}
+    assert s.used == sorted(held)  # every document whose tokens are in the samples, and no other
 
 
 def test_no_bos_means_length_of_real_tokens():

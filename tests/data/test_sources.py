@@ -7,7 +7,8 @@ import pytest
 
 from longrope.cli import main
 from longrope.data import Document, load_documents
-from longrope.data.sources import SPLITS, load_builtin, split_of, stdlib_files
+from longrope.data.documents import SPLITS
+from longrope.data.sources import load_builtin, split_of, stdlib_files
 from longrope.errors import LongRopeError
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import pytest
 
 from longrope.cli import build_parser
 from longrope.data import load_documents
-from longrope.data.sources import SPLITS
-from longrope.errors import LongRopeError
-from longrope.search.runner import SearchConfig
+from longrope.data.documents import SPLITS
+from longrope.errors import LongRopeError, LongRopeWarning
+from longrope.search.config import SearchConfig
 
 N = 60
 
@@ -82,13 +83,15 @@ def test_the_split_follows_the_document_not_the_location(tmp_path):
     assert glob_val == [d.name for d in load_documents(source, "validation")]  # glob and folder agree
 
 
-def test_forcing_the_split_off_is_loud(tmp_path, capsys):
+def test_forcing_the_split_off_is_loud(tmp_path):
     source = make_source("jsonl", tmp_path)
-    assert len(load_documents(source, "all")) == N
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "warning: split 'all'" in err and "nothing is held out" in err
-    load_documents(source, "test")
-    assert capsys.readouterr().err == ""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert len(load_documents(source, "all")) == N
+        assert [(w.category, "split 'all'" in str(w.message) and "nothing is held out" in str(w.message))
+                for w in seen] == [(LongRopeWarning, True)]
+        load_documents(source, "test")
+        assert len(seen) == 1
 
 
 def test_a_single_document_has_no_split(tmp_path, capsys):
@@ -109,11 +112,11 @@ def test_a_dataset_dict_keeps_its_own_splits(tmp_path):
 
 
 def test_the_search_and_compare_code_paths_see_disjoint_documents(tmp_path, monkeypatch):
-    """The runner's and compare's own loading functions, with the splits the commands pass them."""
-    import longrope.data as data
+    """The search's and compare's own loading function, with the splits the commands pass them."""
+    import longrope.data.sources as data
     from tests.helpers import char_tokenizer
-    from longrope.eval.compare import load_token_ids
-    from longrope.search import runner
+    from longrope.data import load_tokenized
+    from longrope.search.setup import load_samples
 
     seen = []
     real = data.load_documents
@@ -125,6 +128,6 @@ def test_the_search_and_compare_code_paths_see_disjoint_documents(tmp_path, monk
 
     monkeypatch.setattr(data, "load_documents", record)
     source = make_source("jsonl", tmp_path)
-    runner._samples(SearchConfig(target_length=64, data=source).resolved(), char_tokenizer(), None, 2)
-    load_token_ids(char_tokenizer(), source, default_split("compare", "--data", source, "--out", "x"))
+    load_samples(SearchConfig(target_length=64, data=source).resolved(), char_tokenizer(), None, 2)
+    load_tokenized(char_tokenizer(), source, default_split("compare", "--data", source, "--out", "x"))
     assert len(seen) == 2 and seen[0] and seen[1] and not seen[0] & seen[1]

@@ -6,9 +6,11 @@ import json
 import pytest
 import torch
 
+import longrope
 from tests.helpers import make_tiny
 from longrope.cli import main
-from longrope.eval.compare import CompareConfig, compare, load_token_ids, original_window
+from longrope.data import load_tokenized
+from longrope.eval.compare import CompareConfig, compare, original_window
 from longrope.eval.perplexity import perplexity
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -53,6 +55,7 @@ def test_cli_compare_writes_json_report_and_plots(tiny_model_dir, text_dir, tmp_
     assert "| method" in printed and "300" in printed and "dynamic" in printed
     res = json.loads((out / "results.json").read_text())
     assert set(res) >= {"ppl", "passkey", "meta"}
+    assert_test_documents(res["meta"]["documents"], tiny_model_dir, text_dir)
     for m in ("none", "pi", "dynamic"):
         assert set(res["ppl"][m]) == {"300", "400"} and all(v > 1 for v in res["ppl"][m].values())
         assert set(res["passkey"][m]) == {"300", "400"}
@@ -86,6 +89,14 @@ def test_cli_compare_bad_input_one_line_exit_2(tiny_model_dir, text_dir, tmp_pat
     assert not (tmp_path / "o" / "results.json").exists()
 
 
+def assert_test_documents(cited, model_dir, text_dir):
+    """An output names the documents it scored: test-split documents, with their token counts."""
+    from longrope.models import load_tokenizer
+    held_out = load_tokenized(load_tokenizer(str(model_dir)), str(text_dir), "test")
+    counts = dict(zip(held_out.names, map(len, held_out.ids)))
+    assert cited and all(counts[d["name"]] == d["tokens"] for d in cited)
+
+
 def test_cli_eval_ppl_truncate_and_sliding(tiny_model_dir, text_dir, tmp_path, capsys):
     out = tmp_path / "ppl.json"
     assert main(["eval", "ppl", "--model", str(tiny_model_dir), "--data", str(text_dir), "--lengths", "32,64",
@@ -93,6 +104,7 @@ def test_cli_eval_ppl_truncate_and_sliding(tiny_model_dir, text_dir, tmp_path, c
                  "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["meta"]["scaling"] == "linear:2" and res["ppl"]["64"]["docs"] == 2
+    assert_test_documents(res["meta"]["documents"], tiny_model_dir, text_dir)
     assert res["ppl"]["64"]["tokens"] == 2 * 63 and res["ppl"]["64"]["by_range"]["16-64"]["tokens"] == 2 * 48
     out2 = tmp_path / "slide.json"
     assert main(["eval", "ppl", "--model", str(tiny_model_dir), "--data", str(text_dir), "--lengths", "32",
@@ -170,7 +182,7 @@ def test_compare_reports_the_positions_beyond_the_window_on_their_own(char_tok, 
     beyond = res.beyond_window()
     assert set(beyond) == {"none", "yarn"} and set(beyond["none"]) == {str(n)}  # not at the window itself
     # the same figure perplexity() gives for those target positions on the same samples, unscaled
-    samples, _ = _samples(cfg.validated(), char_tok, load_token_ids(char_tok, str(text_dir), "test"), [n], window)
+    samples, _ = _samples(cfg.validated(), char_tok, load_tokenized(char_tok, str(text_dir), "test").ids, [n], window)
     direct = perplexity(model, samples[n], positions=[(window, n)]).by_range[f"{window}-{n}"]["ppl"]
     assert beyond["none"][str(n)] == pytest.approx(direct, rel=1e-6)
     assert beyond["yarn"][str(n)] != pytest.approx(direct, rel=1e-6)  # the scaling changed it
@@ -195,3 +207,40 @@ def test_compare_refuses_passkey_or_task_lengths_outside_the_lengths():
         CompareConfig(lengths=[32, 128], passkey_lengths=[64]).validated()
     with pytest.raises(LongRopeError, match="task_lengths must be among"):
         CompareConfig(lengths=[32, 128], task_lengths=[256]).validated()
+
+
+def test_prefix_lengths_read_off_the_longest_pass_equal_their_own_passes(char_tok, text_dir, tmp_path):
+    """One pass at the longest length gives the shorter lengths of a length-independent scaling, and
+    the lengths above the window of short/long factors; dynamic NTK and the short mode get their own."""
+    from longrope.eval.compare import _ppl_by_length, prefix_lengths
+    from longrope.rope.scaling import Scaling
+    from longrope.rope.spec import parse_spec
+
+    model = make_tiny("llama")
+    pairs = model.config.hidden_size // model.config.num_attention_heads // 2
+    switching = Scaling(method="longrope", long_factor=[1.0 + i for i in range(pairs)], short_factor=[1.0] * pairs,
+                        original_max_position=32, factor=4.0, target_length=128)
+    assert prefix_lengths(parse_spec("yarn:4"), [16, 32, 64, 128], 32, None) == [16, 32, 64]
+    assert prefix_lengths(switching, [16, 32, 64, 128], 32, None) == [64]
+    assert prefix_lengths(parse_spec("dynamic:4"), [16, 32, 64, 128], 32, None) == []
+    assert prefix_lengths(parse_spec("yarn:4"), [16, 128], 32, 8) == []  # sliding windows: no
+    lengths = [16, 32, 64, 128]
+    from longrope.data import load_tokenized
+    ids = load_tokenized(char_tok, str(text_dir), "test").ids
+    from longrope.eval.compare import make_samples
+    base = make_samples(ids, char_tok, 128, 2).tensors
+    for scaling in (parse_spec("yarn:4"), switching):
+        longrope.apply(model, scaling)
+
+        def ppl(n, extra=(), progress=False):
+            beyond = [(0, 32), (32, n)] if n > 32 else []
+            return perplexity(model, [t[:n] for t in base], positions=beyond + list(extra) or None)
+
+        derived = _ppl_by_length(ppl, scaling, lengths, 32, None, False)
+        for n in lengths:
+            own = ppl(n)
+            assert derived[n].ppl == pytest.approx(own.ppl, rel=1e-5), (scaling.method, n)
+            assert derived[n].tokens == own.tokens and set(derived[n].by_range) == set(own.by_range)
+            for k in own.by_range:
+                assert derived[n].by_range[k]["ppl"] == pytest.approx(own.by_range[k]["ppl"], rel=1e-5)
+        longrope.remove(model)

@@ -31,7 +31,8 @@ def test_compare_runs_tasks_per_method_and_length(tmp_path, monkeypatch, tiny_mo
                         data=str(tmp_path / "none"), tasks=["niah_single_1"], task_limit=3)
     text = "alpha beta gamma delta " * 200
     ids = [char_tok(text, add_special_tokens=False)["input_ids"]] * 2
-    result = compare(model, char_tok, cfg.validated(), ids=ids, progress=False)
+    from longrope.data import Tokenized
+    result = compare(model, char_tok, cfg.validated(), documents=Tokenized(["a", "b"], ids), progress=False)
     assert [c[2] for c in calls] == [3, 3] and all(c[1] == [32, 64] for c in calls)
     assert result.methods["none"].tasks == {"niah_single_1": {"32": 0.032, "64": 0.064}}
     assert result.methods["yarn:2"].tasks["niah_single_1"]["64"] == pytest.approx(0.564)

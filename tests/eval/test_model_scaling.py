@@ -28,10 +28,11 @@ def stock_ppl(model_dir, text_dir, length: int, docs: int) -> float:
     """Perplexity from stock transformers' logits (no longrope patch), on eval ppl's samples."""
     from transformers import AutoModelForCausalLM
 
-    from longrope.eval.compare import load_token_ids, make_samples
+    from longrope.data import load_tokenized
+    from longrope.eval.compare import make_samples
     from longrope.models import load_tokenizer
     tok = load_tokenizer(str(model_dir))
-    samples = make_samples(load_token_ids(tok, str(text_dir), "test"), tok, length, docs, seed=0).tensors
+    samples = make_samples(load_tokenized(tok, str(text_dir), "test").ids, tok, length, docs, seed=0).tensors
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     nll, count = 0.0, 0
     with torch.no_grad():

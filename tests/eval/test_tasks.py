@@ -158,11 +158,12 @@ def test_cli_tasks_bad_input_one_line_exit_2(fake_harness, tiny_model_dir, capsy
 
 def test_tables_and_plot(tmp_path):
     res = {"niah_single_1": {256: 1.0, 512: 0.25}, "ruler_vt": {512: 0.0}}
-    table = tasks_mod.tasks_table(res)
+    from longrope.eval.report import tasks_method_table, tasks_table
+    table = tasks_table(res)
     assert table.splitlines()[0].split("|")[2].strip() == "256"
     assert "| niah_single_1" in table and "100.0%" in table and "25.0%" in table
     assert table.splitlines()[-1].split("|")[2].strip() == "-"  # ruler_vt has no 256 entry
-    both = tasks_mod.tasks_method_table({"none": res, "yarn:2": {"niah_single_1": {"256": 0.5}}})
+    both = tasks_method_table({"none": res, "yarn:2": {"niah_single_1": {"256": 0.5}}})
     assert [r.split("|")[1].strip() for r in both.splitlines()[2:]] == [
         "niah_single_1 / none", "niah_single_1 / yarn:2", "ruler_vt / none"]
     pytest.importorskip("matplotlib")

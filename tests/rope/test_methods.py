@@ -7,7 +7,8 @@ from transformers import LlamaConfig
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
 
 from longrope.rope import registry
-from longrope.rope.methods import attention_scale, base_inv_freq, factors_of, yarn_ramp
+from longrope.rope.methods import yarn_ramp
+from longrope.rope.basis import attention_scale, base_inv_freq, factors_of
 
 HEADS = (32, 64, 96, 128)
 BASES = (10000.0, 500000.0)

@@ -5,8 +5,10 @@ import math
 import pytest
 import torch
 
-from longrope.errors import LongRopeError
-from longrope.rope.scaling import FORMAT, Scaling, load_scaling, parse_spec
+from longrope.errors import LongRopeError, LongRopeWarning
+from longrope.rope.scaling import FORMAT, Scaling
+from longrope.rope.files import load_scaling
+from longrope.rope.spec import parse_spec
 
 
 def test_spec_strings():
@@ -60,7 +62,7 @@ def test_public_factor_file_scale_comes_from_the_target_not_the_largest_factor(t
     both = parse_spec(f"longrope:{path}:target_length=4096:original_max_position=512")
     assert both.factor == 8
     path.write_text("1.0\n5.0\n")
-    with pytest.warns(UserWarning, match="above 1 \\+ s"):
+    with pytest.warns(LongRopeWarning, match="above 1 \\+ s"):
         parse_spec(f"longrope:{path}:factor=2")
 
 

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from longrope.search.cache import ScoreCache, open_cache, sample_hashes, scaling_key, weights_hash
-from longrope.search.runner import SearchConfig, run_search
+from longrope.search.config import SearchConfig
+from longrope.search.runner import run_search
 
 from tests.helpers import save_tiny, write_texts
 

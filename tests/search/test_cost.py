@@ -2,14 +2,19 @@
 import pytest
 
 from longrope.errors import LongRopeError
-from longrope.search.cost import PAPER_SHAPE, describe, flops_per_pass, search_cost, settings
-from longrope.search.runner import SearchConfig, run_search
+from longrope.search.cost import PAPER_SHAPE, describe, flops_per_pass, search_cost
+from longrope.search.config import SearchConfig
+from longrope.search.runner import run_search
 
 from tests.helpers import save_tiny, write_texts
 
 
+def cfg_of(preset="fast", length=2048, docs=4, **kw):
+    return SearchConfig(target_length=length, docs=docs, preset=preset, **kw)
+
+
 def test_paper_preset_counts_and_gpu_hours():
-    c = search_cost("paper", 131072, 5)
+    c = search_cost(cfg_of("paper", 131072, 5))
     assert c["evaluations"] == 64 + 40 * 32 == 1344 and c["screened"] == 0
     assert c["forward_passes"] == (1344 + 3) * 5 and c["tokens"] == c["forward_passes"] * 131072
     per_pass = 131072 * (2 * 6.74e9 + 2 * 32 * 4096 * 131072)
@@ -21,26 +26,26 @@ def test_paper_preset_counts_and_gpu_hours():
 
 
 def test_fast_preset_bound_and_overrides():
-    fast = search_cost("fast", 2048, 4, {"params": 1e6, "layers": 2, "hidden": 64})
+    fast = search_cost(cfg_of(), {"params": 1e6, "layers": 2, "hidden": 64})
     # 16 screened + 25 * 16; full: 8 parents + 25 * ceil(0.25 * 16); 1 + 3 docs; baselines on 4 docs
     assert fast["screened"] == 416 and fast["evaluations"] == 108
     assert fast["forward_passes"] == 416 * 1 + 108 * 3 + 3 * 4
     # 40 descent steps on 4 documents, each a forward + backward pass counted as 3 forward passes
     assert fast["descent_passes"] == 160 and fast["pass_equivalents"] == fast["forward_passes"] + 480
     assert fast["tokens"] == fast["pass_equivalents"] * 2048
-    assert fast["gpu_hours_at_paper_scale"] < search_cost("paper", 2048, 4)["gpu_hours_at_paper_scale"] / 3
+    assert fast["gpu_hours_at_paper_scale"] < search_cost(cfg_of("paper"))["gpu_hours_at_paper_scale"] / 3
     # the bound the preset was sized by: under a quarter of the paper preset's on 4 documents
-    assert fast["pass_equivalents"] == 1232 < 0.25 * search_cost("paper", 4096, 4)["pass_equivalents"]
+    assert fast["pass_equivalents"] == 1232 < 0.25 * search_cost(cfg_of("paper", 4096))["pass_equivalents"]
     cfg = SearchConfig(target_length=2048, docs=4, iterations=10, screen_docs=0).resolved()
-    assert settings(cfg)["iterations"] == 10
-    assert search_cost(cfg, 2048, 4)["forward_passes"] == (16 + 10 * 16 + 3) * 4  # no screening
-    assert search_cost({"descent_steps": 0}, 2048, 4)["descent_passes"] == 0
-    assert search_cost("fast", 8192, 2)["pass_equivalents"] == search_cost("fast", 8192, 2)["forward_passes"] + 4 * 80
-    assert search_cost({"preset": "paper", "iterations": 0}, 8, 1)["evaluations"] == 64
+    assert search_cost(cfg)["forward_passes"] == (16 + 10 * 16 + 3) * 4  # no screening
+    assert search_cost(cfg_of(descent_steps=0))["descent_passes"] == 0
+    long = search_cost(cfg_of(length=8192, docs=2))
+    assert long["pass_equivalents"] == long["forward_passes"] + 4 * 80
+    assert search_cost(cfg_of("paper", 8, 1, iterations=0))["evaluations"] == 64
     with pytest.raises(LongRopeError, match="unknown preset"):
-        search_cost("slow", 2048, 4)
+        search_cost(cfg_of("slow"))
     with pytest.raises(LongRopeError, match="model_shape"):
-        search_cost("fast", 2048, 4, {"params": 1})
+        search_cost(cfg_of(), {"params": 1})
 
 
 def test_a_run_reports_what_it_counted_within_the_bound(tmp_path):

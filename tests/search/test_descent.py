@@ -83,13 +83,14 @@ def test_factor_gradient_is_the_objectives_ppl_and_its_derivative(files, monkeyp
     from longrope.models import load_model, load_tokenizer
     from longrope.search.gradient import FactorGradient
     from longrope.search.objective import Objective
-    from longrope.search.runner import SearchConfig, _samples
+    from longrope.search.config import SearchConfig
+    from longrope.search.setup import load_samples
     from longrope.search.space import Candidate
 
     model, tok = load_model(str(files[0])), load_tokenizer(str(files[0]))
     cfg = SearchConfig(model=str(files[0]), data=str(files[1]), target_length=128, docs=2).resolved()
     with torch_threads(1):
-        samples, _ = _samples(cfg, tok, model, 2)
+        samples, _, _ = load_samples(cfg, tok, model, 2)
         x = np.linspace(1.0, 5.0, 8)
         g = FactorGradient(model, samples, attn=1.1)
         value, grad = g(x)
@@ -118,7 +119,7 @@ def test_factor_gradient_is_the_objectives_ppl_and_its_derivative(files, monkeyp
 
 
 def _cfg(files, **kw):
-    from longrope.search.runner import SearchConfig
+    from longrope.search.config import SearchConfig
     return SearchConfig(model=str(files[0]), data=str(files[1]), target_length=128, population=6, parents=3,
                         mutations=2, crossovers=2, iterations=2, docs=2, descent_steps=4, descent_lr=0.2, **kw)
 
@@ -136,7 +137,7 @@ def test_search_with_descent_seeds_the_evolution_and_counts_its_cost(files, tmp_
     start = seeds[min(s["baselines"], key=s["baselines"].get)]  # the descent starts from the best seed
     assert d["factors"][:k] == pytest.approx(start[:k], rel=1e-12) and d["factors"][k:] != pytest.approx(start[k:])
     # a state saved before the hold existed reads as a run without one (not as the resolved default)
-    from longrope.search.runner import load_state
+    from longrope.search.state import load_state
     path = tmp_path / "o" / "state.json"
     doc = json.loads(path.read_text())
     del doc["config"]["descent_hold"]
@@ -189,7 +190,7 @@ def test_a_search_killed_during_its_descent_resumes_exactly(files, tmp_path, mon
 
 
 def test_descent_settings_are_checked(files, tmp_path):
-    from longrope.search.runner import SearchConfig
+    from longrope.search.config import SearchConfig
 
     with pytest.raises(LongRopeError, match="descent-steps must be >= 0"):
         SearchConfig(target_length=128, descent_steps=-1).resolved()

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from longrope.errors import LongRopeError
-from longrope.search.evolution import PRESETS, evolve, rank
+from longrope.search.config import PRESETS, SearchConfig
+from longrope.search.evolution import Settings, evolve, rank
 from longrope.search.space import Candidate, Space
 
 PAIRS = 8
@@ -38,10 +39,14 @@ SEEDS = {"pi": np.full(PAIRS, 4.0), "ntk": np.geomspace(1.0, 4.0, PAIRS)}
 SMALL = dict(population=24, iterations=25, parents=12, mutations=8, crossovers=8)
 
 
+def small(**kw):
+    return Settings(**{**SMALL, **kw})
+
+
 def test_approaches_a_known_optimum():
     fit = Counting()
     start = min(quad(space().snap(v)) for v in SEEDS.values())
-    r = evolve(fit, space(), seed=0, seeds=SEEDS, **SMALL)
+    r = evolve(fit, space(), small(seed=0), seeds=SEEDS)
     assert r.score < 0.1 * start and r.score < 0.3
     assert r.best.n_hat == 8
     assert r.evaluations == len(fit.seen) <= 24 + 25 * 16
@@ -52,7 +57,7 @@ def test_approaches_a_known_optimum():
 def test_every_evaluated_candidate_is_valid_and_monotone():
     sp = space()
     fit = Counting()
-    evolve(fit, sp, seed=1, seeds=SEEDS, **SMALL)
+    evolve(fit, sp, small(seed=1), seeds=SEEDS)
     assert fit.seen and all(sp.is_valid(c) for c in fit.seen)
     assert all(all(a <= b for a, b in zip(c.factors, c.factors[1:])) for c in fit.seen)
 
@@ -61,7 +66,7 @@ def test_duplicates_are_never_evaluated_twice():
     fit = Counting(lambda c: sum(c.factors) + c.n_hat)
     # a tiny space (2 pairs in [1, 1.1]) runs out of new candidates: must not re-score any
     sp = Space([1.0, 1.0], [1.1, 1.1], n_hats=(0, 1))
-    r = evolve(fit, sp, population=20, iterations=10, parents=10, mutations=10, crossovers=10, seed=0)
+    r = evolve(fit, sp, Settings(population=20, iterations=10, parents=10, mutations=10, crossovers=10, seed=0))
     assert len(fit.seen) == len(set(fit.seen)) == r.evaluations
     assert r.evaluations <= 66 * 2  # the whole space: 66 monotone vectors x 2 n_hat values
 
@@ -76,7 +81,7 @@ def test_nan_and_inf_rank_last():
             return float("nan") if hash(c) % 2 else float("inf")
         return s
 
-    r = evolve(Counting(fn), space(), seed=0, seeds=SEEDS, **SMALL)
+    r = evolve(Counting(fn), space(), small(seed=0), seeds=SEEDS)
     assert math.isfinite(r.score) and r.best not in bad
     scores = [s for _, s in r.parents]
     finite = [math.isfinite(s) for s in scores]
@@ -87,25 +92,24 @@ def test_nan_and_inf_rank_last():
 
 
 def test_same_seed_same_result_other_seed_other_path():
-    a = evolve(Counting(), space(), seed=7, seeds=SEEDS, **SMALL)
-    b = evolve(Counting(), space(), seed=7, seeds=SEEDS, **SMALL)
-    c = evolve(Counting(), space(), seed=8, seeds=SEEDS, **SMALL)
+    a = evolve(Counting(), space(), small(seed=7), seeds=SEEDS)
+    b = evolve(Counting(), space(), small(seed=7), seeds=SEEDS)
+    c = evolve(Counting(), space(), small(seed=8), seeds=SEEDS)
     assert a.best == b.best and a.score == b.score and a.state == b.state
     assert a.state["evaluations"] != c.state["evaluations"]
 
 
 @pytest.mark.parametrize("fast", [False, True])
 def test_resume_from_any_generation_is_bit_identical(fast):
-    kw = dict(SMALL, seed=3, seeds=SEEDS)
-    if fast:
-        kw.update(screen=Counting(lambda c: quad(c) * 1.1 + 0.01 * sum(c.factors)), promote=0.5, patience=3)
+    st = small(seed=3, promote=0.5, patience=3) if fast else small(seed=3)
+    kw = dict(seeds=SEEDS, screen=Counting(lambda c: quad(c) * 1.1 + 0.01 * sum(c.factors)) if fast else None)
     saved = []
-    full = evolve(Counting(), space(), on_generation=lambda s: saved.append(json.dumps(s)), **kw)
+    full = evolve(Counting(), space(), st, on_generation=lambda s: saved.append(json.dumps(s)), **kw)
     assert len(saved) == full.generations + 1
     for text in saved[:-1:3]:
         state = json.loads(text)  # through JSON, as from state.json
         fit = Counting()
-        r = evolve(fit, space(), state=state, **kw)
+        r = evolve(fit, space(), st, state=state, **kw)
         assert r.best == full.best and r.score == full.score
         assert json.dumps(r.state) == json.dumps(full.state)
         assert not (set(fit.seen) & {Candidate.from_json(e["candidate"]) for e in state["evaluations"]
@@ -114,16 +118,16 @@ def test_resume_from_any_generation_is_bit_identical(fast):
 
 def test_resume_with_other_settings_is_refused():
     saved = []
-    evolve(Counting(), space(), seed=0, seeds=SEEDS, on_generation=saved.append, **SMALL)
+    evolve(Counting(), space(), small(seed=0), seeds=SEEDS, on_generation=saved.append)
     with pytest.raises(LongRopeError, match="different settings: seed"):
-        evolve(Counting(), space(), seed=1, seeds=SEEDS, state=saved[2], **SMALL)
+        evolve(Counting(), space(), small(seed=1), seeds=SEEDS, state=saved[2])
 
 
 def test_screening_saves_full_evaluations_and_patience_stops():
     cheap = Counting(lambda c: quad(c) + 0.05 * math.sin(7 * sum(c.factors)))  # a noisy proxy
     full_fit = Counting()
-    r = evolve(full_fit, space(), seed=0, seeds=SEEDS, screen=cheap, promote=0.25, patience=3,
-               population=24, iterations=200, parents=12, mutations=8, crossovers=8)
+    r = evolve(full_fit, space(), small(seed=0, promote=0.25, patience=3, iterations=200), seeds=SEEDS,
+               screen=cheap)
     assert r.stopped_early and r.generations < 200
     assert r.evaluations < cheap.calls * 16  # most candidates were only screened
     assert r.evaluations < r.screened / 2
@@ -133,7 +137,7 @@ def test_screening_saves_full_evaluations_and_patience_stops():
 
 def test_wrong_number_of_scores_is_an_error():
     with pytest.raises(LongRopeError, match="returned 1 scores"):
-        evolve(lambda cs: [1.0], space(), seed=0, seeds=SEEDS, **SMALL)
+        evolve(lambda cs: [1.0], space(), small(seed=0), seeds=SEEDS)
 
 
 def test_paper_preset_is_the_papers():
@@ -146,9 +150,9 @@ def test_paper_preset_is_the_papers():
 def test_paper_preset_runs_1344_evaluations_on_a_large_space():
     p = PRESETS["paper"]
     fit = Counting()
-    r = evolve(fit, Space.paper(PAIRS, 8.0, window=512, mutation_prob=p.mutation_prob), seed=0, seeds=SEEDS,
-               population=p.population, iterations=p.iterations, parents=p.parents,
-               mutations=p.mutations, crossovers=p.crossovers)
+    settings = SearchConfig(target_length=2, preset="paper").resolved().evolution()
+    assert settings == Settings()  # the evolution's defaults are the paper preset
+    r = evolve(fit, Space.paper(PAIRS, 8.0, window=512, mutation_prob=p.mutation_prob), settings, seeds=SEEDS)
     assert r.evaluations == 1344 and fit.calls == 41
 
 

@@ -55,7 +55,7 @@ def test_critical_dimension_formula():
 def test_needle_samples_put_the_key_early_and_score_only_the_answer():
     tok = char_tokenizer()
     ids = [tok.encode("the river runs north " * 20, add_special_tokens=False) for _ in range(3)]
-    samples, (a, b) = needle_samples(ids, tok, 300, 4, bos_id=1, seed=0)
+    samples, (a, b), used = needle_samples(ids, tok, 300, 4, bos_id=1, seed=0)
     assert len(samples) == 4 and all(s.shape == (300,) for s in samples) and b == 300
     for s in samples:
         text = tok.decode(s.tolist())
@@ -64,7 +64,8 @@ def test_needle_samples_put_the_key_early_and_score_only_the_answer():
         assert text.startswith(f"<s>The pass key is {key}.")  # planted at the start
         assert text.rstrip().endswith(f"The pass key is {key}")
         assert s[0].item() == 1
-    again, _ = needle_samples(ids, tok, 300, 4, bos_id=1, seed=0)
+    assert used == [0, 1, 2]  # 4 x ~240 text tokens from 3 documents of 420, in turn
+    again, _, _ = needle_samples(ids, tok, 300, 4, bos_id=1, seed=0)
     assert all(torch.equal(x, y) for x, y in zip(samples, again))
     with pytest.raises(LongRopeError, match="too few tokens"):
         needle_samples([ids[0][:50]], tok, 300, 1, bos_id=1)
@@ -85,14 +86,14 @@ def test_objective_reuses_screened_documents_and_matches_perplexity():
     a, b = sp.snap(np.linspace(1, 3, 8)), sp.snap(np.full(8, 3.0), n_hat=4)
     cheap, full = obj.fitness(1), obj.fitness()
     s1 = cheap([a, b])
-    assert obj.docs_run == 2
+    assert obj.forward_passes == 2
     s3 = full([a, b])
-    assert obj.docs_run == 6  # two more documents each, not three
+    assert obj.forward_passes == 6  # two more documents each, not three
     patch.apply(model, obj.scaling(a))
     assert s3[0] == pytest.approx(perplexity(model, samples).ppl, rel=1e-9)
     assert s1[0] == pytest.approx(perplexity(model, samples[:1]).ppl, rel=1e-9)
     patch.remove(model)
-    assert full([b, a]) == [s3[1], s3[0]] and obj.docs_run == 6  # cached, order-independent
+    assert full([b, a]) == [s3[1], s3[0]] and obj.forward_passes == 6  # cached, order-independent
 
 
 def test_screen_pick_spread_chooses_the_most_factor_sensitive_sample():
@@ -103,7 +104,7 @@ def test_screen_pick_spread_chooses_the_most_factor_sensitive_sample():
     nll = {("pi", 0): 3.0, ("ntk", 0): 2.9, ("yarn", 0): 2.8,  # spread 0.2
            ("pi", 1): 2.5, ("ntk", 1): 0.9, ("yarn", 1): 0.5,  # spread 2.0
            ("pi", 2): float("inf"), ("ntk", 2): 1.0, ("yarn", 2): 0.2}  # 0.8 (inf ignored)
-    obj = SimpleNamespace(samples=[0, 1, 2], _nll=nll, world=1)
+    obj = SimpleNamespace(samples=[0, 1, 2], nll=nll, world=1)
     assert pick_screen(obj, ["pi", "ntk", "yarn"], 1, "spread") == [1]
     assert pick_screen(obj, ["pi", "ntk", "yarn"], 2, "spread") == [1, 2]
     assert pick_screen(obj, ["pi", "ntk", "yarn"], 2, "first") == [0, 1]
@@ -125,6 +126,6 @@ def test_screening_on_a_chosen_sample_keeps_the_full_score():
     picked = Objective(model, samples, original=32, target=96)
     picked.screen_samples = [2]
     s_plain, s_pick = plain.fitness(1)([a])[0], picked.fitness(1)([a])[0]
-    assert picked.docs_run == 1 and list(picked._nll) == [(a, 2)] and s_pick != s_plain
+    assert picked.forward_passes == 1 and list(picked.nll) == [(a, 2)] and s_pick != s_plain
     assert plain.fitness(1)([a])[0] == s_plain
-    assert picked.fitness()([a]) == plain.fitness()([a]) and picked.docs_run == 3
+    assert picked.fitness()([a]) == plain.fitness()([a]) and picked.forward_passes == 3

@@ -7,7 +7,9 @@ import pytest
 
 from longrope import cli
 from longrope.errors import LongRopeError
-from longrope.search.runner import SearchConfig, _samples, run_search
+from longrope.search.config import SearchConfig
+from longrope.search.runner import run_search
+from longrope.search.setup import load_samples
 
 from tests.helpers import save_tiny, torch_threads, write_texts
 
@@ -35,7 +37,7 @@ def test_outputs_are_complete_and_factors_reproduce_the_reported_ppl(files, tmp_
     from longrope import patch
     from longrope.eval.perplexity import perplexity
     from longrope.models import load_model, load_tokenizer
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
 
     out = tmp_path / "out"
     c = cfg(files)
@@ -49,7 +51,7 @@ def test_outputs_are_complete_and_factors_reproduce_the_reported_ppl(files, tmp_
     assert all(1.0 <= x <= 5.0 for x in sc.long_factor)
     # the fitness is what it claims: the ppl of these factors on the validation samples
     model, tok = load_model(str(files[0])), load_tokenizer(str(files[0]))
-    samples, _ = _samples(c.resolved(), tok, model, c.docs)
+    samples, _, _ = load_samples(c.resolved(), tok, model, c.docs)
     patch.apply(model, sc)
     assert perplexity(model, samples).ppl == pytest.approx(s["ppl"], rel=1e-6)
     # history: every evaluation once, the best full score is the reported one
@@ -61,6 +63,12 @@ def test_outputs_are_complete_and_factors_reproduce_the_reported_ppl(files, tmp_
     assert len(keys) == len(set(keys))
     state = json.loads((out / "state.json").read_text())
     assert state["done"] and set(state["baselines"]) == {"pi", "ntk", "yarn"}
+    # the state names the documents the samples hold: validation documents, with their token counts
+    from longrope.data import load_tokenized
+    validation = load_tokenized(tok, str(files[1]), "validation")
+    counts = dict(zip(validation.names, map(len, validation.ids)))
+    cited = state["info"]["documents"]
+    assert cited and all(counts[d["name"]] == d["tokens"] for d in cited)
 
 
 def test_paper_preset_scores_every_candidate_on_all_documents(files, tmp_path):
@@ -69,7 +77,7 @@ def test_paper_preset_scores_every_candidate_on_all_documents(files, tmp_path):
 
 
 def test_critical_dim_fixes_low_pairs_to_ntk_and_searches_the_rest(files, tmp_path):
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
     from longrope.search.objective import seed_factors
 
     s = run_search(cfg(files, critical_dim="auto"), tmp_path / "o", progress=False)
@@ -81,7 +89,7 @@ def test_critical_dim_fixes_low_pairs_to_ntk_and_searches_the_rest(files, tmp_pa
 
 
 def test_needle_objective_and_attention_scale_search(files, tmp_path):
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
 
     s = run_search(cfg(files, objective="needle", search_attention_scale=True, target_length=160),
                    tmp_path / "o", progress=False)
@@ -134,7 +142,7 @@ def test_resume_refuses_changed_settings_and_finished_resume_is_a_no_op(files, t
 
 
 def test_short_factor_search_keeps_the_long_factors(files, tmp_path):
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
 
     run_search(cfg(files), tmp_path / "long", progress=False)
     long = load_scaling(tmp_path / "long" / "factors.json")
@@ -150,7 +158,7 @@ def test_short_factor_search_keeps_the_long_factors(files, tmp_path):
 
 
 def test_short_search_can_tune_the_short_attention_scale(files, tmp_path):
-    from longrope.rope.scaling import load_scaling
+    from longrope.rope.files import load_scaling
 
     run_search(cfg(files), tmp_path / "long", progress=False)
     long = load_scaling(tmp_path / "long" / "factors.json")
@@ -165,7 +173,8 @@ def test_short_search_can_tune_the_short_attention_scale(files, tmp_path):
 
 
 def test_seed_from_an_earlier_search_carries_its_factors_into_generation_0(files, tmp_path):
-    from longrope.rope.scaling import Scaling, load_scaling
+    from longrope.rope.scaling import Scaling
+    from longrope.rope.files import load_scaling
     from longrope.search.objective import carry_factors
 
     run_search(cfg(files, target_length=64, iterations=1), tmp_path / "2x", progress=False)

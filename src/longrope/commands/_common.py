@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import LongRopeError
-
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")

@@ -40,7 +40,7 @@ def _tokenized(args, split):
 
 
 def run_stats(args) -> int:
-    from ..data.sources import SPLITS
+    from ..data.documents import SPLITS
 
     splits = [args.split] if args.split else list(SPLITS)
     rows = []  # every split loaded before the first line is printed: a bad source prints one line

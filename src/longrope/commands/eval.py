@@ -9,9 +9,11 @@ from ..eval.compare import CompareConfig
 from ..schema import nonnegative_int, positive_int
 from ._common import add_data_args, add_model_args, int_list
 
-SCALING_HELP = ("RoPE scaling: model (default: the model as loaded, with its own config scaling), "
-                "none (the unscaled rotation), pi:8, ntk:8, dynamic:8, yarn:8, llama3:8, longrope:PATH; "
-                "a bare name takes the longest length / original window as its factor")
+
+def _scaling_help() -> str:
+    from ..rope.registry import spellings
+    return (f"RoPE scaling: model (default: the model as loaded, with its own config scaling), {spellings()} "
+            "(none: the unscaled rotation); a bare name takes the longest length / original window as its factor")
 
 
 def register(sub) -> None:
@@ -73,7 +75,7 @@ def _missing(p) -> int:
 
 def _common(p) -> None:
     add_model_args(p)
-    p.add_argument("--scaling", default="model", help=SCALING_HELP)
+    p.add_argument("--scaling", default="model", help=_scaling_help())
     p.add_argument("--factor", type=float, default=None, help="factor for a bare --scaling name")
     p.add_argument("--seed", type=int, default=0, help="seed of sample selection / passkeys (default 0)")
     p.add_argument("--out", default=None, help="write the results as JSON here (checked before the work)")
@@ -125,7 +127,8 @@ def _meta(args, scaling, model) -> dict:
 
 
 def run_ppl(args) -> int:
-    from ..eval.compare import load_token_ids, make_samples
+    from ..data import load_tokenized
+    from ..eval.compare import make_samples
     from ..eval.perplexity import perplexity
     from ..io import write_json
 
@@ -136,8 +139,8 @@ def run_ppl(args) -> int:
         if args.stride and (args.stride > n or spans[n] < n):
             raise LongRopeError(f"with --stride, need stride <= length <= span (got {args.stride}, {n}, {spans[n]})")
     model, tok, scaling = _load_scaled(args, lengths, what="eval ppl", held=list(spans.values()), batch=args.batch_size)
-    ids = load_token_ids(tok, args.data, args.split)
-    base = make_samples(ids, tok, max(spans.values()), args.docs, seed=args.seed,  # same docs at every length
+    documents = load_tokenized(tok, args.data, args.split)
+    base = make_samples(documents.ids, tok, max(spans.values()), args.docs, seed=args.seed,  # same docs at every length
                         source=args.data, split=args.split)
     samples = {n: [t[:spans[n]] for t in base.tensors] for n in lengths}
     results = {}
@@ -154,7 +157,7 @@ def run_ppl(args) -> int:
     if args.out:
         meta = {**_meta(args, scaling, model), "data": args.data or "builtin", "split": args.split,
                 "mode": "truncate" if args.stride is None else f"sliding window, stride {args.stride}",
-                "docs": args.docs}
+                "docs": args.docs, "documents": documents.cite(base.used)}
         write_json(args.out, {"ppl": results, "meta": meta})
         print(f"wrote {args.out}")
     return 0
@@ -206,7 +209,8 @@ def run_tasks(args) -> int:
     if lengths is not None:
         res = harness.run_tasks_at_lengths(model, tok, tasks, lengths, limit=args.limit, batch_size=args.batch_size,
                                            seed=args.seed, allow_downloads=args.allow_downloads)
-        print(harness.tasks_table(res))
+        from ..eval.report import tasks_table
+        print(tasks_table(res))
         out = {"tasks": {t: {str(n): v for n, v in row.items()} for t, row in res.items()}}
     else:
         res = harness.run_tasks(model, tok, tasks, num_fewshot=args.num_fewshot, limit=args.limit,

@@ -40,7 +40,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..rope.scaling import parse_spec
+    from ..rope.spec import parse_spec
 
     scaling = parse_spec(args.scaling)  # a bad spec or factor file fails before --out is touched
     common = dict(drop_n_hat=args.drop_n_hat, drop_short_attention=args.drop_short_attention,

@@ -1,6 +1,7 @@
 """`longrope extend --recipe NAME|PATH --out DIR`: the progressive LongRoPE pipeline."""
 from __future__ import annotations
 
+import os
 import sys
 
 
@@ -47,6 +48,8 @@ def run(args) -> int:
         raise LongRopeError("--out is required (or pass --dry-run)")
     ctx = run_recipe(recipe, args.out, resume=args.resume, log=lambda msg: print(msg, file=sys.stderr, flush=True),
                      **flags)
+    if os.environ.get("RANK", "0") != "0":  # under a launcher rank 0 reports (and wrote everything)
+        return 0
     print(f"done: {args.out}")
     for key in ("scaling", "exported", "report"):
         if getattr(ctx, key):

@@ -40,6 +40,10 @@ HELP = {  # the defaults come from FinetuneConfig; only the words live here
     "lora_targets": "the linear layers that get adapters: all-linear, or module names (q_proj,k_proj,v_proj,o_proj)",
     "checkpoint_every": "checkpoint every N steps, 0 = never",
     "seed": "seed of the sample order and every random choice",
+    "fsdp": "shard parameters, gradients and optimizer state over the processes with torch FSDP2 (fully_shard); "
+            "an accelerate FSDP config does the same (docs/finetune.md)",
+    "sequence_parallel": "split every sequence over this many processes (DeepSpeed-Ulysses attention; needs "
+                         "longrope[deepspeed]); the others split the batch",
     "device": "cpu or cuda (each process takes its LOCAL_RANK GPU)",
     "threads": "torch CPU threads per process",
     "cache_dir": "tokenization cache folder (default $LONGROPE_CACHE_DIR, else ~/.cache/longrope)",
@@ -49,12 +53,12 @@ MAIN = ("model", "scaling", "length", "steps", "data", "split", "out", "work")
 TRAINING = ("batch_size", "micro_batch", "lr", "warmup", "min_lr_ratio", "weight_decay", "max_grad_norm", "bf16",
             "gradient_checkpointing", "loss_chunk", "mixed_window", "passkey_share", "distill",
             "distill_share", "lora_rank", "lora_alpha", "lora_targets", "checkpoint_every", "seed")
-RUNTIME = ("device", "threads", "cache_dir", "trust_remote_code")
+RUNTIME = ("fsdp", "sequence_parallel", "device", "threads", "cache_dir", "trust_remote_code")
 
 
 def register(sub) -> None:
     from ..schema import add_config_args
-    from ..train.finetune import FinetuneConfig
+    from ..train.config import FinetuneConfig
 
     p = sub.add_parser(
         "finetune", help="fine-tune a model at a longer length with a RoPE scaling applied",
@@ -80,7 +84,8 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..io import prepare_output
     from ..schema import build, from_args
-    from ..train.finetune import FinetuneConfig, finetune
+    from ..train.config import FinetuneConfig
+    from ..train.finetune import finetune
 
     given = from_args(args, FinetuneConfig, MAIN + TRAINING + RUNTIME)
     if args.dtype in ("bfloat16", "bf16"):  # weights stay float32 (the optimizer's master copy)

@@ -6,13 +6,15 @@ from ..schema import positive_float, positive_int
 
 
 def register(sub) -> None:
+    from ..rope.registry import spellings
     from ._common import add_model_args
+
     p = sub.add_parser("inspect", help="show the per-pair factors of one or more scalings",
                        description="Print, for each rotary pair, the factor lambda_i, the wavelength and "
                                    "whether the pair is extrapolated or interpolated; optionally plot. The "
                                    "dims come from --model's config (no weights are loaded, so --dtype and "
                                    "--device only get checked) or from --head-dim/--base/--window.")
-    p.add_argument("spec", help="scaling: none, pi:8, ntk:8, dynamic:8, yarn:8, llama3:8, longrope:PATH")
+    p.add_argument("spec", help=f"scaling: {spellings()}")
     p.add_argument("--compare", default="", help="more specs, comma-separated, shown and plotted beside")
     add_model_args(p)
     p.set_defaults(model=None)

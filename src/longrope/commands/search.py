@@ -60,7 +60,7 @@ LONGROPE2 = ("objective", "critical_dim", "short_of", "sample_mode")
 
 def register(sub) -> None:
     from ..schema import add_config_args
-    from ..search.runner import SearchConfig
+    from ..search.config import SearchConfig
 
     p = sub.add_parser("search", help="search per-pair RoPE rescale factors and n_hat for a target length",
                        description="Evolutionary search (LongRoPE) of per-pair rescale factors and the "
@@ -93,14 +93,15 @@ def _norm(key: str, value):
 
 def run(args) -> int:
     from ..io import prepare_output
+    from ..search.config import SearchConfig
     from ..search.plot import have_matplotlib
-    from ..search.setup import DESCENT_FILE
-    from ..search.runner import PARTIAL, SearchConfig, run_search, saved_config
+    from ..search.runner import run_search
+    from ..search.state import FILES, saved_config
 
     from ..schema import from_args
     given = {k: v for k, v in from_args(args, SearchConfig, _SEARCH).items() if v is not None}
     if args.resume:
-        cfg = SearchConfig(**saved_config(args.out))
+        cfg = saved_config(args.out)
         for k, v in given.items():
             if _norm(k, getattr(cfg, k)) != _norm(k, v):
                 raise LongRopeError(f"--{k.replace('_', '-')} {v} differs from the saved search "
@@ -115,7 +116,7 @@ def run(args) -> int:
         cfg = SearchConfig(**given, device=args.device, trust_remote_code=args.trust_remote_code)
         cfg.resolved()  # values checked before the output folder is made
     with prepare_output(args.out, kind="search", overwrite=args.overwrite, resume=args.resume,
-                        clear=("state.json", "history.jsonl", "factors.json", PARTIAL, "search.png", DESCENT_FILE),
+                        clear=FILES,
                         adopt="state.json"):
         if not have_matplotlib():
             print("longrope search: note: matplotlib is not installed, so search.png will not be drawn "

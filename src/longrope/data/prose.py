@@ -31,7 +31,7 @@ from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
 
 from ..errors import LongRopeError
-from .sources import SPLITS, Document
+from .documents import SPLITS, Document
 
 NAME = "pydocs"
 HTML_ROOT = Path("/usr/share/doc/python3.11/html")
@@ -100,10 +100,6 @@ def parse_page(page: str) -> tuple[str, list[str]]:
     text = html.unescape("".join(parser.parts)).replace("\u00b6", "")
     lines = [line.rstrip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n", parser.toc
-
-
-def html_to_text(page: str) -> str:
-    return parse_page(page)[0]
 
 
 def split_of(name: str) -> str:

@@ -23,6 +23,7 @@ class Samples:
     tensors: list[torch.Tensor]
     mode: str
     info: dict = field(default_factory=dict)
+    used: list[int] = field(default_factory=list)  # the documents (indices into ids) the samples hold, sorted
 
     def __len__(self) -> int:
         return len(self.tensors)
@@ -37,11 +38,11 @@ def _select(ids, length, count, bos_id, rng) -> list[torch.Tensor]:
     rng.shuffle(eligible)
     prefix = [bos_id] if bos_id is not None else []
     chosen = sorted(eligible[:count])
-    return [torch.tensor(prefix + list(ids[i][:body]), dtype=torch.long) for i in chosen]
+    return [torch.tensor(prefix + list(ids[i][:body]), dtype=torch.long) for i in chosen], chosen
 
 
-def _join(ids, length, count, bos_id, sep_id, rng) -> tuple[list[torch.Tensor], int]:
-    """`count` samples cut from the shuffled documents joined, and how many documents they use."""
+def _join(ids, length, count, bos_id, sep_id, rng) -> tuple[list[torch.Tensor], list[int]]:
+    """`count` samples cut from the shuffled documents joined, and the documents they use."""
     order = list(range(len(ids)))
     rng.shuffle(order)
     between = ([sep_id] if sep_id is not None else []) + ([bos_id] if bos_id is not None else [])
@@ -49,15 +50,16 @@ def _join(ids, length, count, bos_id, sep_id, rng) -> tuple[list[torch.Tensor], 
     body = length - len(prefix)
     stream: list[int] = []
     need = body * count
-    used = 0
+    used = []
     for j, i in enumerate(order):
         if j:
             stream.extend(between)
+        if len(stream) < need and ids[i]:  # some of its tokens are in the samples
+            used.append(i)
         stream.extend(ids[i])
-        used = j + 1
         if len(stream) >= need:
             break
-    return [torch.tensor(prefix + stream[k * body:(k + 1) * body], dtype=torch.long) for k in range(count)], used
+    return [torch.tensor(prefix + stream[k * body:(k + 1) * body], dtype=torch.long) for k in range(count)], sorted(used)
 
 
 def build_samples(ids: list[list[int]], length: int, count: int | None, *, mode: str = "auto",
@@ -94,10 +96,10 @@ def build_samples(ids: list[list[int]], length: int, count: int | None, *, mode:
     if mode == "select" or (mode == "auto" and n_long >= want_select):
         if n_long < want_select or n_long == 0:
             raise LongRopeError(select_error)
-        tensors = _select(ids, length, want_select, bos_id, rng)
+        tensors, used = _select(ids, length, want_select, bos_id, rng)
         info["reason"] = (f"selected {len(tensors):,} of {n_long:,} documents with >= {length:,} tokens, "
                           "each cut to its first tokens")
-        return Samples(tensors, "select", {**info, "mode": "select"})
+        return Samples(tensors, "select", {**info, "mode": "select"}, used)
     if joinable < want_join or joinable == 0:
         if mode == "auto":
             raise LongRopeError(f"{select_error}; joining all documents is not enough either: {join_error}")
@@ -105,5 +107,5 @@ def build_samples(ids: list[list[int]], length: int, count: int | None, *, mode:
     tensors, used = _join(ids, length, want_join, bos_id, sep_id, rng)
     why = (f"only {n_long:,} documents have >= {length:,} tokens, fewer than {want_select:,}; "
            if mode == "auto" else "")
-    info["reason"] = f"{why}joined {used:,} documents with separators into {len(tensors):,} samples"
-    return Samples(tensors, "join", {**info, "mode": "join", "joined": used})
+    info["reason"] = f"{why}joined {len(used):,} documents with separators into {len(tensors):,} samples"
+    return Samples(tensors, "join", {**info, "mode": "join", "joined": len(used)}, used)

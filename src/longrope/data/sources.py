@@ -31,15 +31,13 @@ import glob
 import hashlib
 import json
 import os
-import sys
 import re
 import sysconfig
-from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import LongRopeError
+from ..errors import LongRopeError, warn
+from .documents import SPLITS, Document
 
-SPLITS = ("train", "validation", "test")
 ALL = "all"  # every document, unsplit (loud)
 USER_HELD_OUT = 0.05  # share of a user source's documents in validation, and again in test (at least 1 each)
 # Per-mille boundaries of the hash split: [0, 900) train, [900, 950) validation, [950, 1000) test.
@@ -50,12 +48,6 @@ _LITERAL = r"(0[xX][0-9a-fA-F]+|[-+]?\d+(\.\d+)?|[rbuRBU]?'(\\.|[^'\\])*'|[rbuRB
 _LITERAL_LINE = re.compile(r"^\s*[\[\(\{]*\s*(" + _LITERAL + r"\s*[:,]?\s*)+[\]\)\}]*\s*,?\s*(#.*)?$")
 _CODEC_TABLE = re.compile(r"^(decoding_table|encoding_table|encoding_map|decoding_map)\s*=", re.M)
 TABULAR_MIN_LINES, TABULAR_SHARE = 50, 0.6
-
-
-@dataclass(frozen=True)
-class Document:
-    name: str
-    text: str
 
 
 def stdlib_root() -> Path:
@@ -92,8 +84,8 @@ def _check_split(split: str) -> None:
 
 
 def _warn_all(what: str) -> None:
-    print(f"longrope: warning: split {ALL!r} takes every document of {what}: nothing is held out, so "
-          "search, training and evaluation may see the same documents", file=sys.stderr)
+    warn(f"split {ALL!r} takes every document of {what}: nothing is held out, so search, training and "
+         "evaluation may see the same documents")
 
 
 def is_tabular(text: str) -> bool:

@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
+from ..errors import LongRopeError
 from ..io import atomic_path
-from .sources import Document
+from .documents import Document
 
 def default_cache_dir() -> Path:
     """longrope's cache folder (`$LONGROPE_CACHE_DIR`, else ~/.cache/longrope); tokens go in its tokens/."""
@@ -80,3 +83,26 @@ def tokenize_documents(docs: list[Document], tokenizer, cache_dir: str | os.Path
         with atomic_path(path) as tmp:
             save_file({"ids": flat, "offsets": torch.tensor(offsets, dtype=torch.int64)}, str(tmp))
     return out
+
+
+@dataclass
+class Tokenized:
+    """Documents as token ids, with their names: what outputs cite."""
+    names: list[str]
+    ids: list[list[int]]
+
+    def cite(self, used: Sequence[int]) -> list[dict]:
+        """The documents `used` (indices, e.g. `Samples.used`) by name and token count: what a
+        search's state, compare's results.json and eval's JSON record, so a reader can check which
+        documents were scored (and that they were held out)."""
+        return [{"name": self.names[i], "tokens": len(self.ids[i])} for i in used]
+
+
+def load_tokenized(tokenizer, source: str | None, split: str, cache_dir=None) -> Tokenized:
+    """The documents of `source` (`sources.load_documents`) in `split`, tokenized (cached)."""
+    from .sources import load_documents
+
+    docs = load_documents(source, split)
+    if not docs:
+        raise LongRopeError(f"no documents in {source or 'the built-in corpus'} ({split})")
+    return Tokenized([d.name for d in docs], tokenize_documents(docs, tokenizer, cache_dir))

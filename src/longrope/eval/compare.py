@@ -15,19 +15,23 @@ from dataclasses import dataclass, field, replace
 
 from ..errors import LongRopeError
 from .passkey import DEFAULT_DEPTHS, passkey_eval
-from .perplexity import perplexity
+from .perplexity import PplResult, perplexity
 from .results import CompareResult, MethodResult
 
 DEFAULT_METHODS = ("none", "pi", "ntk", "dynamic", "yarn")
 
 
+def _methods_help() -> str:
+    from ..rope.registry import spellings
+    return ("comma-separated scalings: model (the model as loaded, with its own config scaling), "
+            f"{spellings()} (none: the unscaled rotation; a bare name takes --factor); `model` is added "
+            "first when the model's config carries a scaling")
+
+
 @dataclass
 class CompareConfig:
     """What `compare` runs; every default is written here once (the CLI and recipes read them)."""
-    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": (
-        "comma-separated scalings: model (the model as loaded, with its own config scaling), none "
-        "(unscaled rotation), pi[:s], ntk[:s], dynamic[:s], yarn[:s], llama3[:s], longrope:PATH; `model` "
-        "is added first when the model's config carries a scaling")})
+    methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS), metadata={"help": _methods_help})
     lengths: list[int] = field(default_factory=lambda: [256, 512, 1024, 2048],
                                metadata={"help": "evaluation lengths, e.g. 256,1k,2k", "length": True})
     docs: int = field(default=4, metadata={"help": "documents per length"})
@@ -121,7 +125,7 @@ def parse_methods(text: str | Sequence[str]) -> list[str]:
 
 def resolve_methods(methods: Sequence[str], default_factor: float) -> dict:
     """Method label -> Scaling; unknown names and bad factors raise LongRopeError before any work."""
-    from ..rope.scaling import parse_spec
+    from ..rope.spec import parse_spec
 
     out = {}
     for m in methods:
@@ -151,15 +155,6 @@ def default_factor(model, lengths: Sequence[int], factor: float | None = None) -
             raise LongRopeError(f"factor must be positive, got {factor}")
         return float(factor)
     return max(1.0, max(lengths) / original_window(model))
-
-
-def load_token_ids(tokenizer, source: str | None, split: str) -> list[list[int]]:
-    from ..data import load_documents, tokenize_documents
-
-    docs = load_documents(source, split)
-    if not docs:
-        raise LongRopeError(f"no documents in {source or 'the built-in corpus'} ({split})")
-    return tokenize_documents(docs, tokenizer)
 
 
 def make_samples(ids, tokenizer, length: int, count: int, *, seed: int = 0, mode: str = "auto",
@@ -211,15 +206,55 @@ def _samples(cfg: CompareConfig, tokenizer, ids, lengths, short):
     base = make_samples(ids, tokenizer, span(max(max(lengths), short)), cfg.docs, seed=cfg.seed, source=cfg.data,
                         split=cfg.split)
     samples = {n: [t[:span(n)] for t in base.tensors] for n in set(lengths) | {short}}
-    return samples, {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"}
+    return samples, base
 
 
-def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, short, progress, say) -> None:
+def prefix_lengths(scaling, lengths, window: int, stride: int | None) -> list[int]:
+    """The lengths whose truncate-mode figure is exactly a prefix of the longest pass: every position
+    of an n-token sample rotates as in the longest sample (the samples are prefixes of each other).
+    True for a scaling whose tables do not depend on the length, and for short/long factors above the
+    window (both passes use the long ones); not for dynamic NTK, nor for the model as loaded."""
+    top = max(lengths)
+    if scaling is None or stride is not None:
+        return []
+    if not scaling.length_dependent:
+        return [n for n in lengths if n < top]
+    return [n for n in lengths if window < n < top] if scaling.switches else []
+
+
+def _prefix_result(top: PplResult, n: int, window: int) -> PplResult:
+    """The figure at length n read off the longest pass's position ranges (see prefix_lengths)."""
+    whole = top.by_range[f"1-{n}"]
+    by_range = {k: top.by_range[k] for k in (f"0-{window}", f"{window}-{n}")} if n > window else {}
+    return PplResult(ppl=whole["ppl"], nll=whole["nll"], tokens=whole["tokens"], docs=top.docs, seconds=0.0,
+                     by_range=by_range)
+
+
+def _ppl_by_length(ppl, scaling, lengths, window, stride, progress) -> dict:
+    """{length: PplResult}: one pass at the longest length serves every prefix length."""
+    derived = prefix_lengths(scaling, lengths, window, stride)
+    top = max(lengths)
+    extra = [(1, n) for n in derived] + [(window, n) for n in derived if n > window]
+    out = {top: ppl(top, progress=progress, extra=extra)}
+    for n in lengths:
+        if n != top:
+            out[n] = _prefix_result(out[top], n, window) if n in derived else ppl(n, progress=progress)
+    for n in derived:  # the extra ranges are not part of the longest length's own figure
+        for key in (f"1-{n}", f"{window}-{n}"):
+            out[top].by_range.pop(key, None)
+    return out
+
+
+def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, short, progress, say,
+           scaling=None, window: int = 0) -> None:
     """Every evaluation of one method (already applied to `model`) into `r`. A new evaluation goes
     here (or in its own module called from here) and into a MethodResult field."""
+    by_length = _ppl_by_length(ppl, scaling, lengths, window, cfg.stride, progress)
     for n in lengths:
-        p = ppl(n, progress=progress)
+        p = by_length[n]
         r.ppl[n], r.ppl_detail[n], r.seconds[n] = p.ppl, p.to_dict(), p.seconds
+        if p.seconds == 0.0 and n != max(lengths):
+            r.ppl_detail[n]["prefix_of"] = max(lengths)
         tail = next((f", beyond the window {v['ppl']:.3f}" for k, v in p.by_range.items()
                      if not k.startswith("0-") and v.get("tokens")), "")
         say(f"  ppl @ {n}: {p.ppl:.3f}{tail} ({p.docs} docs, {p.tokens} tokens, {p.seconds:.1f} s)")
@@ -249,10 +284,11 @@ def _check_sizes(model, scalings: dict) -> None:
             raise LongRopeError(f"method {label!r}: {e}") from None
 
 
-def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool = True,
+def compare(model, tokenizer, config: CompareConfig, *, documents=None, progress: bool = True,
             log=None, model_name: str | None = None) -> CompareResult:
     """Perplexity and passkey for every method of `config` at every length, on the model as loaded
-    (`model`: no patch; `none`: the explicitly unscaled rotation). Returns a CompareResult."""
+    (`model`: no patch; `none`: the explicitly unscaled rotation). `documents`: a `data.Tokenized`
+    (default: cfg's data and split, loaded here). Returns a CompareResult."""
     import longrope
     from longrope import patch
 
@@ -271,17 +307,18 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
     check_lengths(model, [(2 if cfg.stride else 1) * max(max(lengths), short)], what="compare",
                   batch=cfg.batch_size, kv_cache=cfg.passkey_trials > 0 or bool(cfg.tasks), chunk=cfg.chunk)
     say = log or (lambda msg: None)
-    if ids is None:
-        ids = load_token_ids(tokenizer, cfg.data, cfg.split)
-    samples, sample_info = _samples(cfg, tokenizer, ids, lengths, short)
+    if documents is None:
+        from ..data import load_tokenized
+        documents = load_tokenized(tokenizer, cfg.data, cfg.split)
+    samples, base = _samples(cfg, tokenizer, documents.ids, lengths, short)
     if cfg.passkey_trials > 0:  # a length too short for a passkey prompt fails here, before any work
         from ..data.passkey import passkey_prompt
         passkey_prompt(tokenizer, min(cfg.passkey_lengths or lengths), 0.5, 1)
 
-    def ppl(n, **kw):  # beyond the window, positions [window, n) are also scored on their own
-        beyond = [(0, window), (window, n)] if n > window and cfg.stride is None else None
+    def ppl(n, extra=(), **kw):  # beyond the window, positions [window, n) are also scored on their own
+        beyond = [(0, window), (window, n)] if n > window and cfg.stride is None else []
         return perplexity(model, samples[n], stride=cfg.stride, window=n if cfg.stride else None,
-                          batch_size=cfg.batch_size, chunk=cfg.chunk, positions=beyond, **kw)
+                          batch_size=cfg.batch_size, chunk=cfg.chunk, positions=beyond + list(extra) or None, **kw)
 
     was_patched = patch.current(model)
     results: dict[str, MethodResult] = {}
@@ -301,7 +338,7 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
             if scaling is not None:
                 patch.apply(model, scaling)
             results[label] = r = MethodResult(spec=spec, model=model_name)
-            _score(r, model, tokenizer, cfg, ppl, lengths, short, progress, say)
+            _score(r, model, tokenizer, cfg, ppl, lengths, short, progress, say, scaling=scaling, window=window)
     finally:
         patch.remove(model)
         if was_patched is not None:
@@ -311,8 +348,9 @@ def compare(model, tokenizer, config: CompareConfig, *, ids=None, progress: bool
         "scaling": describe_model_scaling(model), "original_window": window, "default_factor": fac,
         "lengths": lengths, "docs": cfg.docs, "data": cfg.data or "builtin", "split": cfg.split,
         "ppl_mode": "truncate" if cfg.stride is None else f"sliding window of L over 2L tokens, stride {cfg.stride}",
-        "samples": sample_info, "passkey_trials": cfg.passkey_trials, "depths": list(cfg.depths), "seed": cfg.seed,
-        **({"passkey_lengths": cfg.passkey_lengths} if cfg.passkey_lengths else {}),
+        "samples": {**base.info, "mode": base.mode, "prefixes": "every length scores prefixes of these samples"},
+        "documents": documents.cite(base.used), "passkey_trials": cfg.passkey_trials, "depths": list(cfg.depths),
+        "seed": cfg.seed, **({"passkey_lengths": cfg.passkey_lengths} if cfg.passkey_lengths else {}),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "seconds": time.perf_counter() - t0, "python": platform.python_version(),
         "longrope": longrope.__version__,

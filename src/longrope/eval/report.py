@@ -39,6 +39,32 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), sep] + [line(r) for r in rows])
 
 
+def _accuracy(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
+
+
+def tasks_table(results: dict, *, corner: str = "task \\ length") -> str:
+    """Markdown table of {task: {length: accuracy}}: one row per task, one column per length."""
+    lengths = sorted({int(n) for row in results.values() for n in row})
+    rows = [[t] + [_accuracy(_get(row, n)) for n in lengths] for t, row in results.items()]
+    return markdown_table([corner] + [str(n) for n in lengths], rows)
+
+
+def tasks_method_table(by_method: dict) -> str:
+    """Markdown table of {method: {task: {length: accuracy}}}: rows task x method, columns lengths."""
+    rows = {}
+    for task in dict.fromkeys(t for res in by_method.values() for t in res):
+        for method, res in by_method.items():
+            if task in res:
+                rows[f"{task} / {method}"] = res[task]
+    return tasks_table(rows, corner="task / method")
+
+
+def _get(row: dict, n: int):
+    v = row.get(n, row.get(str(n)))
+    return None if v is None else float(v)
+
+
 def length_table(table: dict, *, pct: bool = False, corner: str = "method") -> str:
     """A method x length table of {method: {length: value}}."""
     lengths = _lengths(table)
@@ -108,7 +134,6 @@ def tasks_section(result: CompareResult, images: dict[str, str] | None = None) -
     tasks = {m: r.tasks for m, r in result.methods.items() if r.tasks}
     if not tasks:
         return []
-    from .tasks import tasks_method_table
     out = ["", f"## Tasks (lm-evaluation-harness, {result.meta.get('task_limit', '?')} samples per task "
            "and length; not comparable with published RULER numbers)", "", tasks_method_table(tasks)]
     if images and "tasks" in images:

@@ -22,6 +22,7 @@ import tempfile
 from typing import Sequence
 
 from ..errors import LongRopeError
+from ..models import model_device
 
 INSTALL_HINT = "lm-evaluation-harness is not installed; install it with: pip install 'longrope[eval]'"
 
@@ -59,13 +60,6 @@ def require_harness():
         raise LongRopeError(f"lm-evaluation-harness is installed but its Hugging Face model cannot be "
                             f"imported ({e}); install the eval extra: pip install 'longrope[eval]'") from None
     return lm_eval
-
-
-def _device(model) -> str:
-    try:
-        return str(next(model.parameters()).device)
-    except StopIteration:  # pragma: no cover
-        return "cpu"
 
 
 @contextlib.contextmanager
@@ -205,7 +199,7 @@ def run_tasks_at_lengths(model, tokenizer, tasks: Sequence[str], lengths: Sequen
         tokenizer.save_pretrained(tok_dir)
         for n in lengths:
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                      device=_device(model), max_length=n + PREFIX_ROOM)
+                      device=str(model_device(model)), max_length=n + PREFIX_ROOM)
             tm = task_manager(tasks, {"tokenizer": tok_dir, "max_seq_lengths": [n]})
             res = _evaluate(lm, tasks, tm, limit=limit, seed=seed, log_samples=samples is not None)
             for t in tasks:
@@ -232,7 +226,7 @@ def run_tasks(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | None
     if not tasks:
         raise LongRopeError("the list of tasks is empty")
     limit = check_limit(limit)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=_device(model))
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model_device(model)))
     with offline(not allow_downloads):
         tm = task_manager(tasks)
         tasks = check_tasks(tasks, tm.all_tasks, lengths=False, allow_downloads=allow_downloads)
@@ -245,34 +239,6 @@ def run_tasks(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | None
     results = (out or {}).get("results", {})
     return {task: {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v)
                    for k, v in metrics.items() if k != "alias"} for task, metrics in results.items()}
-
-
-def _pct(v) -> str:
-    return "-" if v is None else f"{100 * v:.1f}%"
-
-
-def tasks_table(results: dict, *, corner: str = "task \\ length") -> str:
-    """Markdown table of {task: {length: accuracy}}: one row per task, one column per length."""
-    from .report import markdown_table
-
-    lengths = sorted({int(n) for row in results.values() for n in row})
-    rows = [[t] + [_pct(_get(row, n)) for n in lengths] for t, row in results.items()]
-    return markdown_table([corner] + [str(n) for n in lengths], rows)
-
-
-def tasks_method_table(by_method: dict) -> str:
-    """Markdown table of {method: {task: {length: accuracy}}}: rows task x method, columns lengths."""
-    rows = {}
-    for task in dict.fromkeys(t for res in by_method.values() for t in res):
-        for method, res in by_method.items():
-            if task in res:
-                rows[f"{task} / {method}"] = res[task]
-    return tasks_table(rows, corner="task / method")
-
-
-def _get(row: dict, n: int):
-    v = row.get(n, row.get(str(n)))
-    return None if v is None else float(v)
 
 
 def plot_tasks(by_method: dict, path, title: str = "RULER accuracy vs length"):

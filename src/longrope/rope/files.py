@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import LongRopeError
+from ..errors import LongRopeError, warn
 from .scaling import FORMAT, Scaling
 
 def load_scaling(path: str | Path, *, factor: float | None = None, target_length: int | None = None,
@@ -81,8 +80,7 @@ def _from_public_csv(text: str, path: Path, factor: float | None, target_length:
                       original_max_position=original_max_position,
                       provenance={"source": str(path), "format": "LongRoPE public factors", "note": note})
     if scaling.factor is not None and largest > 1 + scaling.factor + 1e-6:
-        warnings.warn(f"{path}: largest factor {largest:g} is above 1 + s = {1 + scaling.factor:g}; "
-                      "is the scale right?", stacklevel=2)
+        warn(f"{path}: largest factor {largest:g} is above 1 + s = {1 + scaling.factor:g}; is the scale right?")
     return scaling
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ..errors import LongRopeError
 from . import stock
-from .basis import attention_scale, base_inv_freq, factors_of, ntk_base  # noqa: F401 (re-exported)
+from .basis import attention_scale, base_inv_freq, ntk_base
 from .registry import register
 
 
@@ -31,7 +31,7 @@ def none(dim: int, base: float, original: int, *, seq_len: int | None = None):
     return base_inv_freq(dim, base), 1.0
 
 
-@register("linear", aliases=("pi",), stock=stock.Linear(), params=("factor",))
+@register("linear", aliases=("pi",), stock=stock.Linear(), params=("factor",), spelling="pi:8")
 def linear(dim: int, base: float, original: int, *, factor: float, seq_len: int | None = None):
     """Position interpolation: every frequency divided by s."""
     return base_inv_freq(dim, base) / factor, 1.0
@@ -96,7 +96,7 @@ def llama3(dim: int, base: float, original: int, *, factor: float, low_freq_fact
 
 @register("longrope", aliases=("su",), stock=stock.LongRope(),
           params=("long_factor", "short_factor", "factor", "attention", "short_attention"),
-          length_dependent=True)
+          length_dependent=True, factors=True)
 def longrope(dim: int, base: float, original: int, *, long_factor: Sequence[float],
              short_factor: Sequence[float] | None = None, factor: float | None = None,
              attention: str | float = "su", short_attention: str | float | None = None,

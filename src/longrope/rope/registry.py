@@ -23,11 +23,21 @@ class Method:
     params: tuple[str, ...]      # keyword parameters the method accepts
     length_dependent: bool       # reads seq_len (tables change with the sequence length)
     stock: Any                   # a stock.StockMapping: how stock runtimes spell this method
+    # searched per-pair factors (long/short, n_hat, a short attention scale), read from a factor
+    # file: its spec is `NAME:PATH` (longrope); otherwise a scale factor, `NAME:8`
+    factors: bool = False
+    spelling: str | None = None  # how help texts show it (default NAME:8, NAME:PATH or NAME)
 
     @property
-    def hf_type(self) -> str | None:
-        """The `rope_type` stock transformers uses, None if it has none."""
-        return self.stock.hf_type
+    def scaled(self) -> bool:
+        """Takes a scale factor s (every method but the plain rotation)."""
+        return "factor" in self.params
+
+    @property
+    def example(self) -> str:
+        if self.spelling:
+            return self.spelling
+        return f"{self.name}:PATH" if self.factors else f"{self.name}:8" if self.scaled else self.name
 
 
 METHODS: dict[str, Method] = {}
@@ -35,9 +45,9 @@ ALIASES: dict[str, str] = {}
 
 
 def register(name: str, *, stock, aliases: tuple[str, ...] = (), params: tuple[str, ...] = (),
-             length_dependent: bool = False):
+             length_dependent: bool = False, factors: bool = False, spelling: str | None = None):
     def deco(fn):
-        METHODS[name] = Method(name, fn, params, length_dependent, stock)
+        METHODS[name] = Method(name, fn, params, length_dependent, stock, factors, spelling)
         for alias in (name, *aliases):
             ALIASES[alias] = name
         return fn
@@ -53,6 +63,11 @@ def get(name: str) -> Method:
 
 def names() -> list[str]:
     return sorted(ALIASES)
+
+
+def spellings() -> str:
+    """'none, pi:8, ntk:8, ...': every method as a spec, for help texts."""
+    return ", ".join(m.example for m in METHODS.values())
 
 
 def compute(name: str, *, dim: int, base: float, original: int, seq_len: int | None = None,

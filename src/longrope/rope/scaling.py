@@ -1,7 +1,7 @@
 """`Scaling`: one RoPE scaling, validated, and its own JSON form. The spec strings live in
-spec.py, the other file formats (public LongRoPE factors, Hugging Face configs) in files.py, the
-stock runtimes' spelling of each method in stock.py; `parse_spec` and `load_scaling` stay
-importable from here.
+spec.py (`parse_spec`), the other file formats (public LongRoPE factors, Hugging Face configs) in
+files.py (`load_scaling`), the stock runtimes' spelling of each method in stock.py. Nothing here
+names a method: what a method takes is read from its registry entry (`factors`, `scaled`, `params`).
 
 Our factor file (JSON, `"format": "longrope-scaling", "version": 1`):
 
@@ -49,10 +49,11 @@ class Scaling:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.method = registry.get(self.method).name
-        if self.method == "longrope":
+        m = registry.get(self.method)
+        self.method = m.name
+        if m.factors:
             if not self.long_factor:
-                raise LongRopeError("a longrope scaling needs long factors")
+                raise LongRopeError(f"a {m.name} scaling needs long factors")
             self.long_factor = _check_factors(self.long_factor, "long_factor")
             if self.short_factor is not None:
                 self.short_factor = _check_factors(self.short_factor, "short_factor")
@@ -61,7 +62,7 @@ class Scaling:
                                         f"long_factor {len(self.long_factor)}")
             if self.factor is None and self.target_length and self.original_max_position:
                 self.factor = self.target_length / self.original_max_position
-        elif self.method != "none" and self.factor is None:
+        elif m.scaled and self.factor is None:
             raise LongRopeError(f"{self.method} needs a factor, e.g. '{self.method}:8'")
         for name in ("original_max_position", "target_length"):  # wrong JSON types: one line, not a traceback
             v = getattr(self, name)
@@ -84,11 +85,11 @@ class Scaling:
             what = "the original window" if self.original_max_position else "any window longrope takes"
             raise LongRopeError(f"n_hat {self.n_hat:,} is above {what} ({window:,}): the start positions kept "
                                 "un-interpolated lie inside the window")
-        if self.n_hat and self.method != "longrope":
+        if self.n_hat and not m.factors:
             raise LongRopeError("n_hat (un-interpolated start positions) applies to longrope only")
         self.attention = _check_attention(self.attention, "attention")
         if self.short_attention is not None:
-            if self.method != "longrope" or self.short_factor is None:
+            if not m.factors or self.short_factor is None:
                 raise LongRopeError("short_attention needs a longrope scaling with short factors")
             self.short_attention = _check_attention(self.short_attention, "short_attention")
 
@@ -96,26 +97,27 @@ class Scaling:
     @property
     def switches(self) -> bool:
         """True when short and long factors differ, so the tables depend on the sequence length."""
-        return (self.method == "longrope" and self.short_factor is not None
+        return (registry.get(self.method).factors and self.short_factor is not None
                 and (self.short_factor != self.long_factor or self.short_attention is not None))
 
     @property
     def length_dependent(self) -> bool:
-        return self.switches or (registry.get(self.method).length_dependent and self.method != "longrope")
+        """Whether the tables depend on the sequence length: a per-pair method only when it switches
+        between short and long factors."""
+        m = registry.get(self.method)
+        return self.switches if m.factors else m.length_dependent
 
     def method_params(self) -> dict[str, Any]:
-        if self.method == "none":
-            return {}
-        if self.method == "longrope":
-            return dict(long_factor=self.long_factor, short_factor=self.short_factor,
-                        factor=self.factor, attention=self.attention, short_attention=self.short_attention)
-        return dict(factor=self.factor, **self.params)
+        """The keyword arguments of the method's function: its parameters that are fields here
+        (factors, factor, attention scales), then `params` (e.g. YaRN's beta_fast)."""
+        fields = self.__dataclass_fields__
+        return {**{k: getattr(self, k) for k in registry.get(self.method).params if k in fields}, **self.params}
 
     def inv_freq(self, *, dim: int, base: float, original: int, seq_len: int | None = None):
         """(inv_freq [dim/2] float32, attention_scale) for this scaling on a model of these dims."""
         self.check_pairs(dim // 2)
         params = self.method_params()
-        if self.method == "longrope":  # s may come from target_length and the model's window
+        if "factor" in params:  # s may come from target_length and the model's window
             params["factor"] = stock.scale(self, original)
         return registry.compute(self.method, dim=dim, base=base, original=original,
                                 seq_len=seq_len, **params)
@@ -156,11 +158,9 @@ class Scaling:
         write_json(path, self.to_dict())
 
     def describe(self) -> str:
-        if self.method == "none":
-            return "none"
-        if self.method != "longrope":
-            return f"{self.method}:{self.factor:g}"
-        parts = [f"longrope s={self.factor:g}" if self.factor else "longrope"]
+        if not registry.get(self.method).factors:
+            return self.method if self.factor is None else f"{self.method}:{self.factor:g}"
+        parts = [f"{self.method} s={self.factor:g}" if self.factor else self.method]
         if self.short_factor is not None:
             parts.append("short/long")
         if self.n_hat:
@@ -211,15 +211,4 @@ def _check_factors(values, name: str) -> list[float]:
     return out
 
 
-def __getattr__(name: str):
-    """`parse_spec` and `load_scaling` moved to spec.py / files.py; still importable from here."""
-    if name == "parse_spec":
-        from .spec import parse_spec
-        return parse_spec
-    if name == "load_scaling":
-        from .files import load_scaling
-        return load_scaling
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-__all__ = ["Scaling", "parse_spec", "load_scaling", "FORMAT", "VERSION"]
+__all__ = ["Scaling", "FORMAT", "VERSION"]

@@ -36,7 +36,8 @@ def parse_spec(spec: str | Scaling | None, default_factor: float | None = None) 
     if spec.strip() in ("none", "default"):
         return Scaling("none")
     name, _, rest = spec.strip().partition(":")
-    method = registry.get(name).name
+    m = registry.get(name)
+    method = m.name
     segments = rest.split(":") if rest else []
     extras: dict[str, Any] = {}
     while segments and _KV.match(segments[-1]):
@@ -45,18 +46,18 @@ def parse_spec(spec: str | Scaling | None, default_factor: float | None = None) 
             raise LongRopeError(f"option {k!r} is given twice in {spec!r}")
         extras[k] = _value(v)
     arg = ":".join(segments)
-    if method == "none":
+    if not m.factors and not m.params:  # a method that takes nothing (the plain rotation)
         if arg or extras:
-            raise LongRopeError(f"none takes no factor or options, got {spec!r}")
-        return Scaling("none")
-    if method == "longrope":
+            raise LongRopeError(f"{method} takes no factor or options, got {spec!r}")
+        return Scaling(method)
+    if m.factors:
         if not arg:
-            raise LongRopeError("longrope needs a factor file: 'longrope:PATH'")
+            raise LongRopeError(f"{method} needs a factor file: '{method}:PATH'")
         scale_keys = ("factor", "target_length", "original_max_position")
         scaling = load_scaling(arg, **{k: extras.pop(k) for k in scale_keys if k in extras})
         for k, v in extras.items():
             if k not in Scaling.__dataclass_fields__ or k in ("method", "params", "provenance"):
-                raise LongRopeError(f"unknown longrope option {k!r}")
+                raise LongRopeError(f"unknown {method} option {k!r}")
             setattr(scaling, k, v)
         scaling.__post_init__()
         return scaling
@@ -71,11 +72,11 @@ def parse_spec(spec: str | Scaling | None, default_factor: float | None = None) 
         factor = float(default_factor)
     else:
         factor = None
-    unknown = set(extras) - set(registry.get(method).params)
+    unknown = set(extras) - set(m.params)
     if unknown:
         raise LongRopeError(f"{method} takes no option(s) {', '.join(sorted(unknown))}")
     extras = {k: _option(method, k, v) for k, v in extras.items()}
-    return Scaling(method, factor=factor if method != "none" else None, params=extras)
+    return Scaling(method, factor=factor if m.scaled else None, params=extras)
 
 
 def _option(method: str, key: str, value: Any) -> Any:

@@ -12,7 +12,8 @@ pre-trained window `original`:
   since vLLM ignores `attention_factor`);
 - `gguf`: the GGUF keys (without the `{arch}.` prefix) and global tensors llama.cpp reads, or a
   LongRopeError for what GGUF cannot express;
-- `runtimes`: a plain description of what each runtime does below and above the window.
+- `runtimes`: a plain description of what each runtime does below and above the window;
+- `plain_in_window`: whether the method is plain RoPE up to the window (then droppable for GGUF).
 
 Add a method: write its function in methods.py and register it with a mapping from here.
 """
@@ -58,8 +59,14 @@ def target(scaling, original: int) -> int:
 
 class StockMapping:
     hf_type: str | None = None
+    # plain RoPE up to the original window (dynamic NTK): a runtime that cannot express the method
+    # may export plain RoPE instead when the user accepts it (`--drop-dynamic`)
+    plain_in_window: bool = False
 
     def rope_parameters(self, scaling, *, dim: int, base: float, original: int) -> dict[str, Any]:
+        if self.hf_type is None:
+            raise LongRopeError(f"the stock config format (transformers, vLLM) has no spelling for "
+                                f"{scaling.method} scaling")
         return {"rope_type": self.hf_type, "rope_theta": base, "factor": scale(scaling, original),
                 **scaling.params}
 
@@ -114,6 +121,7 @@ class Linear(StockMapping):
 
 class Dynamic(StockMapping):
     hf_type = "dynamic"
+    plain_in_window = True
 
     def max_position(self, scaling, original):
         return window(scaling, original)  # transformers' dynamic NTK reads the window from it

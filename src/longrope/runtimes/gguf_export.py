@@ -22,7 +22,8 @@ from ..errors import LongRopeError
 from ..exporter import export, stock_form
 from ..io import atomic_path
 from ..models import BUILTIN_DIR, resolve, rope_config
-from ..rope.scaling import Scaling, parse_spec
+from ..rope.scaling import Scaling
+from ..rope.spec import parse_spec
 from . import gguf_file
 from .converter import find_converter, run_converter
 
@@ -45,7 +46,7 @@ def export_gguf(model: str | Path, scaling: Scaling | str, out: str | Path, *, d
     scaling = parse_spec(scaling)
     _check_out(Path(out).expanduser(), overwrite)  # before the work
     stock = stock_form(scaling, drop_n_hat, drop_short_attention, portable)
-    if stock.method == "dynamic" and drop_dynamic:
+    if drop_dynamic and stock.stock().plain_in_window:
         stock = Scaling("none")
     src = resolve(model)
     arch, (dim, base, original) = _check_model(src)

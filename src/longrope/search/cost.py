@@ -1,8 +1,7 @@
 """What a search costs: evaluations, forward passes, tokens and GPU-hours, for planning.
 
-`search_cost(preset_or_config, length, docs, model_shape)` bounds a search before it runs (early
-stopping and screening can only make it cheaper); `run_cost(...)` states what a finished run
-spent. GPU-hours use the forward-pass FLOPs of a decoder (2 * params per token for the weights
+`search_cost(cfg, model_shape)` bounds a search before it runs (early stopping and screening can
+only make it cheaper); `run_cost(...)` states what a finished run spent. GPU-hours use the forward-pass FLOPs of a decoder (2 * params per token for the weights
 plus 2 * layers * hidden * length for causal attention over the context) at `tflops_per_gpu`
 effective TFLOP/s. "At the paper's scale" means LLaMA2-7B searched at 128k tokens on 5 documents,
 the setting of LongRoPE's first search (Ding et al. 2024).
@@ -10,10 +9,10 @@ the setting of LongRoPE's first search (Ding et al. 2024).
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, is_dataclass
 from typing import Mapping
 
 from ..errors import LongRopeError
+from .config import SearchConfig
 
 # LLaMA2-7B: 6.74e9 parameters, 32 layers, hidden 4096.
 PAPER_SHAPE = {"params": 6.74e9, "layers": 32, "hidden": 4096}
@@ -47,61 +46,35 @@ def _shape(model_shape) -> dict:
         raise LongRopeError("model_shape needs params, layers and hidden") from None
 
 
-def settings(preset_or_config) -> dict:
-    """The evolution's counts from a preset name, a Preset, a SearchConfig or a recipe stage's
-    options (a dict with an optional 'preset' and overrides)."""
-    from .evolution import PRESETS
-
-    if isinstance(preset_or_config, str):
-        name, over = preset_or_config, {}
-    elif is_dataclass(preset_or_config) and hasattr(preset_or_config, "preset"):
-        over = asdict(preset_or_config)
-        name = over.get("preset") or "fast"
-    elif is_dataclass(preset_or_config):
-        return asdict(preset_or_config)
-    elif isinstance(preset_or_config, Mapping):
-        over, name = dict(preset_or_config), preset_or_config.get("preset") or "fast"
-    else:
-        raise LongRopeError(f"cannot read search settings from {type(preset_or_config).__name__}")
-    if name not in PRESETS:
-        raise LongRopeError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    out = asdict(PRESETS[name])
-    out.update({k: v for k, v in over.items() if k in out and v is not None})
-    return out
-
-
 def flops_per_pass(shape: Mapping, length: int) -> float:
     return length * (2 * shape["params"] + 2 * shape["layers"] * shape["hidden"] * length)
 
 
-def search_cost(preset_or_config, length: int, docs: int, model_shape=None, *,
-                tflops_per_gpu: float = TFLOPS_PER_GPU) -> dict:
-    """Upper bounds of one search: {evaluations, screened, forward_passes, tokens, flops, gpu_hours,
-    gpu_hours_at_paper_scale}. `evaluations` counts full-fidelity scorings, `screened` the cheap
-    ones; `forward_passes` counts one pass per (candidate, document), the baselines included.
-    `gpu_hours` is for `model_shape` (default: LLaMA2-7B) at `length`; `gpu_hours_at_paper_scale`
-    is the same preset on LLaMA2-7B at 128k tokens with 5 documents."""
-    s = settings(preset_or_config)
-    if length < 1 or docs < 1:
-        raise LongRopeError("length and docs must be positive")
-    kids = s["mutations"] + s["crossovers"]
-    seed_from = (preset_or_config.get("seed_from") if isinstance(preset_or_config, Mapping)
-                 else getattr(preset_or_config, "seed_from", None))
+def search_cost(cfg: SearchConfig, model_shape=None, *, tflops_per_gpu: float = TFLOPS_PER_GPU) -> dict:
+    """Upper bounds of the search `cfg` (resolved here): {evaluations, screened, forward_passes,
+    descent_passes, pass_equivalents, tokens, flops, gpu_hours, gpu_hours_at_paper_scale}.
+    `evaluations` counts full-fidelity scorings, `screened` the cheap ones; `forward_passes` counts
+    one pass per (candidate, document), the baselines included. `gpu_hours` is for `model_shape`
+    (default: LLaMA2-7B) at the target length; `gpu_hours_at_paper_scale` is the same settings on
+    LLaMA2-7B at 128k tokens with 5 documents."""
+    s = cfg.resolved()
+    length, docs = s.target_length, s.docs
+    kids = s.mutations + s.crossovers
     # seeds always get the full fitness: PI, NTK, YaRN, the descent's best point, the carried factors
-    seeds = BASELINES + bool(s.get("descent_steps")) + bool(seed_from)
+    seeds = BASELINES + bool(s.descent_steps) + bool(s.seed_from)
 
     def passes(n_docs: int) -> tuple[int, int, int]:
-        sd = s["screen_docs"] or 0
+        sd = s.screen_docs or 0
         if 0 < sd < n_docs:
-            promoted = min(kids, max(1, math.ceil(s["promote"] * kids))) if kids else 0
-            full = max(s["parents"], seeds) + s["iterations"] * promoted
-            screened = s["population"] + s["iterations"] * kids
+            promoted = min(kids, max(1, math.ceil(s.promote * kids))) if kids else 0
+            full = max(s.parents, seeds) + s.iterations * promoted
+            screened = s.population + s.iterations * kids
             return full, screened, screened * sd + full * (n_docs - sd) + BASELINES * n_docs
-        full = s["population"] + s["iterations"] * kids
+        full = s.population + s.iterations * kids
         return full, 0, (full + BASELINES) * n_docs
 
     full, screened, fp = passes(docs)
-    steps = s.get("descent_steps") or 0
+    steps = s.descent_steps
     dp = steps * docs
     eq = fp + descent_pass(length) * dp
     shape = _shape(model_shape)
@@ -120,7 +93,7 @@ def run_cost(cfg, evaluations: int, screened: int, forward_passes: int, cache_hi
     needed (run + taken from the cache, descent passes weighted by `descent_pass`) per document,
     times the paper's 5 documents at 128k."""
     eq = forward_passes + descent_pass(cfg.target_length) * descent_passes
-    bound = search_cost(cfg, cfg.target_length, cfg.docs)
+    bound = search_cost(cfg)
     per_doc = (eq + cache_hits) / cfg.docs
     paper = per_doc * PAPER_DOCS * flops_per_pass(PAPER_SHAPE, PAPER_LENGTH) / (TFLOPS_PER_GPU * 1e12 * 3600)
     return {"evaluations": evaluations, "screened": screened, "forward_passes": forward_passes,
@@ -143,9 +116,7 @@ def doc_cost(doc: dict) -> dict | None:
     """run_cost from a search state document (state.json), or None for states that predate it."""
     if "forward_passes" not in doc:
         return None
-    from .runner import SearchConfig
-
     hist = doc["evolution"]["history"][-1]
     descent = (doc.get("info") or {}).get("descent") or {}
-    return run_cost(SearchConfig(**doc["config"]), hist["evaluations"], hist["screened"],
+    return run_cost(SearchConfig.from_saved(doc["config"]), hist["evaluations"], hist["screened"],
                     doc["forward_passes"], doc.get("cache_hits", 0), descent.get("passes", 0))

@@ -1,7 +1,9 @@
 """The evolutionary search of LongRoPE, independent of models.
 
-`evolve(fitness, space, ...)` minimises a batch fitness (`fitness(list[Candidate]) -> list[float]`,
-lower is better, e.g. perplexity). Generation 0 scores a seeded population; every later generation
+The contract: `evolve(fitness, space, settings, seeds=..., screen=..., state=..., on_generation=...)`
+minimises a batch fitness (`fitness(list[Candidate]) -> list[float]`, lower is better, e.g.
+perplexity) over a `search.space.Space`; it knows no model, no data and no files, and takes every
+random choice from `settings.seed`. Generation 0 scores a seeded population; every later generation
 keeps the top `parents` and adds `mutations` mutants and `crossovers` crossovers of them. A
 candidate is scored at most once (per fidelity); non-finite scores rank last.
 
@@ -30,40 +32,20 @@ FORMAT = "longrope-evolution/1"
 
 
 @dataclass(frozen=True)
-class Preset:
-    population: int
-    iterations: int
-    parents: int
-    mutations: int
-    crossovers: int
-    mutation_prob: float
-    screen_docs: int | None = None  # documents of the cheap fitness; None: no screening
-    promote: float = 1.0  # at most this fraction of new candidates gets the full fitness
-    patience: int | None = None  # stop after this many generations without improvement
-    descent_steps: int = 0  # gradient steps before the evolution (search/descent.py); 0: none
-    descent_hold: float = 0.0  # share of the highest-frequency pairs the descent leaves at the start
-
-
-PRESETS = {
-    # The paper and its code: 64 + 40 * 32 = 1,344 evaluations, each on all documents.
-    "paper": Preset(64, 40, 32, 16, 16, 0.3),
-    # Default: 40 gradient steps on the factors from the best seed (search/descent.py; where the
-    # descent does not apply -- the needle objective, short factors -- the evolution alone), then a
-    # small population (16, 8 parents, 8 + 8 children) over up to 25 generations; children are
-    # screened on one document and at most a quarter of them (those beating the worst parent
-    # there) are scored on all documents; stop after 8 generations without improvement.
-    # Why 25: on 4 documents below 8,192 tokens the descent costs 480 pass equivalents and a
-    # generation 28 passes, so the bound is 1,232, 0.229 of the paper preset's 5,388. Not below a
-    # quarter everywhere: from 8,192 tokens (checkpointed descent, 4 passes a step) 0.258 on 4
-    # documents, and on 2 documents 0.29-0.32 (screening costs the same with fewer documents).
-    # Why the hold of 1/16: the perplexity is rugged along the highest-frequency pairs, where the
-    # descent's steps wander; leaving the first 2 of 32 pairs at the start point (the evolution still
-    # moves them) took the full search from 26.221 to 26.057 at 8x and from 33.209 to 32.707 at 16x. A
-    # hold of 1/8 helped at 16x and hurt at 8x (docs/DESIGN.md).
-    # benchmarks/search_efficiency.py measures it against the paper preset at 8x and 16x.
-    "fast": Preset(16, 25, 8, 8, 8, 0.3, screen_docs=1, promote=0.25, patience=8, descent_steps=40,
-                   descent_hold=0.0625),
-}
+class Settings:
+    """The evolution's counts; the defaults are the paper's (64 + 40 * 32 = 1,344 evaluations).
+    `promote`: the share of screened children that may get the full fitness; `patience`: flat
+    generations before stopping (None: never); `tol`: the relative gain a generation needs not to
+    count as flat."""
+    population: int = 64
+    iterations: int = 40
+    parents: int = 32
+    mutations: int = 16
+    crossovers: int = 16
+    seed: int = 0
+    promote: float = 1.0
+    patience: int | None = None
+    tol: float = 0.0
 
 
 @dataclass
@@ -145,50 +127,51 @@ def _children(parents: list[Candidate], space: Space, rng: np.random.Generator, 
     return out
 
 
-def evolve(fitness: Fitness, space: Space, *, population: int = 64, iterations: int = 40,
-           parents: int = 32, mutations: int = 16, crossovers: int = 16, seed: int = 0,
+def evolve(fitness: Fitness, space: Space, settings: Settings = Settings(), *,
            seeds: Mapping[str, Sequence[float]] | None = None, screen: Fitness | None = None,
-           promote: float = 1.0, patience: int | None = None, tol: float = 0.0,
            state: dict | None = None, on_generation: Callable[[dict], None] | None = None) -> Result:
-    """Minimise `fitness` over `space`; see the module docstring."""
-    if min(population, parents) < 1 or min(iterations, mutations, crossovers) < 0:
+    """Minimise `fitness` over `space` with `settings`, from the named `seeds` (factor vectors) or
+    from a saved `state`; see the module docstring."""
+    st = settings
+    if min(st.population, st.parents) < 1 or min(st.iterations, st.mutations, st.crossovers) < 0:
         raise LongRopeError("population and parents must be >= 1; iterations, mutations, crossovers >= 0")
-    if parents > population:
-        raise LongRopeError(f"parents ({parents}) cannot exceed the population ({population})")
-    if not 0.0 < promote <= 1.0:
-        raise LongRopeError(f"promote must be in (0, 1], got {promote}")
-    settings = {"population": population, "iterations": iterations, "parents": parents,
-                "mutations": mutations, "crossovers": crossovers, "seed": seed,
-                "screen": screen is not None, "promote": promote, "patience": patience, "tol": tol,
-                "space": space.describe()}
+    if st.parents > st.population:
+        raise LongRopeError(f"parents ({st.parents}) cannot exceed the population ({st.population})")
+    if not 0.0 < st.promote <= 1.0:
+        raise LongRopeError(f"promote must be in (0, 1], got {st.promote}")
+    # what a saved state must match to be continued
+    saved = {"population": st.population, "iterations": st.iterations, "parents": st.parents,
+             "mutations": st.mutations, "crossovers": st.crossovers, "seed": st.seed,
+             "screen": screen is not None, "promote": st.promote, "patience": st.patience, "tol": st.tol,
+             "space": space.describe()}
     log: list[dict] = []
     full = _Scorer(fitness, "full", log)
     cheap = _Scorer(screen, "screen", log) if screen is not None else None
     seen = (lambda c: c in full.memo or c in cheap.memo) if cheap else (lambda c: c in full.memo)
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(st.seed)
 
     if state is not None:
-        pars, history, start, stall, seed_names = _restore_state(state, settings, log, full, cheap, rng)
+        pars, history, start, stall, seed_names = _restore_state(state, saved, log, full, cheap, rng)
     else:
-        pars, seed_names = _initial_generation(space, seeds, population, parents, rng, full, cheap)
+        pars, seed_names = _initial_generation(space, seeds, st.population, st.parents, rng, full, cheap)
         history = [_summary(0, pars, full, cheap)]
         start, stall = 1, 0
         if on_generation:
-            on_generation(_state(settings, 0, rng, pars, log, history, stall, seed_names))
+            on_generation(_state(saved, 0, rng, pars, log, history, stall, seed_names))
 
     stopped = False
     gen = start - 1
-    for gen in range(start, iterations + 1):
-        if patience is not None and stall >= patience:
+    for gen in range(start, st.iterations + 1):
+        if st.patience is not None and stall >= st.patience:
             stopped, gen = True, gen - 1
             break
-        kids = _children([c for c, _ in pars], space, rng, mutations, crossovers, seen)
-        pars, stall = _next_generation(pars, kids, gen, full, cheap, parents=parents,
-                                       promote=promote, tol=tol, stall=stall)
+        kids = _children([c for c, _ in pars], space, rng, st.mutations, st.crossovers, seen)
+        pars, stall = _next_generation(pars, kids, gen, full, cheap, parents=st.parents,
+                                       promote=st.promote, tol=st.tol, stall=stall)
         history.append(_summary(gen, pars, full, cheap))
         if on_generation:
-            on_generation(_state(settings, gen, rng, pars, log, history, stall, seed_names))
-    final = _state(settings, gen, rng, pars, log, history, stall, seed_names)
+            on_generation(_state(saved, gen, rng, pars, log, history, stall, seed_names))
+    final = _state(saved, gen, rng, pars, log, history, stall, seed_names)
     return Result(best=pars[0][0], score=pars[0][1], parents=pars, generations=max(gen, 0),
                   evaluations=len(full.memo), screened=len(cheap.memo) if cheap else 0,
                   stopped_early=stopped, history=history, state=final)

@@ -23,7 +23,7 @@ def pick_screen(objective, names: list[str], k: int, how: str) -> list[int]:
         return list(range(min(k or 0, n)))
     if how != "spread":
         raise LongRopeError(f"unknown screen pick {how!r}; choose one of {', '.join(PICKS)}")
-    nll = dict(objective._nll)
+    nll = dict(objective.nll)
     if objective.world > 1:  # each rank holds the baselines it scored
         import torch.distributed as dist
 

@@ -23,8 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from .config import WHERE
 from .cost import CHECKPOINT_FROM  # samples this long run their decoder layers under activation checkpointing
-from .setup import DESCENT_FILE, WHERE, before_hold  # the descent's state after every step, for --resume
+from .state import DESCENT_FILE, read_descent  # the descent's state after every step, for --resume
 
 
 class _Rotary(nn.Module):
@@ -84,13 +85,14 @@ class FactorGradient:
 
     def __call__(self, factors) -> tuple[float, np.ndarray]:
         from .. import patch
-        from ..rope.methods import base_inv_freq
+        from ..models import model_device
+        from ..rope.basis import base_inv_freq
         from ..train.loss import CausalLMLoss, shifted_targets
 
         log_f = torch.tensor(np.log(np.asarray(factors, dtype=np.float64)), dtype=torch.float32,
                              requires_grad=True)
         loss = CausalLMLoss(self.model, self.chunk)
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         n = len(self.samples)
         total = torch.zeros((), dtype=torch.float64)
         frozen = [(p, p.requires_grad) for p in self.model.parameters()]
@@ -131,26 +133,6 @@ def _same_run(a: dict, b: dict) -> bool:
     return {k: v for k, v in a.items() if k not in WHERE} == {k: v for k, v in b.items() if k not in WHERE}
 
 
-def read_descent(out) -> dict | None:
-    """OUT/descent.json ({"config", "descent"}) or None; a broken file is one-line error."""
-    import json
-    from pathlib import Path
-
-    from ..errors import LongRopeError
-
-    path = Path(out) / DESCENT_FILE
-    if not path.is_file():
-        return None
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise LongRopeError(f"cannot read {path}: {e}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("config"), dict) or not isinstance(doc.get("descent"), dict):
-        raise LongRopeError(f"{path} is not a longrope descent state")
-    before_hold(doc["config"])
-    return doc
-
-
 def held(space, start, share: float):
     """(the descent's space, k): the first k = round(share * pairs) pairs (the highest frequencies)
     fixed at the start point's values (clipped to the bounds), the rest as in `space` but never below
@@ -169,36 +151,34 @@ def held(space, start, share: float):
     return Space(lo, hi, step=space.step, n_hats=space.n_hats, attn=space.attn, mutation_prob=space.mutation_prob), k
 
 
-def descent_phase(cfg, out, model, samples, space, start, *, rank: int, world: int, on_pass=None,
-                  resume: bool = False) -> dict:
-    """Run the descent of `cfg.descent_steps` steps from `start` (continuing OUT/descent.json of the
-    same settings when `resume`); returns what the search keeps: the best factors, their perplexity,
-    the start's, and the (forward + backward) sample passes spent."""
+def descent_phase(run, start) -> dict:
+    """Run the descent of `run.cfg.descent_steps` steps from `start` (a `setup.SearchRun`; continuing
+    OUT/descent.json of the same settings when resuming); returns what the search keeps: the best
+    factors, their perplexity, the start's, and the (forward + backward) sample passes spent."""
     from dataclasses import asdict
-    from pathlib import Path
 
     from ..errors import LongRopeError
     from ..io import write_json
     from .descent import descend
 
+    cfg, path = run.cfg, run.out / DESCENT_FILE
     config = asdict(cfg)
     state = None
-    doc = read_descent(out) if resume else None
+    doc = read_descent(run.out) if run.resume else None
     if doc is not None:
         if not _same_run(doc["config"], config):
-            raise LongRopeError(f"{Path(out) / DESCENT_FILE} was made with different settings")
+            raise LongRopeError(f"{path} was made with different settings")
         state = doc["descent"]
-    space, hold = held(space, start, cfg.descent_hold)
-    grad = FactorGradient(model, samples, n_hat=0, attn=space.attn, chunk=cfg.chunk, rank=rank, world=world,
-                          on_pass=on_pass)
+    space, hold = held(run.space, start, cfg.descent_hold)
+    grad = FactorGradient(run.model, run.samples, n_hat=0, attn=space.attn, chunk=cfg.chunk, rank=run.rank,
+                          world=run.world, on_pass=run.bar.descent_tick)
 
     def on_step(st: dict) -> None:
-        if rank == 0:
-            write_json(Path(out) / DESCENT_FILE, {"config": config, "descent": st})
+        if run.rank == 0:
+            write_json(path, {"config": config, "descent": st})
 
     r = descend(grad, space, start, steps=cfg.descent_steps, lr=cfg.descent_lr, lr_end=cfg.descent_lr_end,
                 state=state, on_step=on_step)
     first = r.history[0]["value"] if r.history else None
     return {"factors": [float(x) for x in r.best], "ppl": r.value, "start_ppl": first, "steps": r.steps,
-            "held_pairs": hold,
-            "passes": len(r.history) * len(samples), "history": r.history}
+            "held_pairs": hold, "passes": len(r.history) * len(run.samples), "history": r.history}

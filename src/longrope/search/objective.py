@@ -15,22 +15,22 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..data.passkey import KEY_LINE, QUESTION
 from ..errors import LongRopeError
 from .space import Candidate
 
-NEEDLE = "The pass key is {k}. Remember it. {k} is the pass key."
-QUESTION = " What is the pass key? The pass key is"
 
 
 # ---- seeds and the critical dimension ---------------------------------------------------------
 def seed_factors(dim: int, base: float, original: int, scale: float) -> dict[str, np.ndarray]:
     """{'pi', 'ntk', 'yarn'}: the exact per-pair factors each method implies."""
     from ..rope import methods
+    from ..rope.basis import factors_of
 
     out = {}
     for name, fn in (("pi", methods.linear), ("ntk", methods.ntk), ("yarn", methods.yarn)):
         inv, _ = fn(dim, base, original, factor=scale)
-        out[name] = methods.factors_of(inv, dim, base).numpy().astype(np.float64)
+        out[name] = factors_of(inv, dim, base).numpy().astype(np.float64)
     return out
 
 
@@ -74,19 +74,20 @@ def resolve_critical(spec: str | int | None, dim: int, base: float, original: in
 
 # ---- samples ----------------------------------------------------------------------------------
 def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, bos_id: int | None,
-                   seed: int = 0) -> tuple[list[torch.Tensor], tuple[int, int]]:
+                   seed: int = 0) -> tuple[list[torch.Tensor], tuple[int, int], list[int]]:
     """`count` samples of `length` tokens: BOS, a pass-key needle, document text, the question and
     the key as answer. Every answer has the same token count, so one position range covers them.
-    Returns (samples, (first answer position, length))."""
+    Returns (samples, (first answer position, length), the documents used: indices into `ids`)."""
     rng = random.Random(seed)
 
     def enc(text):
         return list(tokenizer.encode(text, add_special_tokens=False))
 
-    question = enc(QUESTION)
+    question = enc(" " + QUESTION)  # after the document text, as the next sentence
     answer_len = None
     out = []
-    docs = [d for d in ids if d]
+    docs = [i for i, d in enumerate(ids) if d]
+    used: set[int] = set()
     pos = 0
     for _ in range(count):
         for _ in range(1000):
@@ -97,18 +98,20 @@ def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, 
                 break
         else:  # pragma: no cover - tokenizers give five-digit numbers a steady length
             raise LongRopeError("cannot find pass keys of a steady token length for the needle objective")
-        head = ([bos_id] if bos_id is not None else []) + enc(NEEDLE.format(k=key) + " ")
+        head = ([bos_id] if bos_id is not None else []) + enc(KEY_LINE.format(k=key) + " ")
         body = length - len(head) - len(question) - len(ans)
         if body < 1:
             raise LongRopeError(f"target length {length} is too short for the needle objective")
-        if sum(len(d) for d in docs) < body:
+        if sum(len(ids[i]) for i in docs) < body:
             raise LongRopeError(f"the data holds too few tokens for needle samples of {length} tokens")
         text: list[int] = []
         while len(text) < body:  # documents in turn, joined when one is too short
-            text.extend(docs[pos % len(docs)])
+            i = docs[pos % len(docs)]
+            text.extend(ids[i])
+            used.add(i)
             pos += 1
         out.append(torch.tensor(head + text[:body] + question + ans, dtype=torch.long))
-    return out, (length - answer_len, length)
+    return out, (length - answer_len, length), sorted(used)
 
 
 # ---- data-parallel scoring --------------------------------------------------------------------
@@ -146,9 +149,8 @@ class Objective:
         self.make_scaling = make_scaling  # Candidate -> Scaling; default: long factors at the target
         self.positions, self.chunk = positions, chunk
         self.rank, self.world, self.on_score = rank, world, on_score
-        self.scored = 0  # candidates scored by this process
-        self.docs_run = 0  # sample forward passes run by this process
-        self._nll: dict[tuple, float] = {}
+        self.forward_passes = 0  # sample forward passes run by this process
+        self.nll: dict[tuple, float] = {}
         self.screen_samples: list[int] | None = None  # the cheap fitness's samples (default: the first)
         self.store = store  # a search.cache.ScoreCache shared across runs, or None
         self.cache_hits = 0  # sample NLLs taken from the store instead of a forward pass
@@ -178,14 +180,14 @@ class Objective:
         idx = list(range(docs))
         if self.screen_samples is not None and docs < len(self.samples):
             idx = sorted(self.screen_samples[:docs])  # the mean in sample order, as for all samples
-        todo = [i for i in idx if (key, i) not in self._nll]
+        todo = [i for i in idx if (key, i) not in self.nll]
         if todo and self.store is not None:
             from .cache import scaling_key
             skey = scaling_key(scaling)
             for i in list(todo):
                 v = self.store.get(skey, self._sample_keys[i])
                 if v is not None:
-                    self._nll[(key, i)] = v
+                    self.nll[(key, i)] = v
                     self.cache_hits += 1
                     todo.remove(i)
         if todo:
@@ -201,21 +203,30 @@ class Objective:
                     else:
                         vals = r.doc_nll
                     for i, v in zip(g, vals):
-                        self._nll[(key, i)] = float(v)
+                        self.nll[(key, i)] = float(v)
                         if self.store is not None:
                             self.store.put(skey, self._sample_keys[i], float(v))
-                    self.docs_run += len(g)
+                    self.forward_passes += len(g)
             finally:
                 patch.remove(self.model)
-        return [self._nll[(key, i)] for i in idx]
+        return [self.nll[(key, i)] for i in idx]
 
     def score_one(self, scaling, key, docs: int) -> float:
         nlls = self._sample_nlls(scaling, key, docs)
-        self.scored += 1
         if self.on_score:
             self.on_score()
         nll = sum(nlls) / len(nlls)
         return math.exp(nll) if nll < 700 else (float("inf") if nll == nll else nll)
+
+    def counts(self) -> tuple[int, int]:
+        """(sample forward passes, cache hits) of every process together; collective under a launcher."""
+        if self.world == 1:
+            return self.forward_passes, self.cache_hits
+        import torch.distributed as dist
+
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, (self.forward_passes, self.cache_hits))
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
     def score_many(self, items: list[tuple], docs: int | None = None) -> list[float]:
         """Scores of [(scaling, cache key), ...] on the first `docs` samples, gathered over ranks."""

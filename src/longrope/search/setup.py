@@ -1,15 +1,24 @@
-"""The steps of `runner.run_search` before the evolution: the model's rotary window, the data
-samples, the search space with its seeds, and the progress display. Kept apart from runner.py
-so each step is a named function; nothing here writes files."""
+"""`prepare(cfg, out, resume) -> SearchRun`: everything a search is before its first score.
+
+The run object holds the resolved settings, where it runs (rank, world), the model, its rotary
+`Window`, the samples, the space and the named seeds, the objective over the samples, the progress
+display, and what a resumed run takes from its state.json (baselines, descent, screening samples,
+the evolution's state, the counters of the earlier runs). `runner.run_search` reads it step by
+step; nothing here scores a candidate or writes a file.
+"""
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from ..errors import LongRopeError
+from .config import WHERE, SearchConfig
 from .space import Candidate, Space
+
+CARRIED = "carried"  # the seed carried over from --seed-from (not a baseline method of its own)
+DESCENT = "descent"  # the best point of the gradient descent (search/descent.py)
 
 
 @dataclass
@@ -23,27 +32,133 @@ class Window:
     long: object | None = None
 
 
-def _samples(cfg, tok, model, count: int):
-    from ..data import build_samples, load_documents, tokenize_documents
+@dataclass
+class Counters:
+    """What the runs of one search spent, added up over resumes: seconds, sample forward passes
+    (every process) and sample scores taken from the score cache instead."""
+    seconds: float = 0.0
+    forward_passes: int = 0
+    cache_hits: int = 0
+
+    @classmethod
+    def of(cls, state: dict | None) -> "Counters":
+        """The counters saved in a state.json (states from before the cache: their one run's count)."""
+        if state is None:
+            return cls()
+        return cls(state.get("seconds", 0.0), state.get("forward_passes", state.get("scored_here", 0)),
+                   state.get("cache_hits", 0))
+
+
+@dataclass
+class SearchRun:
+    cfg: SearchConfig  # resolved
+    out: Path
+    resume: bool
+    rank: int
+    world: int
+    model: object
+    window: Window
+    samples: list
+    positions: tuple[int, int] | None  # the scored position range (needle objective), else None
+    documents: list[dict]  # the documents the samples hold, by name and token count (data.Tokenized.cite)
+    critical_dim: int | None
+    owns_group: bool  # joined the process group itself (else a recipe holds it and leaves it last)
+    seeds: dict  # name -> factor vector: the exact methods', the carried one, later the descent's
+    space: Space
+    objective: object  # search.objective.Objective
+    store: object  # search.cache.ScoreCache or None
+    bar: object  # search.progress.SearchProgress
+    # from the state.json of a resumed run (None / empty for a fresh one)
+    baselines: dict | None = None
+    descent: dict | None = None
+    screen_samples: list | None = None
+    evolution_state: dict | None = None
+    prior: Counters = field(default_factory=Counters)
+    t0: float = 0.0  # when this run's timed part (descent and evolution) began
+
+    def short_scaling(self, cand: Candidate):
+        """The long scaling with this candidate as its short factors (a short-factor search)."""
+        attn = float(cand.attn) if self.cfg.search_attention_scale else None
+        return with_short(self.window.long, cand.factors, attn)
+
+
+def prepare(cfg: SearchConfig | None, out: str | Path, resume: bool = False, *, progress: bool = True,
+            model=None, tokenizer=None, cache="auto") -> SearchRun:
+    """The run of `cfg` into `out`; with `resume`, the settings come from OUT/state.json (or
+    OUT/descent.json when the run was stopped in its descent) and `cfg` may only say where to run."""
+    from .cache import for_search
+    from .objective import Objective, init_distributed
+    from .progress import SearchProgress
+    from .state import descent_only, load_state, read_descent
+
+    out = Path(out)
+    state = load_state(out) if resume and not descent_only(out) else None
+    if resume:
+        where = {k: getattr(cfg, k) for k in WHERE} if cfg else {}
+        cfg = SearchConfig.from_saved((state or read_descent(out))["config"], **where)
+    cfg = cfg.resolved()
+    import torch.distributed as dist
+    owns_group = not (dist.is_available() and dist.is_initialized())
+    rank, world, device = init_distributed(cfg.device)
+    model, tokenizer = _load(cfg, device, model, tokenizer)
+    w = window(cfg, model)
+    samples, positions, documents = load_samples(cfg, tokenizer, model, cfg.docs)
+    crit, seeds, space = space_and_seeds(cfg, w)
+    bar = SearchProgress(progress and rank == 0, cfg,
+                         baselines=len(seeds) + bool(w.long is not None and cfg.search_attention_scale),
+                         done_generations=state["evolution"].get("generation") if state else None, world=world)
+    store = for_search(cache, cfg, model, positions)
+    info = state["info"] if state else {}
+    run = SearchRun(cfg=cfg, out=out, resume=resume, rank=rank, world=world, model=model, window=w,
+                    samples=samples, positions=positions, documents=documents, critical_dim=crit,
+                    owns_group=owns_group, seeds=seeds, space=space,
+                    objective=None, store=store, bar=bar,
+                    baselines=state["baselines"] if state else None, descent=info.get("descent"),
+                    screen_samples=info.get("screen_samples"),
+                    evolution_state=state["evolution"] if state else None, prior=Counters.of(state))
+    run.objective = Objective(model, samples, original=w.original, target=cfg.target_length, positions=positions,
+                              chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick, store=store,
+                              make_scaling=run.short_scaling if w.long is not None else None)
+    bar.objective = run.objective
+    return run
+
+
+def _load(cfg: SearchConfig, device, model, tokenizer):
+    """The model and tokenizer, loaded where not passed in."""
+    from ..models import check_vocabulary, load_model, load_tokenizer
+
+    if model is None:
+        model = load_model(cfg.model, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    check_vocabulary(model, tokenizer, cfg.model)
+    return model, tokenizer
+
+
+def load_samples(cfg: SearchConfig, tok, model, count: int):
+    """(`count` samples of the target length, the scored position range or None, the documents they
+    hold by name and token count) from cfg's data."""
+    from ..data import build_samples, load_tokenized
     from .objective import needle_samples
 
-    docs = load_documents(cfg.data, cfg.split)
-    ids = tokenize_documents(docs, tok)
+    documents = load_tokenized(tok, cfg.data, cfg.split)
     bos = getattr(tok, "bos_token_id", None)
     if bos is None:
         bos = getattr(model.config, "bos_token_id", None)
     if cfg.objective == "needle":
-        return needle_samples(ids, tok, cfg.target_length, count, bos_id=bos, seed=cfg.seed)
+        samples, positions, used = needle_samples(documents.ids, tok, cfg.target_length, count, bos_id=bos,
+                                                  seed=cfg.seed)
+        return samples, positions, documents.cite(used)
     try:
-        s = build_samples(ids, cfg.target_length, count, mode=cfg.sample_mode, bos_id=bos,
+        s = build_samples(documents.ids, cfg.target_length, count, mode=cfg.sample_mode, bos_id=bos,
                           sep_id=getattr(tok, "eos_token_id", None), seed=cfg.seed)
     except LongRopeError as e:
         from ..data.sources import split_sizes
         raise LongRopeError("; ".join(x for x in (str(e), split_sizes(cfg.data, cfg.split)) if x)) from None
-    return s.tensors, None
+    return s.tensors, None, documents.cite(s.used)
 
 
-def _window(cfg, model) -> Window:
+def window(cfg: SearchConfig, model) -> Window:
     """The rotary geometry, checked against the target length (above the window for long
     factors, up to it for short factors)."""
     from .. import patch
@@ -63,9 +178,9 @@ def _window(cfg, model) -> Window:
     return Window(dim, base, original, cfg.target_length / original, long)
 
 
-def _space_and_seeds(cfg, w: Window):
+def space_and_seeds(cfg: SearchConfig, w: Window):
     """(critical dim or None, the named seed factors, the search space)."""
-    from ..rope.methods import attention_scale
+    from ..rope.basis import attention_scale
     from .objective import resolve_critical, seed_factors
 
     dim, base, original, scale, long = w.dim, w.base, w.original, w.scale, w.long
@@ -96,21 +211,9 @@ def _space_and_seeds(cfg, w: Window):
     return crit, seeds, space
 
 
-CARRIED = "carried"  # the seed carried over from --seed-from (not a baseline method of its own)
-DESCENT = "descent"  # the best point of the gradient descent (search/descent.py)
-DESCENT_FILE = "descent.json"  # the descent's state after every step (rank 0) until state.json exists
-WHERE = ("device", "trust_remote_code")  # the only settings a resumed run may change (where it runs)
-
-
-def before_hold(config: dict) -> dict:
-    """A saved (resolved) search config from before `descent_hold` existed: its run had no hold."""
-    config.setdefault("descent_hold", 0.0)
-    return config
-
-
 def _carried(path: str, dim: int, scale: float) -> np.ndarray:
     """The long factors of an earlier stage's factor file, carried to this search's scale."""
-    from ..rope.scaling import load_scaling
+    from ..rope.files import load_scaling
     from .objective import carry_factors
 
     prev = load_scaling(path)
@@ -123,8 +226,8 @@ def _carried(path: str, dim: int, scale: float) -> np.ndarray:
     return carry_factors(prev.long_factor, float(prev.factor), scale)
 
 
-def _long_scaling(cfg, dim: int):
-    from ..rope.scaling import load_scaling
+def _long_scaling(cfg: SearchConfig, dim: int):
+    from ..rope.files import load_scaling
 
     if cfg.critical_dim:
         raise LongRopeError("a short-factor search takes no --critical-dim")
@@ -135,12 +238,7 @@ def _long_scaling(cfg, dim: int):
     return long
 
 
-def _short_attn(cfg, cand: Candidate) -> float | None:
-    search = cfg["search_attention_scale"] if isinstance(cfg, dict) else cfg.search_attention_scale
-    return float(cand.attn) if search else None
-
-
-def _with_short(long, factors, short_attention: float | None = None):
+def with_short(long, factors, short_attention: float | None = None):
     """The long scaling with these short factors (used up to the original window) and, when
     given, their own attention scale."""
     from ..rope.scaling import Scaling
@@ -149,48 +247,3 @@ def _with_short(long, factors, short_attention: float | None = None):
     d["short_factor"] = [float(x) for x in factors]
     d["short_attention"] = short_attention
     return Scaling.from_dict(d)
-
-
-class _Progress:
-    """Search progress on rank 0 (`longrope.progress`): a bar over sample forward passes, whose total
-    is the most the settings can take (the initial population and every generation in full; early
-    stopping and cached scores make it shorter), and one plain line per generation outside a terminal."""
-
-    def __init__(self, on: bool, cfg, *, baselines: int, done_generations: int | None, world: int):
-        from ..progress import Progress
-
-        per_gen = cfg.mutations + cfg.crossovers
-        full = math.ceil(cfg.promote * per_gen) if cfg.screen_docs else per_gen
-        gen_cost = full * cfg.docs + (per_gen * cfg.screen_docs if cfg.screen_docs else 0)
-        if done_generations is None:
-            total = (baselines + cfg.population + cfg.descent_steps) * cfg.docs + cfg.iterations * gen_cost
-        else:
-            total = max(0, cfg.iterations - done_generations) * gen_cost
-        self.cfg, self.objective, self.descent = cfg, None, 0
-        self.p = Progress(math.ceil(total / world), f"search {cfg.preset}", "pass", enabled=on, every=0)
-        if on and not self.p.tty:
-            self.p.line(f"up to {cfg.iterations} generations at {cfg.target_length} tokens on {cfg.docs} "
-                        "documents (the total is an upper bound)")
-
-    def tick(self) -> None:
-        done = self.descent + (self.objective.docs_run if self.objective is not None else 0)
-        if done > self.p.n:
-            self.p.update(done - self.p.n)
-
-    def descent_tick(self) -> None:
-        """One (forward + backward) sample pass of the descent; the bar counts it as one pass."""
-        self.descent += 1
-        self.tick()
-
-    def generation(self, evo: dict) -> None:
-        if evo["generation"] == getattr(self, "last", None):
-            return  # the final record repeats the last generation
-        self.last = evo["generation"]
-        best = float(evo["history"][-1]["best_score"])
-        h = evo["history"][-1]
-        self.p.set_postfix_str(f"gen {evo['generation']} best ppl {best:.3f}")
-        self.p.line(f"generation {evo['generation']}/{self.cfg.iterations}, best ppl {best:.4f}, "
-                    f"{h.get('evaluations', '?')} full + {h.get('screened', 0)} screening evaluations")
-
-    def close(self) -> None:
-        self.p.close(done=True)
