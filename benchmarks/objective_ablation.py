@@ -39,7 +39,10 @@ def _search(cfg, out: Path, model, tok, reuse: Path | None) -> dict:
     if reuse is not None and not (out / "factors.json").is_file():
         saved = load_state(reuse)["config"]
         mine = {k: v for k, v in vars(cfg.resolved()).items() if k not in ("device", "trust_remote_code")}
-        diff = [k for k in mine if saved.get(k) != mine[k] and not (k == "data" and not saved.get(k) and not mine[k])]
+        # (a search from before the LongRoPE2 options reads critical_low "ntk": moot without a critical dim)
+        moot = {"critical_low"} if mine["critical_dim"] is None else set()
+        diff = [k for k in mine if k not in moot and saved.get(k) != mine[k]
+                and not (k == "data" and not saved.get(k) and not mine[k])]
         if diff or not (reuse / "factors.json").is_file():
             raise LongRopeError(f"--reuse {reuse}: not a finished search with these settings ({', '.join(diff)})")
         shutil.copytree(reuse, out, dirs_exist_ok=False)
