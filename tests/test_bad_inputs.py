@@ -2,7 +2,11 @@
 `longrope.cli.main`: exit status 2, exactly one line on stderr (nothing on stdout), nothing written
 and nothing existing changed in the workspace (a snapshot of every file before and after).
 
-The messages of recipe/compare/eval validation are owned elsewhere: only the contract is asserted."""
+`CATEGORIES` holds one group of cases per kind of failure found by trying the commands as a new user
+would (issue 29): inputs that gave a traceback, inputs accepted silently, failures after the work,
+lengths beyond the machine's memory, and writes left behind on failure; `test_api_*` checks the same
+validators through the Python API. The messages of recipe/compare/eval validation are owned
+elsewhere: only the contract is asserted."""
 from __future__ import annotations
 
 import hashlib
@@ -48,9 +52,21 @@ def ws(tmp_path_factory) -> Path:
         "bad.jsonl": '{"text": "a"}\n{oops\n', "nofield.jsonl": '{"body": "a"}\n', "empty.txt": "",
         "one.txt": "one single document " * 50, "binary.txt": None, "recipe_bad.yaml": "stages: [\n",
         "recipe_list.yaml": "- 1\n- 2\n",
+        # issue 29's categories
+        "inf.json": _factor(factor=float("inf")), "version_str.json": json.dumps({**SCALING, "version": "1"}),
+        "lf_str.json": _factor(long_factor=["1.0"] * 8), "lf_bool.json": _factor(long_factor=[True] * 8),
+        "lf_huge.json": _factor(long_factor=[1e300] * 8), "lf_tiny.json": _factor(long_factor=[1e-300] * 8),
+        "nhat_huge.json": _factor(n_hat=10 ** 12), "below.json": _factor(target_length=16, original_max_position=32),
+        "recipe_stage.yaml": "stages:\n  - search: 5\n",
+        "recipe_dup.yaml": "stages:\n  - search: {target_length: 64}\nstages:\n  - search: {target_length: 128}\n",
+        "recipe_nolengths.yaml": "stages:\n  - search: {target_length: 64}\n  - compare: {lengths: []}\n",
+        "recipe_window.yaml": "stages:\n  - search: {target_length: 32}\n",
+        "recipe_binary.yaml": None, "binary.jsonl": None,
     }
     for name, text in files.items():
-        if text is None:
+        if text is None and name.endswith(".yaml"):
+            (ws / name).write_bytes(b"stages:\n  - search: {target_length: 64}\n# \xff\xfe\n")
+        elif text is None:
             (ws / name).write_bytes(b"\xff\xfe\x00 not utf-8")
         else:
             (ws / name).write_text(text)
@@ -79,7 +95,30 @@ def ws(tmp_path_factory) -> Path:
             (notok / p.name).write_bytes(p.read_bytes())
     (ws / "model_nocfg").mkdir()
     (ws / "model_nocfg" / "x.txt").write_text("x")
+    _category_files(ws)
     return ws
+
+
+def _category_files(ws: Path) -> None:
+    """Models and files for issue 29's categories: an unknown rope_type, a tokenizer bigger than the
+    embedding, a model without RoPE, a Phi-3-style config without max_position_embeddings, few
+    short documents, a symbolic link to a user's file."""
+    from transformers import GPT2Config
+
+    badrope = ws / "model_badrope"
+    badrope.mkdir()
+    for p in (ws / "model").iterdir():
+        (badrope / p.name).write_bytes(p.read_bytes())
+    cfg = json.loads((badrope / "config.json").read_text())
+    cfg["rope_parameters"] = {"rope_type": "warp", "rope_theta": 10000.0, "factor": 2.0}
+    (badrope / "config.json").write_text(json.dumps(cfg))
+    save_tiny(ws / "model_bigtok", vocab=64)  # the character tokenizer has 104 ids
+    GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=64).save_pretrained(ws / "model_gpt2")
+    (ws / "hf_nomax").mkdir()
+    (ws / "hf_nomax" / "config.json").write_text(json.dumps({"rope_scaling": {
+        "rope_type": "longrope", "long_factor": [1.0] * 8, "short_factor": [1.0] * 8}}))
+    write_texts(ws / "few_tokens", n=3, words=4)
+    (ws / "filelink").symlink_to(ws / "file.txt")
 
 
 M = "--model {ws}/model"
@@ -175,6 +214,116 @@ CASES = [
     "extend --recipe {ws}/nope.yaml --out {ws}/o_x", "extend --recipe {ws}/recipe_bad.yaml --out {ws}/o_x",
     "extend --recipe {ws}/recipe_list.yaml --out {ws}/o_x", "extend --recipe builtin-8x",
 ]
+
+
+EXB = f"export {M} --out {{ws}}/o_ex --scaling"
+CATEGORIES = {
+    "traceback": [  # each of these printed a traceback before
+        "search --model {ws}/model --data {ws}/binary.jsonl --target-length 64 --out {ws}/o_se",
+        "extend --recipe {ws}/recipe_binary.yaml --model {ws}/model --dry-run",
+        "extend --recipe {ws}/recipe_stage.yaml --model {ws}/model --dry-run",
+        f"{EXB} longrope:{{ws}}/inf.json", f"{EXB} longrope:{{ws}}/version_str.json",
+        f"eval ppl --model {{ws}}/model_badrope {D} --lengths 64", "inspect none --model {ws}/model_badrope",
+        f"eval ppl --model {{ws}}/model_bigtok {D} --lengths 64", f"{PK} --lengths 300 --max-new-tokens 0",
+        "inspect yarn:8 --head-dim 16 --base -1", f"{EXB} longrope:{{ws}}/hf_nomax",
+    ],
+    "silent": [  # each of these was accepted (and exported, or printed) before
+        f"{EXB} longrope:{{ws}}/lf_str.json", f"{EXB} longrope:{{ws}}/lf_bool.json",
+        f"{EXB} longrope:{{ws}}/lf_huge.json", f"{EXB} longrope:{{ws}}/lf_tiny.json",
+        f"{EXB} longrope:{{ws}}/nhat_huge.json --drop-n-hat", f"{EXB} longrope:{{ws}}/below.json",
+        f"{EXB} yarn:0.5", f"{EXB} none:3", f"{EXB} yarn:8:beta_fast=16:beta_fast=32", f"{EXB} ''",
+        "extend --recipe {ws}/recipe_dup.yaml --model {ws}/model --dry-run",
+        "extend --recipe {ws}/recipe_nolengths.yaml --model {ws}/model --dry-run",
+        "extend --recipe {ws}/recipe_window.yaml --model {ws}/model --dry-run",
+        "extend --recipe {ws}/recipe_window.yaml --model {ws}/model --out {ws}/o_x",
+        "inspect yarn:4 --model {ws}/model_gpt2", "extend --recipe builtin-8x --model {ws}/model --data {ws}/nope --dry-run",
+    ],
+    "late": [  # each of these failed after the work before
+        f"{PPL} --out {{ws}}/notes", f"{PPL} --out /proc/longrope-test.json", f"{PPL} --out {{ws}}/file.txt/x.json",
+        f"{PPL} --chunk 0", f"{PPL} --batch-size 0", f"{PPL} --positions 50-10", f"{PK}",
+        f"{PPL} --out {{ws}}/file.txt", f"{PPL} --out {{ws}}/filelink --overwrite",
+        "inspect yarn:4 --head-dim 16 --plot {ws}/file.txt", "inspect yarn:4 --head-dim 16 --plot {ws}/filelink",
+        "inspect yarn:4 --head-dim 16 --plot {ws}/notes",
+    ],
+    "memory": [
+        f"eval passkey {M} --lengths 1000000000000", f"eval ppl {M} {D} --lengths 1000000000000",
+        f"compare {M} {D} --lengths 1000000000000 --out {{ws}}/o_cmp --no-plots",
+        f"search {M} {D} --target-length 1000000000000 --out {{ws}}/o_se",
+    ],
+    "writes": [
+        "pretrain --out {ws}/o_pt --steps 1 --data {ws}/few_tokens --layers 1 --hidden 64 --heads 1 --vocab-size 300",
+    ],
+}
+CASES += [line for group in CATEGORIES.values() for line in group]
+
+
+def test_every_category_has_cases():
+    assert all(len(v) >= 1 for v in CATEGORIES.values()) and set(CATEGORIES) == {
+        "traceback", "silent", "late", "memory", "writes"}
+
+
+def test_data_errors_state_the_split_sizes(ws, capsys):
+    """20 documents give 1 validation document: a search on 4 says why it cannot have them."""
+    write_texts(ws / "twenty", n=20, words=40)
+    try:
+        rc = main(shlex.split(f"search {M.format(ws=ws)} --data {ws}/twenty --target-length 512 --docs 4 "
+                              f"--out {ws}/o_twenty --no-cache"))
+        err = capsys.readouterr().err
+        assert rc == 2 and err.count("\n") == 1, err
+        assert "validation split" in err and "1 of 20 documents" in err and "5% validation" in err, err
+        assert not (ws / "o_twenty").exists()
+    finally:
+        import shutil
+        shutil.rmtree(ws / "twenty")
+
+
+@pytest.fixture(scope="module")
+def tiny_model():
+    from tests.helpers import make_tiny
+    return make_tiny("llama")
+
+
+@pytest.mark.parametrize("call", ["apply_none", "apply_empty", "apply_not_a_model", "load_cuda", "load_dtype",
+                                  "export_object", "apply_nhat_above_window", "apply_wrong_pairs"])
+def test_api_arguments_are_one_line_errors(call, tiny_model, ws, tmp_path):
+    """The Python API's arguments: checked, one LongRopeError, no traceback from deep inside."""
+    import torch
+
+    import longrope
+    from longrope.errors import LongRopeError
+    from longrope.models import load_model
+    from longrope.rope.scaling import Scaling
+
+    calls = {
+        "apply_none": lambda: longrope.apply(tiny_model, None),
+        "apply_empty": lambda: longrope.apply(tiny_model, ""),
+        "apply_not_a_model": lambda: longrope.apply("model", "yarn:2"),
+        "load_cuda": lambda: load_model(ws / "model", device="cuda") if not torch.cuda.is_available() else
+        load_model(ws / "model", device="cuda:99"),
+        "load_dtype": lambda: load_model(ws / "model", dtype="int3"),
+        "export_object": lambda: longrope.export(tiny_model, "yarn:2", tmp_path / "o"),
+        "apply_nhat_above_window": lambda: longrope.apply(tiny_model, Scaling("longrope", long_factor=[1.0] * 8,
+                                                                               factor=2.0, n_hat=64)),
+        "apply_wrong_pairs": lambda: longrope.apply(tiny_model, Scaling("longrope", long_factor=[1.0] * 5, factor=2.0)),
+    }
+    with pytest.raises(LongRopeError) as e:
+        calls[call]()
+    assert "\n" not in str(e.value)
+    assert longrope.patch.current(tiny_model) is None and not (tmp_path / "o").exists()
+
+
+def test_search_without_matplotlib_finishes(ws, tmp_path, monkeypatch, capsys):
+    """A finished search without matplotlib exits 0 with factors.json (it said so up front)."""
+    from tests.helpers import without_module
+
+    out = tmp_path / "s"
+    with without_module(monkeypatch, "matplotlib"):
+        rc = main(shlex.split(f"search {M.format(ws=ws)} {D.format(ws=ws)} --target-length 64 --docs 1 "
+                              "--population 2 --parents 1 --mutations 1 --crossovers 0 --iterations 0 "
+                              f"--descent-steps 0 --no-cache --out {out}"))
+    err = capsys.readouterr().err
+    assert rc == 0 and (out / "factors.json").is_file() and not (out / "search.png").exists()
+    assert "matplotlib is not installed" in err
 
 
 def snapshot(root: Path) -> dict:

@@ -8,18 +8,20 @@ import pytest
 from longrope.cli import main
 from longrope.runtimes import parity
 
+from tests import runtime_helpers
+
 
 def test_metrics_on_known_logits():
     rng = np.random.default_rng(0)
     ref = rng.normal(size=(6, 10)).astype(np.float32)
     ids = [1, 2, 3, 4, 5, 6]
-    same = parity.compare_logits("x", ref.copy(), ref, ids, 6)
+    same = runtime_helpers.compare_logits("x", ref.copy(), ref, ids, 6)
     assert same.max_abs_delta == 0 and same.top1_agreement == 1 and same.ppl_runtime == same.ppl_transformers
-    lp = parity.log_softmax(ref[:-1])
+    lp = runtime_helpers.log_softmax(ref[:-1])
     assert same.ppl_transformers == pytest.approx(math.exp(-np.mean([lp[i, ids[i + 1]] for i in range(5)])))
     off = ref.copy()
     off[2, 7] += 0.5
-    row = parity.compare_logits("x", off, ref, ids, 6)
+    row = runtime_helpers.compare_logits("x", off, ref, ids, 6)
     assert row.max_abs_delta == pytest.approx(0.5) and row.rel_error == pytest.approx(0.5 / np.abs(ref).max())
     assert not row.passes(1e-4, 3) and same.passes(1e-4, 3)
 
@@ -35,17 +37,17 @@ def test_logprob_rows_compare_actual_and_top_tokens():
     rng = np.random.default_rng(1)
     ref = rng.normal(size=(4, 8))
     ids = [0, 3, 5, 1]
-    lp = parity.log_softmax(ref[:-1])
+    lp = runtime_helpers.log_softmax(ref[:-1])
     theirs = [{ids[i + 1]: lp[i, ids[i + 1]], int(lp[i].argmax()): lp[i].max()} for i in range(3)]
-    row = parity.compare_logprobs("vllm", theirs, ref, ids, 4)
+    row = runtime_helpers.compare_logprobs("vllm", theirs, ref, ids, 4)
     assert row.max_abs_delta < 1e-12 and row.top1_agreement == 1 and row.ppl_runtime == pytest.approx(row.ppl_transformers)
     theirs[1][ids[2]] += 0.01
-    assert parity.compare_logprobs("vllm", theirs, ref, ids, 4).max_abs_delta == pytest.approx(0.01)
+    assert runtime_helpers.compare_logprobs("vllm", theirs, ref, ids, 4).max_abs_delta == pytest.approx(0.01)
 
 
 def _unchunked(ours, ref, ids):
     """The figures computed on whole arrays, independently of parity.Tally."""
-    lo, lr = parity.log_softmax(ours[:-1]), parity.log_softmax(ref[:-1])
+    lo, lr = runtime_helpers.log_softmax(ours[:-1]), runtime_helpers.log_softmax(ref[:-1])
     nxt, rows = np.array(ids[1:]), np.arange(len(ids) - 1)
     delta = np.abs(ours.astype(np.float64) - ref)
     return (delta.max(), delta.max() / np.abs(ref).max(), (ours.argmax(-1) == ref.argmax(-1)).mean(),
@@ -59,7 +61,7 @@ def test_chunked_figures_equal_the_unchunked_ones_on_a_tiny_model(tmp_path, monk
     folder = save_tiny(tmp_path / "m", window=64)
     ids = np.random.default_rng(0).integers(4, 104, size=50).tolist()
     model = parity.load_transformers(folder)
-    whole = parity.transformers_logits(folder, ids)
+    whole = runtime_helpers.transformers_logits(folder, ids)
     reference = parity.Reference(model, ids)
     chunks = [(0, 7), (7, 23), (23, 24), (24, 50)]
     ref = np.concatenate([reference.logits(a, b) for a, b in chunks])
@@ -75,9 +77,9 @@ def test_chunked_figures_equal_the_unchunked_ones_on_a_tiny_model(tmp_path, monk
     got = (row.max_abs_delta, row.rel_error, row.top1_agreement, row.ppl_runtime, row.ppl_transformers)
     assert got == pytest.approx(expected, rel=1e-12)
     # log-prob rows (vLLM): chunked equals one chunk
-    lp = parity.log_softmax(ours[:-1])
+    lp = runtime_helpers.log_softmax(ours[:-1])
     theirs = [{ids[i + 1]: lp[i, ids[i + 1]], int(lp[i].argmax()): lp[i].max()} for i in range(len(ids) - 1)]
-    one = parity.compare_logprobs("vllm", theirs, ref, ids, 64)
+    one = runtime_helpers.compare_logprobs("vllm", theirs, ref, ids, 64)
     split = parity.Tally(ids)
     for a, b in chunks:
         split.add_logprobs(a, theirs[a:b], reference.logits(a, min(b, len(theirs))))

@@ -123,5 +123,6 @@ def test_portable_export_has_one_set_of_factors(tmp_path):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["rope_parameters"]["short_factor"] == cfg["rope_parameters"]["long_factor"] == LONG
     record = json.loads((out / "longrope_scaling.json").read_text())
-    assert record["provenance"]["portable"] and record["short_factor"] == SHORT  # the full scaling kept
+    assert record["provenance"]["portable"] and record["short_factor"] is None  # what the export computes
+    assert record["full"]["short_factor"] == SHORT and "short_factor" in record["dropped"]  # the full scaling kept
     assert "at every length" in record["stock"]["runtimes"]["vllm"]["below_window"]

@@ -9,7 +9,9 @@ import pytest
 
 from longrope.cli import main
 from longrope.rope.scaling import Scaling
-from longrope.runtimes import converter, gguf_export, gguf_file
+from longrope.runtimes import converter, gguf_export
+
+from tests import gguf_helpers, runtime_helpers
 from tests.helpers import make_tiny
 
 gguf = pytest.importorskip("gguf")
@@ -70,7 +72,7 @@ def test_longrope_gguf_holds_factors_attention_and_window(tmp_path, fake_convert
     src = tiny_folder(tmp_path)
     scaling = Scaling("longrope", long_factor=LONG, short_factor=SHORT, factor=4.0, attention=1.25)
     out = gguf_export.export_gguf(src, scaling, tmp_path / "m.gguf", pre_tokenizer="starcoder")
-    keys, tensors = gguf_file.read_back(out)
+    keys, tensors = gguf_helpers.read_back(out)
     assert keys["general.architecture"] == "llama"
     assert keys["llama.rope.scaling.attn_factor"] == pytest.approx(1.25)
     assert keys["llama.rope.scaling.original_context_length"] == 32
@@ -92,7 +94,7 @@ def test_default_attention_is_the_su_scale_and_portable_repeats_long(tmp_path, f
         gguf_export.export_gguf(src, scaling, tmp_path / "p.gguf")
     assert not (tmp_path / "p.gguf").exists()
     out = gguf_export.export_gguf(src, scaling, tmp_path / "p.gguf", portable=True, pre_tokenizer="gpt2")
-    keys, tensors = gguf_file.read_back(out)
+    keys, tensors = gguf_helpers.read_back(out)
     assert keys["llama.rope.scaling.attn_factor"] == pytest.approx(math.sqrt(1 + math.log(4) / math.log(32)))
     np.testing.assert_allclose(tensors["rope_factors_short.weight"], LONG)
 
@@ -101,7 +103,7 @@ def test_baselines_use_llama_cpp_own_spelling(tmp_path, fake_converter):
     src = tiny_folder(tmp_path)
 
     def export(spec, name):
-        return gguf_file.read_back(gguf_export.export_gguf(src, spec, tmp_path / name, pre_tokenizer="gpt2"))
+        return gguf_helpers.read_back(gguf_export.export_gguf(src, spec, tmp_path / name, pre_tokenizer="gpt2"))
     keys, _ = export("pi:4", "pi.gguf")
     assert keys["llama.rope.scaling.type"] == "linear" and keys["llama.rope.scaling.factor"] == 4.0
     keys, _ = export("yarn:4", "y.gguf")
@@ -141,7 +143,7 @@ def test_dropping_dynamic_exports_plain_rope(tmp_path, fake_converter):
     src = tiny_folder(tmp_path)
     rc = main(["export", "--format", "gguf", "--model", str(src), "--scaling", "dynamic:4", "--drop-dynamic",
                "--pre-tokenizer", "gpt2", "--out", str(tmp_path / "d.gguf")])
-    keys, _ = gguf_file.read_back(tmp_path / "d.gguf")
+    keys, _ = gguf_helpers.read_back(tmp_path / "d.gguf")
     assert rc == 0 and "llama.rope.scaling.type" not in keys and keys["llama.rope.freq_base"] == 10000.0
 
 
@@ -158,7 +160,7 @@ def test_gguf_out_never_replaces_a_file_unless_told_nor_a_folder(tmp_path, capsy
         assert rc == 2 and msg in err and len(err.splitlines()) == 1, err
     assert out.read_bytes() == b"user data" and not any((tmp_path / "folder").iterdir())
     assert main([*argv, "--out", str(out), "--overwrite"]) == 0
-    keys, _ = gguf_file.read_back(out)
+    keys, _ = gguf_helpers.read_back(out)
     assert keys["llama.rope.scaling.type"] == "linear"
 
 
@@ -193,7 +195,7 @@ def test_real_converter_on_the_builtin_model(tmp_path):
     factors = "docs/results/builtin-8x-before-filter/factors-short-long.json"
     rc = main(["export", "--format", "gguf", "--scaling", f"longrope:{factors}", "--drop-n-hat",
                "--drop-short-attention", "--out", str(tmp_path / "b.gguf")])
-    keys, tensors = gguf_file.read_back(tmp_path / "b.gguf")
+    keys, tensors = gguf_helpers.read_back(tmp_path / "b.gguf")
     record = json.load(open(factors))
     assert rc == 0 and keys["tokenizer.ggml.pre"] == "starcoder"
     np.testing.assert_allclose(tensors["rope_factors_long.weight"], record["long_factor"], rtol=1e-6)
@@ -210,7 +212,6 @@ def test_real_llama_cpp_runs_each_family_like_transformers(tmp_path, family, spe
     from longrope import export
     from longrope.errors import LongRopeError
     from longrope.models import BUILTIN_DIR
-    from longrope.runtimes import parity
     try:
         converter.find_converter()
     except LongRopeError as e:
@@ -227,7 +228,7 @@ def test_real_llama_cpp_runs_each_family_like_transformers(tmp_path, family, spe
     gg = gguf_export.export_gguf(src, scaling, tmp_path / "m.gguf", pre_tokenizer="starcoder", outtype="f32")
     ids = np.random.default_rng(0).integers(3, 4096, 400).tolist()
     for n in (200, 400):  # inside (short factors) and beyond (long) the window of 256
-        ref = parity.transformers_logits(hf, ids[:n])
-        logits, used = parity.llama_cpp_logits(gg, ids[:n], n)
-        row = parity.compare_logits("llama.cpp", logits, ref, ids[:n], used)
+        ref = runtime_helpers.transformers_logits(hf, ids[:n])
+        logits, used = runtime_helpers.llama_cpp_logits(gg, ids[:n], n)
+        row = runtime_helpers.compare_logits("llama.cpp", logits, ref, ids[:n], used)
         assert row.rel_error < 1e-4, (family, spec, n, row)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from longrope.cli import main
-from longrope.runtimes import gguf_file, parity
+
+from tests import gguf_helpers, runtime_helpers
 
 pytestmark = pytest.mark.slow
 LONG = [1.0 + 0.5 * i for i in range(8)]
@@ -58,15 +59,15 @@ def test_real_converter_and_llama_cpp_run_a_phi3_longrope_export_like_transforme
     assert (hf / "tokenizer.model").is_file()  # kept for the converter
     assert main(["export", "--model", str(src), "--format", "gguf", "--scaling", spec, "--outtype", "f32",
                  "--out", str(tmp_path / "m.gguf")]) == 0
-    keys, tensors = gguf_file.read_back(tmp_path / "m.gguf")
+    keys, tensors = gguf_helpers.read_back(tmp_path / "m.gguf")
     assert keys["general.architecture"] == "phi3" and keys["phi3.rope.scaling.original_context_length"] == 256
     np.testing.assert_allclose(tensors["rope_factors_long.weight"], LONG, rtol=1e-6)
     np.testing.assert_allclose(tensors["rope_factors_short.weight"], SHORT, rtol=1e-6)
     ids = np.random.default_rng(0).integers(3, 4096, 512).tolist()
     for n in (200, 512):  # short factors inside the window of 256, long beyond it
-        ref = parity.transformers_logits(hf, ids[:n])
-        logits, used = parity.llama_cpp_logits(tmp_path / "m.gguf", ids[:n], n, threads=1)
-        row = parity.compare_logits("llama.cpp", logits, ref, ids[:n], used)
+        ref = runtime_helpers.transformers_logits(hf, ids[:n])
+        logits, used = runtime_helpers.llama_cpp_logits(tmp_path / "m.gguf", ids[:n], n, threads=1)
+        row = runtime_helpers.compare_logits("llama.cpp", logits, ref, ids[:n], used)
         assert used == (256 if n == 200 else 512)
         assert row.rel_error < 1e-4 and row.top1_agreement == 1, (n, row)
         # a random model's perplexity is ~1e4, so "3 decimals" would mean 1e-7 relative: compare relatively

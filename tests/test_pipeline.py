@@ -10,7 +10,8 @@ import pytest
 
 from longrope.cli import main
 from longrope.errors import LongRopeError
-from longrope.pipeline import list_recipes, load_recipe, run
+from longrope.pipeline import run
+from longrope.recipe import list_recipes, load_recipe
 
 from tests.helpers import cli_env, run_group, save_tiny, spawn, write_texts
 
@@ -116,12 +117,26 @@ def _run_tiny(tmp_path, text, name="tiny.yaml", n=6, words=300):
     return ctx, recipe, model, data, out
 
 
+def test_an_export_that_drops_nothing_is_the_longrope_row(tmp_path):
+    """Without n_hat and a short attention scale the export holds the factors whole: the shipped
+    model is the `longrope` row (not scored twice), and the report says so."""
+    text = TINY.replace("patience: 0}", "patience: 0, search_n_hat: false}").replace("{drop_n_hat: true}", "{}")
+    ctx, recipe, model, data, out = _run_tiny(tmp_path, text)
+    results = json.loads((out / "03-compare" / "results.json").read_text())
+    assert set(results["ppl"]) == {"none", "pi", "yarn", "longrope"}
+    assert results["meta"]["shipped"][0]["row"] == "longrope" and results["meta"]["shipped"][0]["dropped"] == {}
+    report = (out / "03-compare" / "report.md").read_text()
+    assert "holds the `longrope` factors whole (the export dropped nothing)" in report
+
+
 def test_tiny_recipe_end_to_end(tmp_path):
     ctx, recipe, model, data, out = _run_tiny(tmp_path, TINY)
     for name in ("01-search", "02-export", "03-compare"):
         assert (out / name / "done.json").is_file()
     results = json.loads((out / "03-compare" / "results.json").read_text())
-    assert set(results["ppl"]) == {"none", "pi", "yarn", "longrope"}
+    # a searched n_hat > 0 is dropped by the export, which is then scored on its own as `shipped`
+    dropped = json.loads((Path(ctx.exported) / "longrope_scaling.json").read_text())["dropped"]
+    assert set(results["ppl"]) == {"none", "pi", "yarn", "longrope"} | ({"shipped"} if dropped else set())
     assert results["meta"]["longrope_factors"] == str(out / "01-search" / "factors.json")
     assert (Path(ctx.exported) / "config.json").is_file()
     with pytest.raises(LongRopeError, match="not empty"):
@@ -159,7 +174,7 @@ stages:
   - search: {target_length: 64, docs: 2, population: 4, iterations: 1, parents: 2, mutations: 1, crossovers: 1, screen_docs: 0, patience: 0}
   - finetune: {length: 64, steps: 2, batch_size: 2, lr: 1.0e-3, checkpoint_every: 1}
   - search: {target_length: 96, docs: 2, population: 4, iterations: 1, parents: 2, mutations: 1, crossovers: 1, screen_docs: 0, patience: 0, seed_from: previous}
-  - compare: {lengths: [96], methods: [none, yarn], docs: 2, passkey_trials: 0, plots: false, baselines_on: initial}
+  - compare: {lengths: [96], methods: [none, yarn], docs: 2, passkey_trials: 0, plots: false, baselines_on: initial, final_methods: [none, yarn]}
 """
 
 
@@ -170,8 +185,9 @@ def test_progressive_recipe_scores_baselines_on_the_initial_model(tmp_path):
     results = json.loads((tmp_path / "out" / "04-compare" / "results.json").read_text())
     models = results["meta"]["models"]
     assert models["yarn"] == str(model) and models["none (final model)"] == finetuned
-    assert models["longrope"] == finetuned
-    assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "longrope"}
+    assert models["longrope"] == finetuned and models["yarn (final model)"] == finetuned  # the control
+    assert set(results["ppl"]) == {"none", "yarn", "none (final model)", "yarn (final model)", "longrope"}  # no export stage
+    assert results["ppl"]["yarn (final model)"]["96"] != results["ppl"]["yarn"]["96"]
     # seed_from: previous -- the 64-token factors, carried to 96 tokens, seed the second search
     from longrope.rope.files import load_scaling
     from longrope.search.objective import carry_factors
@@ -212,7 +228,7 @@ def test_recipe_lengths_accept_2k(tmp_path):
                     "  - compare: {lengths: [256, 1k], short_length: 0.25k}\n")
     recipe = load_recipe(str(path))
     assert recipe.stages[0].options["target_length"] == "2k"  # parsed when the stage config is built
-    from longrope.pipeline import _compare_config
+    from longrope.recipe import compare_config as _compare_config
     assert _compare_config(recipe, recipe.stages[2]).lengths == [256, 1024]
 
 

@@ -145,3 +145,17 @@ def test_resume_keeps_the_answer_losses_not_yet_logged(tmp_path):
     drop = lambda rows: [{k: v for k, v in r.items() if k != "seconds"} for r in rows]  # noqa: E731
     assert [r["step"] for r in whole] == [2, 3] and "passkey_answer_loss" in whole[-1]
     assert drop(resumed) == drop(whole)  # the step-3 mean still covers steps 1-3
+
+
+def test_the_command_line_defaults_are_the_dataclass_defaults():
+    """Every option of `longrope pretrain` is a PretrainConfig field with its default, written once."""
+    import dataclasses
+
+    from longrope.cli import build_parser
+    from longrope.commands.pretrain import MAIN, SIZE, TRAINING
+    from longrope.pretrain import PretrainConfig
+
+    args = build_parser().parse_args(["pretrain", "--out", "x"])
+    fields = {f.name: f.default for f in dataclasses.fields(PretrainConfig)}
+    for name in MAIN + SIZE + TRAINING:
+        assert name in fields and (getattr(args, name) == fields[name] or name == "out"), name

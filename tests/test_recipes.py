@@ -8,7 +8,8 @@ import json
 import pytest
 
 from longrope.models import BUILTIN_DIR
-from longrope.pipeline import load_recipe, run
+from longrope.pipeline import run
+from longrope.recipe import load_recipe
 
 SHIPPED = ("builtin-8x", "builtin-progressive", "llama2-7b-2m", "mistral-7b-128k")
 TINY_SEARCH = {"docs": 1, "population": 4, "parents": 2, "mutations": 1, "crossovers": 1, "iterations": 1,

@@ -1,7 +1,8 @@
 """The `longrope` command. Subcommands live in `longrope.commands.*`, one module each, found here
 by name: a module defines `register(subparsers)`, adds its parser and sets `func=run` on it.
 
-Errors the user can fix (`LongRopeError`, missing files, bad values) print one line and exit 2.
+Errors the user can fix (`LongRopeError`, missing files, bad values) print one line and exit 2;
+the library's warnings (`longrope.errors.warn`) print one line and the command goes on.
 """
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import warnings
 
 from . import __version__, commands
-from .errors import LongRopeError
+from .errors import LongRopeError, LongRopeWarning
 
 
 class _Parser(argparse.ArgumentParser):
@@ -43,8 +45,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     _quiet_libraries()
     try:
-        _check_common(args)
-        rc = args.func(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = _warning_printer(args.command, warnings.showwarning)
+            _check_common(args)
+            rc = args.func(args)
     except LongRopeError as e:
         print(f"longrope {args.command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
@@ -60,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"longrope {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _warning_printer(command: str, others):
+    """`warnings.showwarning` for a command: ours on one line, everyone else's as before."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, LongRopeWarning):
+            print(f"longrope {command}: warning: {_one_line(message)}", file=sys.stderr, flush=True)
+        else:
+            others(message, category, filename, lineno, file, line)
+    return show
 
 
 def _safetensor_error() -> type:

@@ -6,8 +6,10 @@ and `rope_scaling` (the key older runtimes read). Two things have no stock spell
 and a separate short-mode attention scale. Export refuses them unless the caller accepts
 dropping them (the exported model then uses the scaled rotation from position 0, and the long
 attention scale at short lengths too). Each method's stock spelling (keys, `max_position_embeddings`,
-vLLM's `short_mscale`/`long_mscale`) comes from its mapping in rope/stock.py; `longrope_scaling.json`
-records the full scaling and what each runtime does below and above the window.
+vLLM's `short_mscale`/`long_mscale`) comes from its mapping in rope/stock.py. `longrope_scaling.json`
+holds the scaling in effect in the exported config (what `Scaling.from_dict` reads back), `dropped`
+(each part of the given scaling the export left out, with its value), `full` (the given scaling,
+when something was dropped) and what each runtime does below and above the window.
 """
 from __future__ import annotations
 
@@ -42,6 +44,25 @@ def stock_form(scaling: Scaling, drop_n_hat: bool = False, drop_short_attention:
     return replace(scaling, n_hat=0, short_attention=None, **({"short_factor": None} if portable else {}))
 
 
+def dropped_parts(scaling: Scaling, portable: bool = False) -> dict:
+    """{part: its value} of what the stock form of `scaling` leaves out (empty: nothing)."""
+    out = {}
+    if scaling.n_hat:
+        out["n_hat"] = scaling.n_hat
+    if scaling.short_attention is not None:
+        out["short_attention"] = scaling.short_attention
+    if portable and scaling.method == "longrope" and scaling.short_factor is not None:
+        out["short_factor"] = "replaced by the long factors (--portable)"
+    return out
+
+
+DROPPED_MEANS = {  # what a dropped part costs the exported model, in words (reports, longrope_scaling.json)
+    "n_hat": "positions below n_hat are rotated with the scaled factors instead of the original rotation",
+    "short_attention": "the long attention scale applies at short lengths too",
+    "short_factor": "the long factors apply at every length",
+}
+
+
 def stock_rope_parameters(model, scaling: Scaling) -> tuple[dict, int | None]:
     """(rope_parameters, new max_position_embeddings or None) expressing `scaling` (in stock form)."""
     dim, base, original = rope_dims(model)
@@ -54,13 +75,21 @@ def stock_rope_parameters(model, scaling: Scaling) -> tuple[dict, int | None]:
 
 
 def export(model: str | Path, scaling: Scaling | str, out: str | Path, *, drop_n_hat: bool = False,
-           drop_short_attention: bool = False, portable: bool = False, trust_remote_code: bool = False) -> Path:
-    """Load `model`, write it to `out` (atomically) with `scaling` in its config. Returns `out`."""
+           drop_short_attention: bool = False, portable: bool = False, trust_remote_code: bool = False,
+           dtype: str = "auto", device: str = "cpu") -> Path:
+    """Load `model` (a model folder, .gguf file or name; `dtype` auto keeps its own), write it to `out`
+    (atomically) with `scaling` in its config. Returns `out`."""
+    if not isinstance(model, (str, Path)):
+        raise LongRopeError(f"export takes the model's folder, .gguf file or name (it reloads the weights "
+                            f"and tokenizer from there), not a {type(model).__name__} object")
+    if not isinstance(out, (str, Path)) or not str(out).strip():
+        raise LongRopeError(f"export needs an output folder, got {out!r}")
     scaling = parse_spec(scaling)
     stock = stock_form(scaling, drop_n_hat, drop_short_attention, portable)
     src = resolve(model)
-    lm = load_model(src, dtype="auto", trust_remote_code=trust_remote_code)
+    lm = load_model(src, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     dim, base, original = rope_dims(lm)
+    scaling.check_pairs(dim // 2, original)  # the given scaling, dropped parts included, fits the model
     rope, max_pos = stock_rope_parameters(lm, stock)
     cfg = lm.config
     if max_pos:
@@ -95,8 +124,12 @@ def _keep_sentencepiece(src: Path, dest: Path) -> None:
 
 def _record(scaling: Scaling, stock: Scaling, src: Path, original: int, portable: bool,
             max_position: int, vllm: dict) -> dict:
-    """longrope_scaling.json: the full scaling, what was dropped, and what each runtime will do."""
-    record = scaling.to_dict()
+    """longrope_scaling.json: the scaling in effect, what was dropped (and the full scaling then), and
+    what each runtime will do."""
+    record = stock.to_dict()
+    dropped = dropped_parts(scaling, portable)
+    record["dropped"] = {k: {"value": v, "effect": DROPPED_MEANS[k]} for k, v in dropped.items()}
+    record["full"] = scaling.to_dict() if dropped else None
     record["provenance"] = {**scaling.provenance, "exported_from": str(src), "dropped_n_hat": scaling.n_hat,
                             "dropped_short_attention": scaling.short_attention, "portable": portable}
     record["stock"] = {"max_position_embeddings": max_position, "vllm_keys": vllm,

@@ -41,6 +41,8 @@ def model_identity(model: str) -> dict:
         import longrope
         return {"model": BUILTIN, "longrope": longrope.__version__}
     path = resolve(model).resolve()
+    if path.is_file():  # a single-file model (.gguf): its name, size and time stand for config and weights
+        return {"model": str(path), "files": _digest(_stat_list([path], path))}
     config = (path / "config.json").read_bytes()
     weights = [p for p in sorted(path.iterdir()) if p.suffix in (".safetensors", ".bin", ".json") and p.is_file()
                and p.name != "config.json"]
@@ -51,6 +53,10 @@ def model_identity(model: str) -> dict:
 def data_identity(data: str | None) -> dict:
     if data in (None, "builtin"):
         return {"data": "builtin"}
+    if data == "pydocs":  # the Debian package's HTML tree
+        from .data.prose import HTML_ROOT
+        files = _files(HTML_ROOT)
+        return {"data": "pydocs", "files": _digest(_stat_list(files, HTML_ROOT)) if files else "missing"}
     spec = str(data)
     base = spec.split(":", 1)[0] if ":" in spec and not Path(spec).exists() else spec  # jsonl:FIELD
     path = Path(base).expanduser()

@@ -22,10 +22,14 @@ class Dims:
     original: int
 
     @classmethod
-    def from_model(cls, model: str) -> "Dims":
+    def from_model(cls, model: str, *, trust_remote_code: bool = False) -> "Dims":
+        from .errors import LongRopeError
         from .models import load_config, rope_config
-        dim, base, original = rope_config(load_config(model))
-        return cls(dim, float(base if base is not None else 10000.0), original)
+        dim, base, original = rope_config(load_config(model, trust_remote_code=trust_remote_code))
+        if base is None:  # no rope_theta: not a RoPE model, so there are no pairs to show
+            raise LongRopeError(f"{model} has no rotary position embedding (no rope_theta in its config); "
+                                "inspect shows RoPE scalings only (or pass --head-dim)")
+        return cls(dim, float(base), original)
 
 
 def factor_table(scaling: Scaling, dims: Dims, seq_len: int | None = None) -> list[dict]:

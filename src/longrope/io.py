@@ -25,6 +25,16 @@ MARKER = ".longrope-run.json"
 LOCK = ".longrope.lock"
 
 
+def cache_root() -> Path:
+    """Where longrope keeps its caches (tokens/, scores/, the converter): `$LONGROPE_CACHE_DIR`, else
+    `$XDG_CACHE_HOME/longrope`, else `~/.cache/longrope`."""
+    env = os.environ.get("LONGROPE_CACHE_DIR")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "longrope"
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's folder; rename it onto `path` on success."""
@@ -42,6 +52,31 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_file_output(path: str | os.PathLike, *, overwrite: bool = False, option: str = "--out") -> Path:
+    """Before the work: `path` may take a single-file output. Refused in one line: a symbolic link or
+    a folder there (never replaced), an existing file unless `overwrite`, a parent that is a file, and
+    a place nothing can be written (probed with a temporary file, removed at once)."""
+    path = Path(path).expanduser()
+    if path.is_symlink():
+        raise LongRopeError(f"{option} {path} is a symbolic link; longrope never replaces one: choose another file")
+    if path.is_dir():
+        raise LongRopeError(f"{option} {path} is a folder; give a file name")
+    if path.exists() and not overwrite:
+        raise LongRopeError(f"{option} {path} exists; pass --overwrite to replace it, or choose another file")
+    probe = path.parent
+    while not probe.exists() and not probe.is_symlink() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise LongRopeError(f"cannot write {option} {path}: {probe} is not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".longrope-probe.", dir=probe)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise LongRopeError(f"cannot write {option} {path}: {e.strerror} ({probe})") from None
+    return path
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -42,9 +42,42 @@ def rope_config(cfg) -> tuple[int, float | None, int]:
     return int(head * rope.get("partial_rotary_factor", 1.0)), base, int(original)
 
 
+def check_config(cfg, where) -> None:
+    """What longrope and transformers read from a model config, checked before any weights load: a
+    RoPE entry of a type transformers implements, and positive window and sizes (one line each)."""
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    cfg = text_config(cfg)
+    for entry in (getattr(cfg, "rope_parameters", None), getattr(cfg, "rope_scaling", None)):
+        if isinstance(entry, dict):
+            kind = entry.get("rope_type", entry.get("type", "default"))
+            if kind not in ("default", "su", *ROPE_INIT_FUNCTIONS):
+                raise LongRopeError(f"{where}: unknown rope_type {kind!r} in its config; transformers implements "
+                                    f"default, {', '.join(ROPE_INIT_FUNCTIONS)}")
+    for name in ("max_position_embeddings", "original_max_position_embeddings", "hidden_size",
+                 "num_attention_heads", "num_hidden_layers", "vocab_size"):
+        v = getattr(cfg, name, None)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise LongRopeError(f"{where}: {name} in its config must be a positive integer, got {v!r}")
+
+
+def check_vocabulary(model, tokenizer, where) -> None:
+    """A tokenizer that makes ids the model's embedding has no row for fails here, not in a forward pass."""
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(emb, "num_embeddings", None)
+    vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
+    top = max(vocab.values(), default=-1)
+    if rows is not None and top >= rows:
+        raise LongRopeError(f"{where}: the tokenizer makes ids up to {top:,} but the model's embedding has {rows:,} "
+                            "rows: the tokenizer does not belong to this model")
+
+
 def resolve(model: str | Path | None) -> Path:
     """The model behind a name: `builtin`/None -> the shipped folder, `smollm2` -> the installed GGUF
     file, a folder with config.json -> itself, a `.gguf` file or a folder holding exactly one -> that file."""
+    if model is not None and not isinstance(model, (str, Path)):
+        raise LongRopeError(f"a model is named by its folder, .gguf file, 'builtin' or 'smollm2', not a "
+                            f"{type(model).__name__} object")
     if model is None or str(model) == BUILTIN:
         if not (BUILTIN_DIR / "config.json").is_file():
             raise LongRopeError(f"the built-in model is missing from this installation ({BUILTIN_DIR}); "
@@ -75,9 +108,10 @@ def load_config(model: str | Path | None, *, trust_remote_code: bool = False):
     from transformers import AutoConfig
 
     path = resolve(model)
-    if is_gguf(path):
-        return gguf_input.load_config(path)
-    return _from_folder(AutoConfig, path, trust_remote_code, "cannot read the config of")
+    cfg = gguf_input.load_config(path) if is_gguf(path) else _from_folder(
+        AutoConfig, path, trust_remote_code, "cannot read the config of")
+    check_config(cfg, path)
+    return cfg
 
 
 def check_device(name: str | torch.device) -> torch.device:
@@ -100,6 +134,11 @@ def check_device(name: str | torch.device) -> torch.device:
     return dev
 
 
+def model_device(model) -> torch.device:
+    """Where the model's weights are (the CPU for a model without parameters)."""
+    return next((p.device for p in model.parameters()), torch.device("cpu"))
+
+
 def torch_dtype(name: str | torch.dtype) -> torch.dtype | str:
     if isinstance(name, torch.dtype) or name == "auto":
         return name
@@ -116,13 +155,15 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
+    dev = check_device(device)  # a missing GPU is one line here, not a traceback after the load
+    dtype = torch_dtype(dtype)
     path = resolve(model)
     if is_gguf(path):
-        return gguf_input.load_model(path, dtype=torch_dtype(dtype), attn_implementation=attn_implementation
-                                     ).to(device).eval()
+        return gguf_input.load_model(path, dtype=dtype, attn_implementation=attn_implementation).to(dev).eval()
+    load_config(path, trust_remote_code=trust_remote_code)  # checked before any weights are read
     try:
         lm = AutoModelForCausalLM.from_pretrained(
-            path, dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code,
+            path, dtype=dtype, trust_remote_code=trust_remote_code,
             attn_implementation=attn_implementation, use_safetensors=True, local_files_only=True)
     except (OSError, ValueError) as e:
         raise LongRopeError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
@@ -130,7 +171,7 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
         files = ", ".join(p.name for p in sorted(path.glob("*.safetensors"))) or "its safetensors files"
         raise LongRopeError(f"cannot read the weights of {path} ({files}): {str(e).splitlines()[0]}; "
                             "the file is truncated or corrupt") from None
-    return lm.to(device).eval()
+    return lm.to(dev).eval()
 
 
 def load_tokenizer(model: str | Path | None = BUILTIN, *, trust_remote_code: bool = False):

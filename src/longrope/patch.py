@@ -115,9 +115,15 @@ def apply(model: nn.Module, scaling: Scaling | str | None, *, default_factor: fl
     restores the original."""
     if boundary not in BOUNDARIES:
         raise LongRopeError(f"unknown boundary mode {boundary!r}; use {' or '.join(BOUNDARIES)}")
+    if scaling is None:
+        raise LongRopeError("apply needs a scaling: a spec such as 'yarn:8' or 'longrope:PATH', a Scaling, or "
+                            "'none' for the unscaled rotation (remove(model) undoes a patch)")
+    if not isinstance(model, nn.Module):
+        raise LongRopeError(f"apply takes a loaded torch model (e.g. longrope.models.load_model(PATH)), "
+                            f"got {type(model).__name__}")
     scaling = parse_spec(scaling, default_factor=default_factor)
     dim, base, original = rope_dims(model)
-    scaling.check_pairs(dim // 2)
+    scaling.check_pairs(dim // 2, original)
     remove(model)
     state = {"modules": [], "scaling": scaling}
     device = next((b.device for _, _, m in _rotary_modules(model) for b in m.buffers()), None)
@@ -166,6 +172,24 @@ def rotary_override(model: nn.Module, make):
         yield model
     finally:
         for parent, name, module in swapped:
+            setattr(parent, name, module)
+
+
+@contextlib.contextmanager
+def unscaled(model: nn.Module):
+    """Within the block `model` runs with its own (original) rotation; on exit the patch is back.
+    Two module swaps: the patch's tables are kept, not rebuilt (training swaps per micro-batch)."""
+    state = model.__dict__.get(_STATE)
+    if not state:
+        yield model
+        return
+    scaled = [getattr(parent, name) for parent, name, _ in state["modules"]]
+    for parent, name, module in state["modules"]:
+        setattr(parent, name, module)
+    try:
+        yield model
+    finally:
+        for (parent, name, _), module in zip(state["modules"], scaled):
             setattr(parent, name, module)
 
 

@@ -6,268 +6,145 @@ later stages need (the typed `Context`: current model folder, current factor fil
 (search state.json, finetune checkpoints), but only when DIR/recipe.json's fingerprint (the
 recipe, the model's and the data's identities) matches this run's; a mismatch is refused.
 
+Under `torchrun` / `accelerate launch` every rank runs the loop in one process group for the whole
+recipe (`processes.Group`: joined here, left here; the search and finetune stages use it and leave
+it alone). Search and finetune run on every rank (they share the work); the folder's lock and
+marker, recipe.json, the stage markers, export and compare are rank 0's, and the others wait for it.
+
 Each stage's options are its component's config dataclass (SearchConfig, FinetuneConfig,
 ExportConfig, CompareConfig); `validate` builds and checks all of them, and the stages against each
 other, before the first stage runs. `device`/`dtype` at the recipe's top level apply to every stage
 that loads a model (a stage's own value wins; `extend --device/--dtype` wins over both).
 
-Recipe (YAML):
-
-    name: builtin-8x
-    model: builtin            # default model (overridable with --model)
-    data: builtin             # default data source (overridable with --data)
-    seed: 0
-    stages:
-      - search: {target_length: 2048, docs: 4}
-      - short: {docs: 8}
-      - export: {drop_n_hat: true}
-      - compare: {lengths: [256, 512, 1024, 2048], methods: [none, pi, ntk, dynamic, yarn]}
+The recipe file, its checks and the stages' configs: recipe.py.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import time
-from dataclasses import dataclass, field
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable, Iterator
 
 from .errors import LongRopeError
 from .io import write_json
-from .schema import build, check_types
+from .recipe import (Context, ExportConfig, Recipe, Stage, check_data, compare_config, finetune_config, prepare,
+                     recipe_doc, runtime, search_config, window_of)
+from .schema import build
 
-RECIPES_DIR = Path(__file__).parent / "recipes"
-KINDS = ("search", "short", "finetune", "export", "compare")
 FORMAT = "longrope-extend/2"
-
-
-@dataclass
-class ExportConfig:
-    drop_n_hat: bool = False
-    drop_short_attention: bool = False
-
-
-@dataclass
-class Context:
-    """What a stage hands to the next (saved in each stage's done.json)."""
-    model: str                      # the current model folder (or 'builtin')
-    scaling: str | None = None      # the current factor file
-    original: int | None = None     # the model's pre-trained window
-    exported: str | None = None     # the exported model folder
-    report: str | None = None       # the comparison report
-
-    def to_json(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def update(self, doc: dict) -> None:
-        for f in dataclasses.fields(self):
-            if f.name in doc:
-                setattr(self, f.name, doc[f.name])
-
-
-@dataclass
-class Stage:
-    kind: str
-    options: dict[str, Any]
-    index: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.index:02d}-{self.kind}"
-
-
-@dataclass
-class Recipe:
-    name: str
-    stages: list[Stage]
-    model: str = "builtin"
-    data: str | None = None
-    seed: int = 0
-    description: str = ""
-    model_shape: dict[str, Any] = field(default_factory=dict)  # for --dry-run when the model is not here
-    device: str | None = None   # every stage's device unless the stage sets one
-    dtype: str | None = None    # every stage's dtype (search, short, compare) unless the stage sets one
-    overrides: dict[str, Any] = field(default_factory=dict)  # extend --device/--dtype (not a YAML key)
-
-
-def list_recipes() -> list[str]:
-    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
-
-
-def load_recipe(name_or_path: str) -> Recipe:
-    import yaml
-
-    path = Path(name_or_path)
-    if not path.is_file():
-        path = RECIPES_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        raise LongRopeError(f"unknown recipe {name_or_path!r}: not a file and not one of "
-                            f"{', '.join(list_recipes())}")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise LongRopeError(f"bad YAML in {path}: {str(e).splitlines()[0]}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("stages"), list) or not doc["stages"]:
-        raise LongRopeError(f"{path}: a recipe needs a non-empty 'stages' list")
-    stages = []
-    for i, item in enumerate(doc["stages"], 1):
-        if not isinstance(item, dict) or len(item) != 1:
-            raise LongRopeError(f"{path}: stage {i} must be one mapping like '- search: {{...}}'")
-        (kind, opts), = item.items()
-        if kind not in KINDS:
-            raise LongRopeError(f"{path}: stage {i} has unknown kind {kind!r}; use {', '.join(KINDS)}")
-        stages.append(Stage(kind, dict(opts or {}), i))
-    known = {f.name for f in dataclasses.fields(Recipe)} - {"stages", "overrides"}
-    unknown = set(doc) - known - {"stages"}
-    if unknown:
-        raise LongRopeError(f"{path}: unknown recipe key(s) {', '.join(sorted(unknown))}")
-    recipe = Recipe(stages=stages, **{k: v for k, v in doc.items() if k in known and k != "name"},
-                    name=doc.get("name", path.stem))
-    check_types(recipe, str(path))
-    validate(recipe)
-    return recipe
-
-
-# -- per-stage configs -----------------------------------------------------------------------
-def _runtime(recipe: Recipe, stage: Stage, keys=("device", "dtype")) -> dict:
-    """device/dtype for a stage: extend's override > the stage's own > the recipe's top level."""
-    out = {}
-    for k in keys:
-        v = recipe.overrides.get(k) or stage.options.get(k) or getattr(recipe, k)
-        if v is not None:
-            out[k] = v
-    return out
-
-
-def _search_config(recipe: Recipe, stage: Stage, ctx: Context):
-    from .search.config import SearchConfig
-    opts = {**stage.options, **_runtime(recipe, stage)}
-    if stage.kind == "short":
-        opts.setdefault("short_of", ctx.scaling)
-        opts.setdefault("target_length", ctx.original or 1)
-    if opts.get("seed_from") == "previous":  # progressive: seed with the last stage's factors, carried
-        opts["seed_from"] = ctx.scaling
-    return build(SearchConfig, f"stage {stage.name}", model=ctx.model, data=recipe.data, seed=recipe.seed,
-                 **opts)
-
-
-def _finetune_config(recipe: Recipe, stage: Stage, ctx: Context, out: Path):
-    from .train.finetune import FinetuneConfig
-    opts = {**stage.options, **_runtime(recipe, stage, ("device",))}
-    scaling = opts.pop("scaling", None) or (f"longrope:{ctx.scaling}" if ctx.scaling else "none")
-    return build(FinetuneConfig, f"stage {stage.name}", out=str(out / "model"), work=str(out / "work"),
-                 model=ctx.model, scaling=scaling, data=recipe.data, seed=recipe.seed, **opts)
-
-
-def _compare_config(recipe: Recipe, stage: Stage):
-    from .eval.compare import CompareConfig
-    return build(CompareConfig, f"stage {stage.name}", data=recipe.data, seed=recipe.seed,
-                 **{**stage.options, **_runtime(recipe, stage)}).validated(f"stage {stage.name}")
-
-
-def _check_runtime(where: str, device: str | None, dtype: str | None) -> None:
-    import torch
-
-    from .models import torch_dtype
-    if dtype is not None and dtype != "auto":
-        try:
-            torch_dtype(dtype)
-        except LongRopeError as e:
-            raise LongRopeError(f"{where}: {e}") from None
-    if device is not None:
-        try:
-            torch.device(device)
-        except (RuntimeError, TypeError):
-            raise LongRopeError(f"{where}: unknown device {device!r}; use cpu, cuda or cuda:N") from None
-
-
-def _named(where: str, check: Callable):
-    """A component's own check, its one-line error prefixed with the stage."""
-    try:
-        return check()
-    except LongRopeError as e:
-        raise LongRopeError(f"{where}: {e}") from None
-
-
-def validate(recipe: Recipe) -> None:
-    """Every stage's options as its config dataclass (types and values), and the stages against each
-    other, checked without loading anything."""
-    ctx = Context(model=recipe.model, scaling="factors.json", original=2)  # placeholders: nothing is loaded
-    search_n_hat: tuple[str, bool] | None = None  # (stage, searches n_hat) of the factors export will get
-    short_attention: str | None = None
-    _check_runtime("recipe", recipe.device, recipe.dtype)
-    _check_runtime("extend", recipe.overrides.get("device"), recipe.overrides.get("dtype"))
-    for st in recipe.stages:
-        where = f"stage {st.name}"
-        _check_runtime(where, st.options.get("device"), st.options.get("dtype"))
-        if st.kind in ("search", "short"):
-            if st.kind == "search" and "target_length" not in st.options:
-                raise LongRopeError(f"{where}: search needs target_length")
-            if st.kind == "short" and search_n_hat is None:
-                raise LongRopeError(f"{where}: a short search needs an earlier search")
-            if st.options.get("seed_from") == "previous" and search_n_hat is None:
-                raise LongRopeError(f"{where}: seed_from: previous needs an earlier search")
-            cfg = _named(where, _search_config(recipe, st, ctx).resolved)
-            if st.kind == "search":
-                search_n_hat = (st.name, cfg.search_n_hat)
-            short_attention = st.name if st.kind == "short" and cfg.search_attention_scale else None
-        elif st.kind == "finetune":
-            if "length" not in st.options or "steps" not in st.options:
-                raise LongRopeError(f"{where}: finetune needs length and steps")
-            _named(where, _finetune_config(recipe, st, ctx, Path("x")).validate)
-        elif st.kind == "compare":
-            cfg = _compare_config(recipe, st)
-            if cfg.plots:
-                from .eval.report import require_plots
-                require_plots()
-        elif st.kind == "export":
-            cfg = build(ExportConfig, where, **st.options)
-            if search_n_hat is None:
-                raise LongRopeError(f"{where}: export needs an earlier search")
-            if search_n_hat[1] and not cfg.drop_n_hat:
-                raise LongRopeError(
-                    f"{where}: drop_n_hat is false but stage {search_n_hat[0]} searches n_hat (search_n_hat "
-                    "defaults to true), so the export would refuse its factors at the end; set "
-                    f"drop_n_hat: true here or search_n_hat: false in {search_n_hat[0]}")
-            if short_attention and not cfg.drop_short_attention:
-                raise LongRopeError(
-                    f"{where}: drop_short_attention is false but stage {short_attention} searches a short "
-                    "attention scale, which the stock format cannot hold; set drop_short_attention: true "
-                    f"here or search_attention_scale: false in {short_attention}")
-
-
-def window_of(model: str) -> int:
-    """The model's pre-trained window, read from its config (no weights are loaded)."""
-    from transformers import AutoConfig
-
-    from .models import resolve, rope_config
-    path = resolve(model)
-    try:
-        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError) as e:
-        raise LongRopeError(f"cannot read the config of {path}: {str(e).splitlines()[0]}") from None
-    return rope_config(cfg)[2]
+KIND = "extend"  # the kind of an extend folder's marker (io.prepare_output)
 
 
 # -- running ---------------------------------------------------------------------------------
+def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print,
+        model: str | None = None, data: str | None = None, device: str | None = None,
+        dtype: str | None = None, trust_remote_code: bool = False) -> Context:
+    """Run the recipe's stages in order under `out` (locked while it runs); returns the final context.
+    The keyword arguments are extend's flags (recipe.prepare). Under a launcher every rank runs this:
+    one process group for the whole recipe (`processes.Group`), rank 0 writes."""
+    from .fingerprint import run_fingerprint
+    from .io import LOCK, mark_finished
+    from .processes import Group
+    out = Path(out)
+    prepare(recipe, model=model, data=data, device=device, dtype=dtype, trust_remote_code=trust_remote_code)
+    check_data(recipe)
+    cuda = _check_devices_here(recipe)
+    stages_doc = {k: v for k, v in recipe_doc(recipe).items() if k not in ("model", "data")}
+    fingerprint = run_fingerprint(stages_doc, recipe.model, recipe.data)  # model, data: by identity
+    group = Group.join(cuda)
+    log = log if group.main else (lambda msg: None)
+    fresh = group.agree(not (out.is_dir() and any(p.name != LOCK for p in out.iterdir())))
+    if not fresh and not resume:
+        raise LongRopeError(f"{out} is not empty; pass --resume to continue it or choose a new --out")
+    with _claim(out, group, resume=not fresh):  # the lock: one run at a time
+        if not fresh:
+            _check_resume(out, fingerprint)
+        elif group.main:
+            write_json(out / "recipe.json", {"format": FORMAT, "recipe": recipe_doc(recipe),
+                                             "fingerprint": fingerprint})
+        group.wait()
+        ctx = Context(model=recipe.model)
+        for stage in recipe.stages:
+            _run_stage(recipe, stage, ctx, out, resume, log, group)
+        if group.main:
+            mark_finished(out)
+    group.leave()
+    return ctx
+
+
+@contextmanager
+def _claim(out: Path, group, *, resume: bool) -> Iterator[None]:
+    """Rank 0 takes the folder (`io.prepare_output`: its marker and lock; the other ranks take
+    nothing, so no rank waits on a lock another holds) and tells the others whether it could: a
+    refusal stops every rank with rank 0's line."""
+    from .io import prepare_output
+    with ExitStack() as held:
+        refusal = None
+        try:
+            held.enter_context(prepare_output(out, kind=KIND, resume=resume, adopt="recipe.json"))
+        except LongRopeError as e:
+            refusal = str(e)
+        refusal = group.agree(refusal)
+        if refusal:
+            raise LongRopeError(refusal)
+        yield
+
+
+# search and finetune share their work among the ranks; export and compare write files and nothing
+# else, so rank 0 alone runs them and the others wait
+SHARED = ("search", "short", "finetune")
+
+
+def _run_stage(recipe: Recipe, stage: Stage, ctx: Context, out: Path, resume: bool, log, group) -> None:
+    """One stage; every decision about the folder's state is rank 0's, so all ranks take the same path."""
+    marker, work = _marker(out, stage), out / stage.name
+    if group.agree(marker.is_file()):
+        ctx.update(json.loads(marker.read_text())["context"])
+        log(f"[{stage.name}] done earlier, skipped")
+        return
+    started, begun = group.agree((work.exists(), _begun(stage.kind, work)))
+    if group.main:
+        work.mkdir(parents=True, exist_ok=True)
+    group.wait()
+    log(f"[{stage.name}] {'resuming' if started else 'starting'}")
+    t0 = time.time()
+    summary = None
+    if group.main or stage.kind in SHARED:
+        summary = RUNNERS[stage.kind](recipe, stage, ctx, work, resume and begun, log)
+    ctx.update(group.agree(ctx.to_json()))
+    if group.main:
+        write_json(marker, {"stage": stage.name, "seconds": time.time() - t0, "context": ctx.to_json(),
+                            "summary": summary})
+    group.wait()
+    log(f"[{stage.name}] finished in {time.time() - t0:.0f} s")
+
+
+def _begun(kind: str, work: Path) -> bool:
+    """Whether an interrupted stage left something to resume from."""
+    from .search.state import DESCENT_FILE
+    if kind == "finetune":
+        return (work / "work" / "checkpoint" / "state.json").is_file()
+    return kind in ("search", "short") and ((work / "state.json").is_file() or (work / DESCENT_FILE).is_file())
+
+
 def _marker(out: Path, stage: Stage) -> Path:
     return out / stage.name / "done.json"
 
 
-def _check_devices_here(recipe: Recipe) -> None:
-    """A stage asking for CUDA on a machine without it fails now, not after the stages before it."""
+def _check_devices_here(recipe: Recipe) -> bool:
+    """A stage asking for CUDA on a machine without it fails now, not after the stages before it.
+    Returns whether any stage runs on CUDA."""
     import torch
+    cuda = False
     for st in recipe.stages:
-        device = _runtime(recipe, st, ("device",)).get("device")
+        device = runtime(recipe, st, ("device",)).get("device")
         if device and str(device).startswith("cuda") and not torch.cuda.is_available():
             raise LongRopeError(f"stage {st.name} needs device {device!r}, but this torch has no CUDA "
                                 "device; pass --device cpu or run it on a GPU machine")
-
-
-def recipe_doc(recipe: Recipe) -> dict:
-    doc = dataclasses.asdict(recipe)
-    doc.pop("overrides")
-    return doc
+        cuda = cuda or bool(device and str(device).startswith("cuda"))
+    return cuda
 
 
 def _check_resume(out: Path, fingerprint: dict) -> None:
@@ -289,55 +166,12 @@ def _check_resume(out: Path, fingerprint: dict) -> None:
                             "remove it or choose a new --out")
 
 
-def run(recipe: Recipe, out: str | Path, *, resume: bool = False, log: Callable[[str], None] = print,
-        model: str | None = None, data: str | None = None, device: str | None = None,
-        dtype: str | None = None) -> Context:
-    """Run the recipe's stages in order under `out`; returns the final context."""
-    from .fingerprint import run_fingerprint
-    out = Path(out)
-    recipe.model = model or recipe.model
-    recipe.data = data or recipe.data
-    recipe.overrides = {k: v for k, v in (("device", device), ("dtype", dtype)) if v}
-    validate(recipe)
-    _check_devices_here(recipe)
-    stages_doc = {k: v for k, v in recipe_doc(recipe).items() if k not in ("model", "data")}
-    fingerprint = run_fingerprint(stages_doc, recipe.model, recipe.data)  # model, data: by identity
-    fresh = not (out.exists() and any(out.iterdir()))
-    if not fresh and not resume:
-        raise LongRopeError(f"{out} is not empty; pass --resume to continue it or choose a new --out")
-    if not fresh:
-        _check_resume(out, fingerprint)
-    out.mkdir(parents=True, exist_ok=True)
-    if fresh:
-        write_json(out / "recipe.json", {"format": FORMAT, "recipe": recipe_doc(recipe),
-                                         "fingerprint": fingerprint})
-    ctx = Context(model=recipe.model)
-    for stage in recipe.stages:
-        marker = _marker(out, stage)
-        if marker.is_file():
-            ctx.update(json.loads(marker.read_text())["context"])
-            log(f"[{stage.name}] done earlier, skipped")
-            continue
-        work = out / stage.name
-        started = work.exists()
-        work.mkdir(parents=True, exist_ok=True)
-        log(f"[{stage.name}] {'resuming' if started else 'starting'}")
-        t0 = time.time()
-        summary = RUNNERS[stage.kind](recipe, stage, ctx, work, started and resume, log)
-        write_json(marker, {"stage": stage.name, "seconds": time.time() - t0, "context": ctx.to_json(),
-                            "summary": summary})
-        log(f"[{stage.name}] finished in {time.time() - t0:.0f} s")
-    return ctx
-
-
 def _run_search(recipe, stage, ctx: Context, work, resume, log):
     from .search.runner import run_search
-    from .search.state import DESCENT_FILE
     if ctx.original is None:
-        ctx.original = window_of(ctx.model)
-    cfg = _search_config(recipe, stage, ctx)
-    begun = (work / "state.json").is_file() or (work / DESCENT_FILE).is_file()
-    summary = run_search(cfg, work, resume=resume and begun)
+        ctx.original = window_of(ctx.model, trust_remote_code=bool(recipe.overrides.get("trust_remote_code")))
+    cfg = search_config(recipe, stage, ctx)
+    summary = run_search(cfg, work, resume=resume)
     ctx.scaling = str(work / "factors.json")
     log(f"[{stage.name}] best perplexity {summary['ppl']:.3f}; baselines "
         + ", ".join(f"{k} {v:.3f}" for k, v in summary["baselines"].items()))
@@ -346,8 +180,8 @@ def _run_search(recipe, stage, ctx: Context, work, resume, log):
 
 def _run_finetune(recipe, stage, ctx: Context, work, resume, log):
     from .train.finetune import finetune
-    cfg = _finetune_config(recipe, stage, ctx, work)
-    summary = finetune(cfg, resume=resume and Path(cfg.work).exists())
+    cfg = finetune_config(recipe, stage, ctx, work)
+    summary = finetune(cfg, resume=resume)
     ctx.model = cfg.out
     return summary
 
@@ -356,30 +190,50 @@ def _run_export(recipe, stage, ctx: Context, work, resume, log):
     from .exporter import export
     cfg = build(ExportConfig, f"stage {stage.name}", **stage.options)
     path = export(ctx.model, f"longrope:{ctx.scaling}", work / "model", drop_n_hat=cfg.drop_n_hat,
-                  drop_short_attention=cfg.drop_short_attention)
+                  drop_short_attention=cfg.drop_short_attention,
+                  trust_remote_code=bool(recipe.overrides.get("trust_remote_code")))
     ctx.exported = str(path)
     log(f"[{stage.name}] wrote {path}")
     return {"model": str(path)}
 
 
+def _drops_nothing(exported: Path) -> bool:
+    """The export holds the found factors whole (nothing dropped): the shipped model is the
+    `longrope` row, scored once (transformers' own longrope equals ours: `check-runtime`)."""
+    try:
+        record = json.loads((exported / "longrope_scaling.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and record.get("dropped") == {}
+
+
 def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     """Baselines and the found factors on the same data. `baselines_on: initial` scores the
     baselines on the recipe's starting model (what a user would otherwise run), the found factors
-    on the final (fine-tuned) model; the default scores everything on the final model."""
+    on the final (fine-tuned) model; the default scores everything on the final model. After an
+    export stage the exported folder is scored too, as stock transformers loads it: `shipped`."""
     from .eval.compare import compare
     from .eval.outputs import write_outputs
     from .eval.report import ppl_table
-    from .models import load_model, load_tokenizer
-    cfg = _compare_config(recipe, stage)
+    from .models import check_vocabulary, load_model, load_tokenizer
+    cfg = dataclasses.replace(compare_config(recipe, stage), shipped=False)
+    remote = bool(recipe.overrides.get("trust_remote_code"))
     ours = [f"longrope:{ctx.scaling}"] if ctx.scaling else []
     runs = [(ctx.model, cfg.methods + ours, {})]
     if cfg.baselines_on == "initial" and recipe.model != ctx.model:
-        runs = [(recipe.model, cfg.methods, {}), (ctx.model, ["none"] + ours, {"none": "none (final model)"})]
+        final = [m for m in cfg.final_methods if m not in ours] + ours
+        runs = [(recipe.model, cfg.methods, {}),
+                (ctx.model, final, {m: f"{m} (final model)" for m in final if m not in ours})]
+    same = ctx.exported and _drops_nothing(Path(ctx.exported))
+    if ctx.exported and not same:
+        runs.append((ctx.exported, ["model"], {"model": "shipped"}))
     result = None
     for model_name, names, relabel in runs:
-        model = load_model(model_name, dtype=cfg.dtype or "float32", device=cfg.device or "cpu")
-        part = compare(model, load_tokenizer(model_name), dataclasses.replace(cfg, methods=names), log=log,
-                       model_name=model_name)
+        model = load_model(model_name, dtype=cfg.dtype or "float32", device=cfg.device or "cpu",
+                           trust_remote_code=remote)
+        tok = load_tokenizer(model_name, trust_remote_code=remote)
+        check_vocabulary(model, tok, model_name)
+        part = compare(model, tok, dataclasses.replace(cfg, methods=names), log=log, model_name=model_name)
         del model
         if result is None:
             result = part
@@ -388,11 +242,25 @@ def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     if ours:
         result.rename(ours[0], "longrope")
         result.meta["longrope_factors"] = ctx.scaling
+    if ctx.exported and not same:
+        result.methods["shipped"].spec = f"the exported folder {ctx.exported} in stock transformers"
+        result.meta["shipped"] = [_shipped(ctx.exported, "longrope" if ours else None)]
+    elif ctx.exported:
+        result.meta["shipped"] = [{**_shipped(ctx.exported, None), "row": "longrope", "whole": True}]
     result.meta["recipe"] = recipe.name
     write_outputs(result, work, plots=cfg.plots)
     ctx.report = str(work / "report.md")
     log(ppl_table(result))
     return {"report": ctx.report}
+
+
+def _shipped(folder: str, of: str | None) -> dict:
+    """What the report says about the `shipped` row: the folder, the row it is the export of, and
+    what the export dropped (from its longrope_scaling.json)."""
+    from .io import read_json_object
+    record = read_json_object(Path(folder) / "longrope_scaling.json")
+    return {"row": "shipped", "of": of, "folder": folder,
+            "dropped": {k: v["value"] for k, v in (record.get("dropped") or {}).items()}}
 
 
 RUNNERS = {"search": _run_search, "short": _run_search, "finetune": _run_finetune,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import LongRopeError
-from .pipeline import Recipe
+from .recipe import Recipe, length as recipe_length
 from .schema import parse_length
 
 
@@ -114,12 +114,12 @@ def machine_flops(seconds: float = 0.3) -> float:
 
 def stage_cost(recipe: Recipe, stage, shape: Shape, original: int, last_target: int) -> tuple[str, float]:
     """(one-line description, FLOPs) of a stage, from its validated config (the defaults it runs with)."""
-    from .pipeline import Context, ExportConfig, _compare_config, _finetune_config, _search_config
+    from .recipe import Context, ExportConfig, compare_config, finetune_config, search_config
     from .schema import build
     ctx = Context(model=recipe.model, scaling="factors.json", original=original)
     if stage.kind in ("search", "short"):
         from .search.cost import search_cost
-        c = _search_config(recipe, stage, ctx).resolved()
+        c = search_config(recipe, stage, ctx).resolved()
         length = c.target_length
         cost = search_cost(c, shape)  # the same bound the search log states
         passes = cost["pass_equivalents"]
@@ -134,18 +134,22 @@ def stage_cost(recipe: Recipe, stage, shape: Shape, original: int, last_target: 
                 "scale (LLaMA2-7B, 128k, 5 docs)")
         return what, forward_flops(shape, passes * length, length)
     if stage.kind == "finetune":
-        c = _finetune_config(recipe, stage, ctx, Path("x"))
+        c = finetune_config(recipe, stage, ctx, Path("x"))
         extras = "".join(f", {k.replace('_', ' ')} {getattr(c, k)}" for k in ("passkey_share", "mixed_window", "distill")
                          if getattr(c, k))
         return (f"fine-tune {c.steps} steps x {c.batch_size} x {c.length} tokens, lr {c.lr}{extras}",
                 4 * forward_flops(shape, c.steps * c.batch_size * c.length, c.length))
     if stage.kind == "compare":
-        c = _compare_config(recipe, stage)
-        methods = len(c.methods) + 1
-        per_length = methods * (c.docs + c.passkey_trials * len(c.depths))
+        c = compare_config(recipe, stage)
+        methods = len(c.methods) + 1 + len(c.final_methods)
+        keys = set(c.passkey_lengths or c.lengths)
+
+        def per_length(n):
+            return methods * (c.docs + (c.passkey_trials * len(c.depths) if n in keys else 0))
+        where = f" at {', '.join(map(str, sorted(keys)))}" if c.passkey_lengths else ""
         return (f"compare {methods} methods at {', '.join(map(str, c.lengths))} tokens, {c.docs} docs, "
-                f"passkey {c.passkey_trials} x {len(c.depths)} depths"), sum(
-                    forward_flops(shape, per_length * n, n) for n in c.lengths)
+                f"passkey {c.passkey_trials} x {len(c.depths)} depths{where}"), sum(
+                    forward_flops(shape, per_length(n) * n, n) for n in c.lengths)
     c = build(ExportConfig, f"stage {stage.name}", **stage.options)
     return (f"export the model with the final factors (drop_n_hat={c.drop_n_hat}, "
             f"drop_short_attention={c.drop_short_attention})"), 0.0
@@ -153,7 +157,7 @@ def stage_cost(recipe: Recipe, stage, shape: Shape, original: int, last_target: 
 
 def describe_plan(recipe: Recipe) -> str:
     shape = model_shape(recipe)
-    longest = max([parse_length(st.options["target_length"]) for st in recipe.stages
+    longest = max([parse_length(recipe_length(recipe, st.options["target_length"])) for st in recipe.stages
                    if st.kind == "search"] or [shape.window])
     here, how = measured_rate(recipe, shape, longest)
     gpus = int(recipe.model_shape.get("gpus", 8))
@@ -164,15 +168,15 @@ def describe_plan(recipe: Recipe) -> str:
     total, target, model = 0.0, shape.window, "the base model"
     for st in recipe.stages:
         if st.kind == "search":
-            target = parse_length(st.options["target_length"])
+            target = parse_length(recipe_length(recipe, st.options["target_length"]))
         what, flops = stage_cost(recipe, st, shape, shape.window, target)
         total += flops
         lines.append(f"  {st.name:<12} on {model}: {what}; ~{flops:.2e} FLOPs, "
                      f"{_dur(flops / here)} here, {_dur(flops / gpu_rate)} on {gpus} GPUs")
         if st.kind == "finetune":
             model = f"the model fine-tuned in {st.name}"
-    from .pipeline import _runtime
-    on_cpu = all(str(_runtime(recipe, st, ("device",)).get("device", "cpu")).startswith("cpu") for st in recipe.stages)
+    from .recipe import runtime
+    on_cpu = all(str(runtime(recipe, st, ("device",)).get("device", "cpu")).startswith("cpu") for st in recipe.stages)
     ref = reference_rate() if on_cpu else None
     reference = (f"{_dur(total / ref)} on the demo's idle 2-core reference machine ({ref / 1e9:.0f} GFLOP/s, "
                  "calibrated on its recorded search stage), " if ref else "")

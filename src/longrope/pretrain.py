@@ -10,6 +10,10 @@ Work folder (`work`): `log.jsonl` (one line per logged step), `tokenizer/`, `che
 (safetensors weights, optimizer state saved with torch.save and read back with weights_only=True,
 generator state, step). The final model folder is written atomically and loads with stock
 `AutoModelForCausalLM` / `AutoTokenizer`.
+
+The steps, as in `longrope.train.finetune`: `_load` (tokenizer, data, model) -> `_set_up` (optimizer,
+generator, checkpoint) -> `_train` (`_train_step` per optimizer step, `_checkpoint` every N) ->
+`_write_output`.
 """
 from __future__ import annotations
 
@@ -21,14 +25,19 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
 from .errors import LongRopeError
 from .io import atomic_dir, write_json
+from .data.batches import Batches
 from .lm_head import IGNORE, LMHead, shifted_targets, token_nll
-from .train.toolkit import RunFolder, StepLog, adamw, load_state, load_weights, lr_at, save_checkpoint
+from .train.toolkit import (RunFolder, StepLog, adamw, load_state, load_weights, lr_at, read_optimizer,
+                            save_checkpoint)
+
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 
 @dataclass
@@ -65,6 +74,25 @@ class PretrainConfig:
     command: str = ""
     extra: dict = field(default_factory=dict)
 
+    def validate(self) -> None:
+        """The values, checked before anything is read or written (one line each)."""
+        for name in ("steps", "batch_size", "layers", "hidden", "heads", "intermediate", "window", "threads"):
+            if getattr(self, name) < 1:
+                raise LongRopeError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if not 0.0 <= self.passkey_share <= 1.0:
+            raise LongRopeError(f"--passkey-share must be between 0 and 1, got {self.passkey_share}")
+        for name in ("eval_every", "checkpoint_every", "warmup"):
+            if getattr(self, name) < 0:
+                raise LongRopeError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "rope_theta", "passkey_weight"):
+            if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
+                raise LongRopeError(f"--{name.replace('_', '-')} must be a positive number, got {getattr(self, name)}")
+        if self.vocab_size < 300:
+            raise LongRopeError(f"--vocab-size must be at least 300 (256 bytes + specials), got {self.vocab_size}")
+        if self.autocast not in ("none", "bfloat16"):
+            raise LongRopeError(f"--autocast must be none or bfloat16, got {self.autocast!r}")
+        self.warmup = min(self.warmup, self.steps)
+
 
 def model_config(cfg: PretrainConfig, vocab_size: int):
     from transformers import LlamaConfig
@@ -77,57 +105,6 @@ def model_config(cfg: PretrainConfig, vocab_size: int):
                        max_position_embeddings=cfg.window, rope_theta=cfg.rope_theta,
                        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
                        tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-
-
-class Batches:
-    """Deterministic training batches from the token stream and synthetic passkey prompts."""
-
-    def __init__(self, stream: torch.Tensor, tok, cfg: PretrainConfig, gen: torch.Generator):
-        from .data.passkey import answer_ids, passkey_prompt, prompt_text
-
-        self.stream, self.tok, self.cfg, self.gen = stream, tok, cfg, gen
-        self.passkey_prompt, self.answer_ids = passkey_prompt, answer_ids
-        self.bos, self.pad = tok.bos_token_id, tok.pad_token_id
-        # the shortest prompt (no filler) with the longest key: every drawn length must reach it
-        self.min_len = len(tok(prompt_text(0, 0.0, 50000)[0])["input_ids"])
-        if cfg.passkey_share > 0 and self.min_len + 8 > cfg.window:
-            raise LongRopeError(f"a {cfg.window}-token window cannot hold a passkey sample "
-                                f"(needs {self.min_len + 8} tokens); use --passkey-share 0")
-
-    def _prompt(self, length: int, depth: float, key: int, seed: int) -> list[int]:
-        return self.passkey_prompt(self.tok, length, depth, key, seed=seed).input_ids.tolist()
-
-    def _rand(self, hi: int) -> int:
-        return int(torch.randint(hi, (1,), generator=self.gen))
-
-    def passkey_sample(self) -> tuple[list[int], list[int], int]:
-        w = self.cfg.window
-        key = 1 + self._rand(50000)
-        depth = self._rand(1001) / 1000
-        answer = self.answer_ids(self.tok, key)
-        lo = self.min_len
-        length = lo + self._rand(max(w - len(answer) - lo, 1) + 1)
-        prompt = self._prompt(length, depth, key, 1 + self._rand(1 << 30))
-        ids = (prompt + answer)[:w]
-        labels = list(ids) + [-100] * (w - len(ids))
-        return ids + [self.pad] * (w - len(ids)), labels, len(prompt)
-
-    def text_sample(self) -> tuple[list[int], list[int], int]:
-        body = self.cfg.window - 1
-        start = self._rand(len(self.stream) - body)
-        ids = [self.bos] + self.stream[start:start + body].tolist()
-        return ids, list(ids), len(ids)
-
-    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """input ids, labels (-100 = not scored), answer mask (label positions of passkey answers)."""
-        rows, labels, answers = [], [], []
-        for _ in range(self.cfg.batch_size):
-            is_key = float(torch.rand((1,), generator=self.gen)) < self.cfg.passkey_share
-            ids, lab, answer_at = self.passkey_sample() if is_key else self.text_sample()
-            rows.append(ids)
-            labels.append(lab)
-            answers.append([answer_at <= i < len(lab) and lab[i] != -100 for i in range(len(lab))])
-        return torch.tensor(rows), torch.tensor(labels), torch.tensor(answers)
 
 
 def _weighted_loss(logits, labels, answer, weight: float):
@@ -171,19 +148,36 @@ def _corpus(cfg: PretrainConfig):
 
 
 @dataclass
-class _Data:
-    tok: Any
+class _Loaded:
+    """The tokenizer, the token streams, the validation samples and the model to train."""
+    tok: PreTrainedTokenizerBase
     train_ids: list
     val_ids: list
     stream: torch.Tensor  # the training documents joined with EOS BOS
     val: list[torch.Tensor]  # validation samples
+    model: LlamaForCausalLM | None = None
     init: Path | None = None  # the model folder of --init
     init_info: dict | None = None  # its provenance.json
     seconds: float = 0.0
 
 
+@dataclass
+class _Run:
+    """What the steps of one pre-training run share."""
+    cfg: PretrainConfig
+    data: _Loaded
+    opt: torch.optim.Optimizer
+    gen: torch.Generator  # every random choice of the batches
+    batches: Batches
+    step: int = 0
+    tokens: int = 0
+    seconds: float = 0.0
+    answer_losses: list = field(default_factory=list)  # passkey answer losses not yet logged
+
+
 def _tokenizer(cfg: PretrainConfig, run: RunFolder, resume: bool, train_docs) -> tuple:
-    """(tokenizer, init folder, its provenance): --init's, the run's own on resume, else a new BPE."""
+    """(tokenizer, init folder, its provenance): --init's, the run's own on resume, else a new BPE
+    (saved by `_data` once the data has passed its checks: a failed run leaves no tokenizer behind)."""
     from transformers import AutoTokenizer
 
     from .data.bpe import train_bpe
@@ -197,14 +191,11 @@ def _tokenizer(cfg: PretrainConfig, run: RunFolder, resume: bool, train_docs) ->
         return load_tokenizer(init), init, info  # one line when the folder has no usable tokenizer
     if resume and (tok_dir / "tokenizer.json").is_file():
         return AutoTokenizer.from_pretrained(tok_dir, local_files_only=True), None, None
-    tok = train_bpe([d.text for d in train_docs], cfg.vocab_size)
-    with atomic_dir(tok_dir) as tmp:
-        tok.save_pretrained(tmp)
-    return tok, None, None
+    return train_bpe([d.text for d in train_docs], cfg.vocab_size), None, None
 
 
-def _data(cfg: PretrainConfig, run: RunFolder, resume: bool) -> _Data:
-    """The tokenizer, the training token stream and the validation samples."""
+def _load(cfg: PretrainConfig, run: RunFolder, resume: bool) -> _Loaded:
+    """The tokenizer, the training token stream, the validation samples and the model."""
     from .data import build_samples, tokenize_documents
 
     t0 = time.time()
@@ -218,11 +209,17 @@ def _data(cfg: PretrainConfig, run: RunFolder, resume: bool) -> _Data:
         raise LongRopeError(f"the training data holds {len(stream):,} tokens, too few for {cfg.window}-token samples")
     val = build_samples(val_ids, cfg.window, None, mode="join", bos_id=tok.bos_token_id,
                         sep_id=tok.eos_token_id, seed=cfg.seed)
-    return _Data(tok, train_ids, val_ids, stream, val.tensors[:cfg.eval_samples], init, init_info,
-                 time.time() - t0)
+    tok_dir = run.work / "tokenizer"
+    if not cfg.init and not (resume and (tok_dir / "tokenizer.json").is_file()):
+        with atomic_dir(tok_dir) as tmp:
+            tok.save_pretrained(tmp)
+    data = _Loaded(tok, train_ids, val_ids, stream, val.tensors[:cfg.eval_samples], None, init, init_info,
+                   time.time() - t0)
+    data.model = _model(cfg, data)
+    return data
 
 
-def _model(cfg: PretrainConfig, data: _Data):
+def _model(cfg: PretrainConfig, data: _Loaded):
     """A new Llama (seeded init), or --init's model in float32 (its sizes then fill `cfg`)."""
     from transformers import LlamaForCausalLM
 
@@ -239,11 +236,32 @@ def _model(cfg: PretrainConfig, data: _Data):
     return model
 
 
-def _train_step(model, head: LMHead, opt, batches: Batches, step: int, cfg: PretrainConfig):
+def _set_up(cfg: PretrainConfig, data: _Loaded, run: RunFolder, resume: bool) -> _Run:
+    """Optimizer and batch generator; on resume the checkpoint's weights and state."""
+    model = data.model
+    model.train()
+    opt = adamw(model, cfg.lr, cfg.weight_decay)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    batches = Batches(data.stream, data.tok, gen, window=cfg.window, batch_size=cfg.batch_size,
+                      passkey_share=cfg.passkey_share)
+    r = _Run(cfg, data, opt, gen, batches)
+    if resume:
+        load_weights(run.checkpoint, model)
+        opt.load_state_dict(read_optimizer(run.checkpoint))
+        load_state(run.checkpoint, generator=gen)
+        state = run.read_state()
+        r.step, r.tokens, r.seconds = state["step"], state["tokens"], state["seconds"]
+        r.answer_losses = list(state.get("answer_losses", []))
+    run.start(resume, r.step)
+    return r
+
+
+def _train_step(r: _Run, head: LMHead) -> tuple[float, int, float | None]:
     """One optimizer step; returns (loss, scored tokens, answer-token loss or None)."""
-    x, y, ans = batches.next()
+    cfg, model, opt = r.cfg, r.data.model, r.opt
+    x, y, ans = r.batches.next()
     for g in opt.param_groups:
-        g["lr"] = lr_at(step, cfg.lr, steps=cfg.steps, warmup=cfg.warmup, min_ratio=cfg.min_lr_ratio,
+        g["lr"] = lr_at(r.step, cfg.lr, steps=cfg.steps, warmup=cfg.warmup, min_ratio=cfg.min_lr_ratio,
                         shape="cosine")
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.autocast == "bfloat16"):
         logits = _logits(model, head, x)
@@ -255,67 +273,59 @@ def _train_step(model, head: LMHead, opt, batches: Batches, step: int, cfg: Pret
     return float(loss.detach()), int((y != IGNORE).sum()), answer_loss
 
 
-def _train(cfg: PretrainConfig, run: RunFolder, model, opt, gen, data: _Data, state: dict,
-           progress: bool) -> tuple[dict, float]:
-    """The steps from the checkpoint's (`state`) to the end; returns the last log row and the wall time."""
-    step, tokens, seconds = state["step"], state["tokens"], state["seconds"]
-    batches, head = Batches(data.stream, data.tok, cfg, gen), LMHead(model)
-    steplog = StepLog(run.log, total=cfg.steps, initial=step, desc="pretrain", show=progress, postfix="{:.3f}")
-    last, answer_losses = {"step": step, "tokens": tokens}, list(state.get("answer_losses", []))
-    t_start = time.time() - seconds
-    while step < cfg.steps:
-        loss, n, answer_loss = _train_step(model, head, opt, batches, step, cfg)
-        step += 1
-        tokens += n
+def _checkpoint(r: _Run, run: RunFolder, seconds: float) -> None:
+    state = {"step": r.step, "tokens": r.tokens, "seconds": seconds, "answer_losses": r.answer_losses}
+    save_checkpoint(run.checkpoint, r.data.model.state_dict(), state, optimizer=r.opt.state_dict(),
+                    generator=r.gen)
+
+
+def _train(r: _Run, run: RunFolder, progress: bool) -> tuple[dict, float]:
+    """The steps from `r.step` to the end; returns the last log row and the wall time."""
+    cfg, head = r.cfg, LMHead(r.data.model)
+    steplog = StepLog(run.log, total=cfg.steps, initial=r.step, desc="pretrain", show=progress, postfix="{:.3f}")
+    last = {"step": r.step, "tokens": r.tokens}
+    t_start = time.time() - r.seconds
+    while r.step < cfg.steps:
+        loss, n, answer_loss = _train_step(r, head)
+        r.step += 1
+        r.tokens += n
         if answer_loss is not None:
-            answer_losses.append(answer_loss)
-        last = {"step": step, "loss": round(loss, 6), "lr": opt.param_groups[0]["lr"], "tokens": tokens,
+            r.answer_losses.append(answer_loss)
+        last = {"step": r.step, "loss": round(loss, 6), "lr": r.opt.param_groups[0]["lr"], "tokens": r.tokens,
                 "seconds": round(time.time() - t_start, 2)}
-        if answer_losses and (step % cfg.log_every == 0 or step == cfg.steps):
-            last["passkey_answer_loss"] = round(sum(answer_losses) / len(answer_losses), 4)
-            answer_losses = []
-        if cfg.eval_every and (step % cfg.eval_every == 0 or step == cfg.steps):
-            last["val_loss"] = round(evaluate(model, data.val), 6)
-        logged = step % cfg.log_every == 0 or "val_loss" in last or step == cfg.steps
+        if r.answer_losses and (r.step % cfg.log_every == 0 or r.step == cfg.steps):
+            last["passkey_answer_loss"] = round(sum(r.answer_losses) / len(r.answer_losses), 4)
+            r.answer_losses = []
+        if cfg.eval_every and (r.step % cfg.eval_every == 0 or r.step == cfg.steps):
+            last["val_loss"] = round(evaluate(r.data.model, r.data.val), 6)
+        logged = r.step % cfg.log_every == 0 or "val_loss" in last or r.step == cfg.steps
         steplog.step(last if logged else None, loss)
-        if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            save_checkpoint(run.checkpoint, model, {"step": step, "tokens": tokens, "seconds": time.time() - t_start,
-                                                    "answer_losses": answer_losses},  # not yet logged
-                            optimizer=opt, generator=gen)
+        if cfg.checkpoint_every and r.step % cfg.checkpoint_every == 0 and r.step < cfg.steps:
+            _checkpoint(r, run, time.time() - t_start)
     steplog.close()
     return last, time.time() - t_start
 
 
 def pretrain(cfg: PretrainConfig, *, resume: bool = False, progress: bool = True) -> dict:
     """Train and write the model folder `cfg.out`; returns the run summary (also in provenance.json)."""
-    if cfg.autocast not in ("none", "bfloat16"):
-        raise LongRopeError(f"--autocast must be none or bfloat16, got {cfg.autocast!r}")
+    cfg.validate()
     torch.set_num_threads(cfg.threads)
     # the output and work folders were prepared (marker, lock, --overwrite: `io.prepare_output`) by
     # the command before this call; here their paths are laid out and a resume checked, first
     run = RunFolder(cfg.out, cfg.work)
     run.check_resume(resume)
     run.work.mkdir(parents=True, exist_ok=True)
-    data = _data(cfg, run, resume)
-    model = _model(cfg, data)
-    model.train()
-    opt = adamw(model, cfg.lr, cfg.weight_decay)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    state = {"step": 0, "tokens": 0, "seconds": 0.0}
-    if resume:
-        load_weights(run.checkpoint, model)
-        load_state(run.checkpoint, optimizer=opt, generator=gen)
-        state = run.read_state()
-    run.start(resume, state["step"])
+    r = _set_up(cfg, _load(cfg, run, resume), run, resume)
     cpu_start = time.process_time()
-    last, wall = _train(cfg, run, model, opt, gen, data, state, progress)
-    val_loss = last.get("val_loss") if "val_loss" in last else round(evaluate(model, data.val), 6)
-    summary = _summary(cfg, model, data, last, val_loss, wall, time.process_time() - cpu_start, run.log)
-    _write_output(run.out, model, data.tok, cfg, summary, run.log)
+    last, wall = _train(r, run, progress)
+    model = r.data.model
+    val_loss = last.get("val_loss") if "val_loss" in last else round(evaluate(model, r.data.val), 6)
+    summary = _summary(cfg, model, r.data, last, val_loss, wall, time.process_time() - cpu_start, run.log)
+    _write_output(run.out, model, r.data.tok, cfg, summary, run.log)
     return summary
 
 
-def _summary(cfg: PretrainConfig, model, data: _Data, last: dict, val_loss: float, wall: float,
+def _summary(cfg: PretrainConfig, model, data: _Loaded, last: dict, val_loss: float, wall: float,
              cpu: float, log: Path) -> dict:
     return {
         "command": cfg.command, "seed": cfg.seed, "config": {k: v for k, v in asdict(cfg).items()

@@ -105,6 +105,8 @@ def check_types(obj, where: str) -> None:
         if not any(_fits(value, a) for a in alts):
             raise LongRopeError(f"{where}: {f.name} must be {_type_name(tp)}, got {value!r}")
         if _is_length(f):
+            if isinstance(value, (list, tuple)) and not value:
+                raise LongRopeError(f"{where}: {f.name} must hold at least one length, got []")
             for v in value if isinstance(value, (list, tuple)) else [value]:
                 if v <= 0:
                     raise LongRopeError(f"{where}: {f.name} must be a positive length, got {v!r}")
@@ -238,3 +240,39 @@ def from_args(args, cls, names: Iterable[str]) -> dict:
                 raise LongRopeError(f"--{n.replace('_', '-')}: {e}") from None
         out[n] = value
     return out
+
+
+# -- argparse types for numeric options: a bad value is argparse's one-line error, before any work --
+def _number(kind, text: str):
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    value = _number(int, text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse type: an integer >= 0."""
+    value = _number(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number > 0."""
+    value = _number(float, text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value:g}")
+    return value
+

@@ -44,5 +44,5 @@ def test_samples_too_few_long_documents_exit_2(tmp_path, capsys):
                "--split", "all", "--length", "4k", "--count", "8", "--mode", "select"])
     err = capsys.readouterr().err
     warning, error = err.splitlines()  # --split all says it holds nothing out, then the error
-    assert rc == 2 and warning.startswith("longrope: warning: split 'all' takes every document")
+    assert rc == 2 and warning.startswith("longrope data: warning: split 'all' takes every document")
     assert error.startswith("longrope data: error: need 8 documents of >= 4,096 tokens, found ")

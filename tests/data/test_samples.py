@@ -84,3 +84,13 @@ def test_bad_arguments(kw, match):
     args.update({k: v for k, v in kw.items() if k in args})
     with pytest.raises(LongRopeError, match=match):
         build_samples(args["ids"], args["length"], args["count"], **{k: v for k, v in kw.items() if k not in args})
+
+
+def test_joined_samples_say_how_many_documents_they_join():
+    """'N documents joined into M samples', in the info and in a report's header (issue 29)."""
+    from longrope.eval.report import samples_phrase
+
+    s = build_samples([[5] * 30] * 6, 64, 2, mode="join", bos_id=1, sep_id=2, seed=0)  # 2 x 63 tokens: 4 docs + 3 separators
+    assert s.mode == "join" and s.info["joined"] == 4 and "joined 4 documents" in s.info["reason"]
+    assert samples_phrase({"docs": 2, "samples": s.info}) == "2 samples joined from 4 documents"
+    assert samples_phrase({"docs": 2, "samples": {"mode": "select"}}) == "2 documents"

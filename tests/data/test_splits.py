@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import pytest
 
 from longrope.cli import build_parser
 from longrope.data import load_documents
 from longrope.data.documents import SPLITS
-from longrope.errors import LongRopeError
+from longrope.errors import LongRopeError, LongRopeWarning
 from longrope.search.config import SearchConfig
 
 N = 60
@@ -82,13 +83,15 @@ def test_the_split_follows_the_document_not_the_location(tmp_path):
     assert glob_val == [d.name for d in load_documents(source, "validation")]  # glob and folder agree
 
 
-def test_forcing_the_split_off_is_loud(tmp_path, capsys):
+def test_forcing_the_split_off_is_loud(tmp_path):
     source = make_source("jsonl", tmp_path)
-    assert len(load_documents(source, "all")) == N
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "warning: split 'all'" in err and "nothing is held out" in err
-    load_documents(source, "test")
-    assert capsys.readouterr().err == ""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert len(load_documents(source, "all")) == N
+        assert [(w.category, "split 'all'" in str(w.message) and "nothing is held out" in str(w.message))
+                for w in seen] == [(LongRopeWarning, True)]
+        load_documents(source, "test")
+        assert len(seen) == 1
 
 
 def test_a_single_document_has_no_split(tmp_path, capsys):

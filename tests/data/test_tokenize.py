@@ -57,8 +57,18 @@ def test_damaged_cache_entry_is_rebuilt(tmp_path):
     assert tokenize_documents(d, tok, cache_dir=tmp_path) == good
 
 
-def test_default_cache_dir_is_home_cache(monkeypatch, tmp_path):
-    monkeypatch.setattr(tokmod, "DEFAULT_CACHE", tmp_path / "home-cache")
+def test_default_cache_dir_follows_longrope_cache_dir(monkeypatch, tmp_path):
+    """$LONGROPE_CACHE_DIR holds every cache (tokens/ and the search's scores/), else
+    $XDG_CACHE_HOME/longrope, else ~/.cache/longrope."""
+    from longrope.search.cache import default_dir
+
+    monkeypatch.setenv("LONGROPE_CACHE_DIR", str(tmp_path / "mine"))
     tokenize_documents(docs(1), small_tokenizer())
-    assert list((tmp_path / "home-cache" / "tokens").glob("*.safetensors"))
-    assert str(tokmod.default_cache_dir()).endswith("home-cache")
+    assert list((tmp_path / "mine" / "tokens").glob("*.safetensors"))
+    assert default_dir() == tmp_path / "mine" / "scores"
+    monkeypatch.delenv("LONGROPE_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert tokmod.default_cache_dir() == tmp_path / "xdg" / "longrope"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert tokmod.default_cache_dir() == tmp_path / "home" / ".cache" / "longrope"

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+import longrope
 from tests.helpers import make_tiny
 from longrope.cli import main
 from longrope.data import load_tokenized
@@ -184,3 +185,60 @@ def test_compare_reports_the_positions_beyond_the_window_on_their_own(char_tok, 
     assert beyond["none"][str(n)] == pytest.approx(direct, rel=1e-6)
     assert beyond["yarn"][str(n)] != pytest.approx(direct, rel=1e-6)  # the scaling changed it
     assert "beyond the original window" in render_report(res)
+
+
+def test_compare_passkey_and_short_window_at_chosen_lengths(char_tok, text_dir):
+    """passkey_lengths limits the passkey to some evaluation lengths; the short-window cost reuses
+    the evaluation length equal to the window instead of scoring it again."""
+    model = make_tiny("llama")
+    cfg = CompareConfig(methods=["none", "yarn:8"], lengths=[32, 256], data=str(text_dir), docs=2,
+                        passkey_trials=1, depths=[0.5], passkey_lengths=[256])
+    res = compare(model, char_tok, cfg, progress=False)
+    assert all(set(r.passkey) == {256} for r in res.methods.values())
+    assert all(r.short_ppl == r.ppl[32] for r in res.methods.values())
+    assert res.meta["passkey_lengths"] == [256]
+
+
+def test_compare_refuses_passkey_or_task_lengths_outside_the_lengths():
+    from longrope.errors import LongRopeError
+    with pytest.raises(LongRopeError, match="passkey_lengths must be among the evaluation lengths"):
+        CompareConfig(lengths=[32, 128], passkey_lengths=[64]).validated()
+    with pytest.raises(LongRopeError, match="task_lengths must be among"):
+        CompareConfig(lengths=[32, 128], task_lengths=[256]).validated()
+
+
+def test_prefix_lengths_read_off_the_longest_pass_equal_their_own_passes(char_tok, text_dir, tmp_path):
+    """One pass at the longest length gives the shorter lengths of a length-independent scaling, and
+    the lengths above the window of short/long factors; dynamic NTK and the short mode get their own."""
+    from longrope.eval.compare import _ppl_by_length, prefix_lengths
+    from longrope.rope.scaling import Scaling
+    from longrope.rope.spec import parse_spec
+
+    model = make_tiny("llama")
+    pairs = model.config.hidden_size // model.config.num_attention_heads // 2
+    switching = Scaling(method="longrope", long_factor=[1.0 + i for i in range(pairs)], short_factor=[1.0] * pairs,
+                        original_max_position=32, factor=4.0, target_length=128)
+    assert prefix_lengths(parse_spec("yarn:4"), [16, 32, 64, 128], 32, None) == [16, 32, 64]
+    assert prefix_lengths(switching, [16, 32, 64, 128], 32, None) == [64]
+    assert prefix_lengths(parse_spec("dynamic:4"), [16, 32, 64, 128], 32, None) == []
+    assert prefix_lengths(parse_spec("yarn:4"), [16, 128], 32, 8) == []  # sliding windows: no
+    lengths = [16, 32, 64, 128]
+    from longrope.data import load_tokenized
+    ids = load_tokenized(char_tok, str(text_dir), "test").ids
+    from longrope.eval.compare import make_samples
+    base = make_samples(ids, char_tok, 128, 2).tensors
+    for scaling in (parse_spec("yarn:4"), switching):
+        longrope.apply(model, scaling)
+
+        def ppl(n, extra=(), progress=False):
+            beyond = [(0, 32), (32, n)] if n > 32 else []
+            return perplexity(model, [t[:n] for t in base], positions=beyond + list(extra) or None)
+
+        derived = _ppl_by_length(ppl, scaling, lengths, 32, None, False)
+        for n in lengths:
+            own = ppl(n)
+            assert derived[n].ppl == pytest.approx(own.ppl, rel=1e-5), (scaling.method, n)
+            assert derived[n].tokens == own.tokens and set(derived[n].by_range) == set(own.by_range)
+            for k in own.by_range:
+                assert derived[n].by_range[k]["ppl"] == pytest.approx(own.by_range[k]["ppl"], rel=1e-5)
+        longrope.remove(model)

@@ -86,13 +86,13 @@ def test_applied_and_exported_as_a_folder_stock_transformers_loads(new_methods, 
 
 
 def test_written_to_gguf_or_refused(new_methods, tmp_path, capsys, fake_converter):  # noqa: F811
-    from longrope.runtimes import gguf_file
+    from tests import gguf_helpers
 
     src = tmp_path / "src"
     make_tiny("llama", seed=3).save_pretrained(src)
     base = ["export", "--format", "gguf", "--model", src, "--pre-tokenizer", "gpt2"]
     assert run_cli([*base, "--scaling", "sqrt_pi:9", "--out", tmp_path / "s.gguf"], capsys)[0] == 0
-    keys, _ = gguf_file.read_back(tmp_path / "s.gguf")
+    keys, _ = gguf_helpers.read_back(tmp_path / "s.gguf")
     assert keys["llama.rope.scaling.type"] == "linear" and keys["llama.rope.scaling.factor"] == 3.0
     rc, err = run_cli([*base, "--scaling", "twist:4", "--out", tmp_path / "t.gguf"], capsys)
     assert rc == 2 and "twist" in err and len(err.splitlines()) == 1, err

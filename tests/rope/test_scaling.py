@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from longrope.errors import LongRopeError
+from longrope.errors import LongRopeError, LongRopeWarning
 from longrope.rope.scaling import FORMAT, Scaling
 from longrope.rope.files import load_scaling
 from longrope.rope.spec import parse_spec
@@ -17,7 +17,7 @@ def test_spec_strings():
     assert parse_spec("pi", default_factor=6).factor == 6
     assert parse_spec("none").method == "none" and parse_spec(None).method == "none"
     for bad, msg in (("pi", "needs a factor"), ("pi:x", "bad scale factor"), ("nope:2", "unknown scaling"),
-                     ("pi:-2", "positive"), ("yarn:4:gamma=1", "takes no option"), ("longrope", "factor file")):
+                     ("pi:-2", "number from 1"), ("yarn:4:gamma=1", "takes no option"), ("longrope", "factor file")):
         with pytest.raises(LongRopeError, match=msg):
             parse_spec(bad)
 
@@ -62,13 +62,13 @@ def test_public_factor_file_scale_comes_from_the_target_not_the_largest_factor(t
     both = parse_spec(f"longrope:{path}:target_length=4096:original_max_position=512")
     assert both.factor == 8
     path.write_text("1.0\n5.0\n")
-    with pytest.warns(UserWarning, match="above 1 \\+ s"):
+    with pytest.warns(LongRopeWarning, match="above 1 \\+ s"):
         parse_spec(f"longrope:{path}:factor=2")
 
 
 @pytest.mark.parametrize("content,msg", [
-    ("1.0\nabc\n", "not a number"), ("", "empty"), ("1.0\n-2\n", "finite and positive"),
-    ("1.0\nnan\n", "finite and positive"), ('{"format": "longrope-scaling", "method": "warp"}', "unknown scaling"),
+    ("1.0\nabc\n", "not a number"), ("", "empty"), ("1.0\n-2\n", "numbers from 0.001"),
+    ("1.0\nnan\n", "numbers from 0.001"), ('{"format": "longrope-scaling", "method": "warp"}', "unknown scaling"),
     ("{bad json", "bad JSON"), ('{"model_type": "llama"}', "no rope_scaling"),
 ])
 def test_bad_factor_files(tmp_path, content, msg):

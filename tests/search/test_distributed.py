@@ -43,7 +43,7 @@ def test_two_processes_give_the_single_process_result(tmp_path):
         assert cli.main(["search", *common, "--out", str(tmp_path / "warm"), "--cache", str(tmp_path / "c")]) == 0
     two, one = outputs(tmp_path / "two"), outputs(tmp_path / "one")
     assert two[3] == 2 and one[3] == 1
-    assert 0.4 * one[4] <= two[4] <= 0.6 * one[4]  # rank 0 scored about half of the candidates
+    assert one[4] <= two[4] <= 1.1 * one[4]  # every process counted (each keeps its own sample cache)
     assert two[0] == one[0] and two[1] == one[1] and two[2] == one[2]
     warm = outputs(tmp_path / "warm")
     assert warm[4] == 0 and warm[0] == one[0] and warm[1] == one[1] and warm[2] == one[2]

@@ -126,7 +126,7 @@ def test_needle_and_combined_scores_are_the_range_nlls_of_one_forward_pass():
     text = [p[f"1-{a}"]["nll"] for p in parts]
     assert sn == pytest.approx(math.exp(sum(ans) / 2), rel=1e-9)
     assert sb == pytest.approx(math.exp(sum(t + 0.5 * x for t, x in zip(text, ans)) / 2), rel=1e-9)
-    assert needle.docs_run == 2 and both.docs_run == 2  # one pass per sample, whatever the terms
+    assert needle.forward_passes == 2 and both.forward_passes == 2  # one pass per sample, whatever the terms
 
 
 def test_objective_reuses_screened_documents_and_matches_perplexity():

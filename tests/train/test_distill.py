@@ -46,7 +46,8 @@ def _direct_kl(lm, teacher, ids):
     try:
         s = F.log_softmax(lm(ids).logits.float(), -1)
     finally:
-        longrope.apply(lm, scaling)
+        if scaling is not None:  # apply(model, None) is refused: nothing to put back
+            longrope.apply(lm, scaling)
     with torch.no_grad():
         t = F.log_softmax(teacher(ids).logits.float(), -1)
     return (t.exp() * (t - s)).sum()
@@ -206,7 +207,7 @@ def test_two_processes_killed_and_resumed_give_the_single_process_run(tmp_path):
 def test_the_ablation_recipes_differ_only_in_their_lever():
     """src/longrope/recipes/ablation: every arm loads, and apart from the lever (mixed_window, distill,
     a short stage) the arms are the same run."""
-    from longrope.pipeline import load_recipe
+    from longrope.recipe import load_recipe
 
     folder = Path(longrope.__file__).parent / "recipes" / "ablation"
     arms = {p.stem: load_recipe(str(p)) for p in sorted(folder.glob("short-*.yaml")) if p.stem != "short-base"}
@@ -226,13 +227,18 @@ def test_the_ablation_recipes_differ_only_in_their_lever():
 
 def test_distill_with_mixed_windows_scores_the_pieces_with_the_original_rotation(assets, tmp_path, monkeypatch):
     """Both levers at once: the KL pass runs unscaled after long and after short micro-batches alike."""
-    seen = []
+    seen = []  # (rotary module before the KL pass, during it, after it)
     real = DistillLoss.short_kl
 
-    def spy(self, ids):
-        seen.append(longrope.patch.current(self.lm))
-        kl = real(self, ids)
-        seen.append(longrope.patch.current(self.lm))
+    def spy(self, ids, pos=None):
+        decoder, during = self.lm.get_decoder(), []
+        before = type(decoder.rotary_emb).__name__
+        hook = decoder.register_forward_pre_hook(lambda m, a: during.append(type(m.rotary_emb).__name__))
+        try:
+            kl = real(self, ids, pos)
+        finally:
+            hook.remove()
+        seen.append((before, *during, type(decoder.rotary_emb).__name__))
         return kl
 
     monkeypatch.setattr(DistillLoss, "short_kl", spy)
@@ -240,4 +246,6 @@ def test_distill_with_mixed_windows_scores_the_pieces_with_the_original_rotation
     assert cli.main(args(model, texts, cache, tmp_path / "o", "--mixed-window", "0.5", steps=4)) == 0
     rows = [json.loads(line) for line in (tmp_path / "o.work" / "log.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all(r["kl"] >= 0 for r in rows) and rows[-1]["kl"] > 0
-    assert len(seen) == 2 * 4 * 2 and {s.describe() if s else None for s in seen} == {"yarn:2", None}
+    assert len(seen) == 2 * 4 and {s[1] for s in seen} == {"LlamaRotaryEmbedding"}  # the original rotation
+    assert all(s[0] == s[2] for s in seen)  # the micro-batch's own rotation is back afterwards
+    assert {s[0] for s in seen} == {"ScaledRotaryEmbedding", "LlamaRotaryEmbedding"}  # long and short ones

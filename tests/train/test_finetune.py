@@ -9,8 +9,9 @@ import time
 import pytest
 import torch
 
-from longrope import cli
-from longrope.train.finetune import BatchPlan, FinetuneConfig, lr_factor, short_pieces
+from longrope import cli, patch
+from longrope.train.config import FinetuneConfig, lr_factor
+from longrope.train.data import BatchPlan, short_pieces
 from longrope.train.loss import CausalLMLoss
 from tests.train.common import ft_args as args
 from tests.helpers import cli_env, losses, make_tiny, run_group, spawn, torch_threads
@@ -77,6 +78,12 @@ def test_loss_decreases_and_the_output_folder_is_complete(assets, tmp_path, caps
     assert scaling.provenance["finetuned"]["passkey_share"] == 0.0
     summary = json.loads((out / "finetune.json").read_text())
     assert summary["steps"] == 12 and summary["tokens_seen"] == 12 * 2 * 63 and summary["processes"] == 1
+    # it names the training documents it used (all from the train split), with their token counts
+    names = {d["name"] for d in summary["documents"]}
+    assert names and all(d["tokens"] > 0 for d in summary["documents"])
+    from longrope.data import load_documents
+    assert names <= {d.name for d in load_documents(str(texts), "train")}
+    assert not names & {d.name for d in load_documents(str(texts), "test")}
     tuned, base = load_model(out), load_model(model)
     assert not torch.equal(tuned.lm_head.weight, base.lm_head.weight)
     assert (out / "tokenizer.json").is_file()
@@ -150,25 +157,29 @@ def test_killed_finetune_resumes_and_finishes(assets, tmp_path):
 
 
 def test_mixed_window_trains_short_pieces_with_the_original_rotation(assets, tmp_path, monkeypatch):
-    import longrope
-
     x = torch.arange(2 * 70).reshape(2, 70)
     assert torch.equal(short_pieces(x, 32), torch.cat([x[:, :32], x[:, 32:64]], dim=1).reshape(4, 32))
     cfg = FinetuneConfig(out="x", steps=50, batch_size=8, mixed_window=0.25, seed=1)
     flags = [f for s in range(50) for f in BatchPlan(torch.zeros(8, 4), cfg, 0, 1).short_flags(s)]
     assert 0.15 < sum(flags) / len(flags) < 0.35
-    seen = []  # (scaling in force, sequence length) of every forward pass
-    real = CausalLMLoss.forward
+    seen, modules = [], set()  # (rotation in force, sequence length) of every forward pass; patch modules
+    real, real_apply, applied = CausalLMLoss.forward, patch.apply, []
 
     def spy(self, input_ids, *a, **k):
-        s = longrope.patch.current(self.lm)
-        seen.append((s.describe() if s else "original", input_ids.shape[1]))
+        rotary = self.lm.get_decoder().rotary_emb  # the patch's module, or the model's own swapped in
+        seen.append((rotary.scaling.describe() if hasattr(rotary, "scaling") else "original", input_ids.shape[1]))
+        if hasattr(rotary, "scaling"):
+            modules.add(id(rotary))
         return real(self, input_ids, *a, **k)
 
     monkeypatch.setattr(CausalLMLoss, "forward", spy)
+    monkeypatch.setattr(patch, "apply", lambda *a, **k: applied.append(1) or real_apply(*a, **k))
     model, texts, cache = assets
     assert cli.main(args(model, texts, cache, tmp_path / "o", "--mixed-window", "0.5", steps=4)) == 0
     assert set(seen) == {("original", 32), ("yarn:2", 64)}, seen
+    # the patch is applied once: a short micro-batch swaps the model's own module in and back, and
+    # every long pass runs the same patch module (its tables are not rebuilt)
+    assert len(applied) == 1 and len(modules) == 1
 
 
 @pytest.mark.parametrize("change, message", [
@@ -211,21 +222,21 @@ def test_bf16_autocast_trains_close_to_float32(assets, tmp_path):
 def test_passkey_share_puts_answered_prompts_into_the_training_samples(assets, tmp_path):
     from longrope.data.passkey import QUESTION
     from longrope.models import load_tokenizer
-    from longrope.train.finetune import training_samples
+    from longrope.train.data import training_samples
 
     model, texts, cache = assets
     tok = load_tokenizer(str(model))
     cfg = FinetuneConfig(out=str(tmp_path / "o"), model=str(model), data=str(texts), cache_dir=str(cache),
                          length=600, steps=4, batch_size=2, passkey_share=0.5)
-    plain = training_samples(FinetuneConfig(**{**cfg.__dict__, "passkey_share": 0.0}), tok)
-    mixed = training_samples(cfg, tok)
+    plain, _ = training_samples(FinetuneConfig(**{**cfg.__dict__, "passkey_share": 0.0}), tok)
+    mixed, _ = training_samples(cfg, tok)
     assert mixed.shape == plain.shape == (8, 600)
     texts_out = [tok.decode(r) for r in mixed]
     with_key = [t for t in texts_out if QUESTION in t]
     assert len(with_key) == 4
     assert all(t.split(QUESTION, 1)[1].startswith(" " + t.split("The pass key is ", 1)[1].split(".")[0] + ".")
                for t in with_key)  # the answer follows the question
-    assert torch.equal(training_samples(cfg, tok), mixed)
+    assert torch.equal(training_samples(cfg, tok)[0], mixed)
     # the share is part of the trajectory: a resume with another share is refused
     assert "passkey_share" in cfg.fingerprint()
 

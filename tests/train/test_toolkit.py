@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from longrope.errors import LongRopeError
-from longrope.train.toolkit import RunFolder, adamw, load_state, load_weights, lr_at, save_checkpoint
+from longrope.train.toolkit import (RunFolder, adamw, load_state, load_weights, lr_at, read_optimizer,
+                                    save_checkpoint)
 
 
 def test_lr_shapes_warm_up_then_decay_linearly_or_by_cosine():
@@ -44,7 +45,7 @@ def test_checkpoint_round_trip_restores_everything_a_resume_needs(tmp_path):
     sched.step()
     gen = torch.Generator().manual_seed(7)
     ckpt = tmp_path / "work" / "checkpoint"
-    save_checkpoint(ckpt, model, STATE, optimizer=opt, scheduler=sched, generator=gen)
+    save_checkpoint(ckpt, model.state_dict(), STATE, optimizer=opt.state_dict(), scheduler=sched, generator=gen)
     expect = (torch.rand(3), torch.rand(3, generator=gen), model.weight.detach().clone())
 
     other = torch.nn.Linear(4, 4)
@@ -52,7 +53,8 @@ def test_checkpoint_round_trip_restores_everything_a_resume_needs(tmp_path):
     sched2 = torch.optim.lr_scheduler.LambdaLR(opt2, lambda s: 1.0 / (s + 1))
     gen2 = torch.Generator().manual_seed(99)
     load_weights(ckpt, other)
-    assert load_state(ckpt, optimizer=opt2, scheduler=sched2, generator=gen2)
+    opt2.load_state_dict(read_optimizer(ckpt))
+    load_state(ckpt, scheduler=sched2, generator=gen2)
     assert torch.equal(torch.rand(3), expect[0]) and torch.equal(torch.rand(3, generator=gen2), expect[1])
     assert torch.equal(other.weight, expect[2]) and sched2.last_epoch == 1
     assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
@@ -89,9 +91,48 @@ def test_a_damaged_checkpoint_part_is_one_line(tmp_path, part):
     opt = adamw(model, 1e-2, 0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     ckpt = tmp_path / "checkpoint"
-    save_checkpoint(ckpt, model, STATE, optimizer=opt, scheduler=sched, generator=torch.Generator())
+    save_checkpoint(ckpt, model.state_dict(), STATE, optimizer=opt.state_dict(), scheduler=sched,
+                    generator=torch.Generator())
     data = (ckpt / part).read_bytes()
     (ckpt / part).write_bytes(data[: len(data) // 2])  # truncated, as by a full disk
     with pytest.raises(LongRopeError, match=part.replace(".", r"\.")) as e:
-        load_state(ckpt, optimizer=opt, scheduler=sched, generator=torch.Generator())
+        read_optimizer(ckpt)
+        load_state(ckpt, scheduler=sched, generator=torch.Generator())
     assert "\n" not in str(e.value)
+
+
+def test_weights_whose_names_do_not_match_are_refused_in_one_line(tmp_path):
+    from safetensors.torch import save_file
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4))
+    ckpt = tmp_path / "checkpoint"
+    save_checkpoint(ckpt, model.state_dict(), STATE)
+    before = model[0].weight.detach().clone()
+    prefixed = {"lm." + k: v for k, v in model.state_dict().items()}  # as a wrapper's state dict names them
+    save_file({k: v.clone() for k, v in prefixed.items()}, str(ckpt / "model.safetensors"))
+    torch.nn.init.zeros_(model[0].weight)
+    with pytest.raises(LongRopeError, match="4 missing names, e.g. 0.weight.*4 unexpected names, e.g. lm.0.") as e:
+        load_weights(ckpt, model)
+    assert "\n" not in str(e.value) and torch.equal(model[0].weight, torch.zeros(4, 4))  # nothing loaded
+    partial = {k: v for k, v in model.state_dict().items() if k != "1.bias"}
+    save_file({k: v.clone() for k, v in partial.items()}, str(ckpt / "model.safetensors"))
+    with pytest.raises(LongRopeError, match="1 missing name, e.g. 1.bias"):
+        load_weights(ckpt, model)
+    save_file({k: v.clone() for k, v in {**model.state_dict(), "0.weight": torch.ones(3)}.items()},
+              str(ckpt / "model.safetensors"))
+    with pytest.raises(LongRopeError, match="does not fit the model"):
+        load_weights(ckpt, model)
+    assert before.shape == (4, 4)
+
+
+def test_tied_weights_are_stored_once_and_load_back(tmp_path):
+    emb, head = torch.nn.Embedding(5, 3), torch.nn.Linear(3, 5, bias=False)
+    head.weight = emb.weight  # tied, as in tie_word_embeddings
+    model = torch.nn.ModuleDict({"emb": emb, "head": head})
+    save_checkpoint(tmp_path / "c", model.state_dict(), STATE)
+    from safetensors.torch import load_file
+    assert list(load_file(str(tmp_path / "c" / "model.safetensors"))) == ["emb.weight"]
+    other = torch.nn.ModuleDict({"emb": torch.nn.Embedding(5, 3), "head": torch.nn.Linear(3, 5, bias=False)})
+    other["head"].weight = other["emb"].weight
+    load_weights(tmp_path / "c", other)
+    assert torch.equal(other["head"].weight, emb.weight)

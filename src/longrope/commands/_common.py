@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..errors import LongRopeError
-
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
@@ -27,11 +25,12 @@ def add_data_args(p: argparse.ArgumentParser, *, split: str) -> None:
 
 
 def load_model_from_args(args):
-    from ..models import load_model, load_tokenizer
+    from ..models import check_vocabulary, load_model, load_tokenizer
 
     model = load_model(args.model, dtype=args.dtype, device=args.device,
                        trust_remote_code=args.trust_remote_code)
     tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
+    check_vocabulary(model, tok, args.model)
     return model, tok
 
 

@@ -18,7 +18,8 @@ def register(sub) -> None:
     p.add_argument("--pre-tokenizer", default=None, help="llama.cpp pre-tokenizer name (see export)")
     p.add_argument("--data", default=None, help="token source (default: the built-in corpus, test split)")
     p.add_argument("--threads", type=int, default=2, help="llama.cpp threads")
-    p.add_argument("--out", default=None, help="also write the results as JSON here")
+    p.add_argument("--out", default=None, help="also write the results as JSON here (checked before the work)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.set_defaults(func=run)
 
 
@@ -26,6 +27,9 @@ def run(args) -> int:
     from ..io import write_json
     from ..runtimes.check import RUNTIMES, check_runtime, table
 
+    if args.out:
+        from ..io import check_file_output
+        check_file_output(args.out, overwrite=args.overwrite)
     runtimes = RUNTIMES if args.runtime == "all" else (args.runtime,)
     result = check_runtime(args.exported, runtimes, gguf=args.gguf, converter=args.converter,
                            pre_tokenizer=args.pre_tokenizer, data=args.data, threads=args.threads)

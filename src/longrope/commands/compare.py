@@ -6,8 +6,8 @@ import sys
 
 from ._common import add_data_args, add_model_args
 
-CLI_FIELDS = ("methods", "lengths", "factor", "docs", "stride", "passkey_trials", "depths", "short_length",
-              "batch_size", "seed", "plots", "tasks", "task_limit")
+CLI_FIELDS = ("methods", "lengths", "factor", "docs", "stride", "passkey_trials", "passkey_lengths", "depths",
+              "short_length", "batch_size", "seed", "plots", "tasks", "task_limit", "task_lengths", "shipped")
 
 
 def register(sub) -> None:

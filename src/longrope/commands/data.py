@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from ..errors import LongRopeError
-from ._common import int_list
+from ..schema import nonnegative_int, positive_int
+from ._common import add_model_args, int_list
 
 
 def register(sub) -> None:
@@ -14,17 +15,17 @@ def register(sub) -> None:
         q = dsub.add_parser(name, help=help_, description=help_)
         q.add_argument("--data", default=None, help="'builtin' (stdlib sources, default), a .txt file, folder or "
                                                     "glob of text files, .jsonl[:FIELD], .parquet, or a dataset folder")
-        q.add_argument("--model", default="builtin", help="model folder whose tokenizer counts tokens (default builtin)")
-        q.add_argument("--cache-dir", default=None, help="tokenization cache folder (default ~/.cache/longrope)")
+        add_model_args(q)  # its tokenizer counts the tokens (--dtype and --device are only checked)
+        q.add_argument("--cache-dir", default=None, help="tokenization cache folder (default $LONGROPE_CACHE_DIR, else ~/.cache/longrope)")
         if name == "stats":
             q.add_argument("--split", default=None, help="only this split: train, validation, test or all (default: each of the three)")
         else:
             q.add_argument("--split", default="test", help="split of the data: train, validation, test or all (default test)")
             q.add_argument("--length", required=True, help="sample length in tokens, e.g. 2048 or 2k")
-            q.add_argument("--count", type=int, default=None, help="number of samples (default: as many as possible)")
+            q.add_argument("--count", type=positive_int, default=None, help="number of samples (default: as many as possible)")
             q.add_argument("--mode", default="auto", choices=("auto", "select", "join"),
                            help="select long documents, join short ones, or auto (default)")
-            q.add_argument("--seed", type=int, default=0, help="seed of the document order (default 0)")
+            q.add_argument("--seed", type=nonnegative_int, default=0, help="seed of the document order (default 0)")
         q.set_defaults(func=run_stats if name == "stats" else run_samples)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -33,7 +34,7 @@ def _tokenized(args, split):
     from ..data import load_documents, tokenize_documents
     from ..models import load_tokenizer
 
-    tok = load_tokenizer(args.model)
+    tok = load_tokenizer(args.model, trust_remote_code=args.trust_remote_code)
     docs = load_documents(args.data, split)
     return tok, docs, tokenize_documents(docs, tok, args.cache_dir)
 

@@ -6,6 +6,7 @@ import sys
 
 from ..errors import LongRopeError
 from ..eval.compare import CompareConfig
+from ..schema import nonnegative_int, positive_int
 from ._common import add_data_args, add_model_args, int_list
 
 
@@ -27,15 +28,15 @@ def register(sub) -> None:
     _common(q)
     add_data_args(q, split="test")
     q.add_argument("--lengths", required=True, help="evaluation lengths, e.g. 256,512,1k,2k")
-    q.add_argument("--docs", type=int, default=CompareConfig.docs,
+    q.add_argument("--docs", type=positive_int, default=CompareConfig.docs,
                    help=f"documents per length (default {CompareConfig.docs}, as in compare)")
     mode = q.add_mutually_exclusive_group()
     mode.add_argument("--truncate", action="store_true", help="one forward pass per document (default)")
-    mode.add_argument("--stride", type=int, help="sliding window of L tokens moved by this stride")
-    q.add_argument("--span", type=int, default=None,
+    mode.add_argument("--stride", type=positive_int, help="sliding window of L tokens moved by this stride")
+    q.add_argument("--span", type=positive_int, default=None,
                    help="tokens per document scored with --stride (default 2 x length)")
-    q.add_argument("--batch-size", type=int, default=1, help="samples per forward pass (default 1)")
-    q.add_argument("--chunk", type=int, default=1024, help="positions per LM-head/loss chunk (default 1024)")
+    q.add_argument("--batch-size", type=positive_int, default=1, help="samples per forward pass (default 1)")
+    q.add_argument("--chunk", type=positive_int, default=1024, help="positions per LM-head/loss chunk (default 1024)")
     q.add_argument("--positions", default=None,
                    help="also report ppl of target-position ranges, e.g. 0-256,1024-2048")
     q.set_defaults(func=run_ppl)
@@ -45,9 +46,9 @@ def register(sub) -> None:
                                   "the answer is the first integer generated.")
     _common(k)
     k.add_argument("--lengths", required=True, help="prompt lengths in tokens, e.g. 256,1k,2k")
-    k.add_argument("--trials", type=int, default=5, help="prompts per length and depth (default 5)")
+    k.add_argument("--trials", type=positive_int, default=5, help="prompts per length and depth (default 5)")
     k.add_argument("--depths", default=None, help="key depths in [0,1] (default 0,0.25,0.5,0.75,1)")
-    k.add_argument("--max-new-tokens", type=int, default=8, help="tokens generated per prompt (default 8)")
+    k.add_argument("--max-new-tokens", type=positive_int, default=8, help="tokens generated per prompt (default 8)")
     k.set_defaults(func=run_passkey)
 
     t = ev.add_parser("tasks", help="lm-evaluation-harness tasks on the patched model (needs longrope[eval])",
@@ -58,10 +59,10 @@ def register(sub) -> None:
     _common(t)
     t.add_argument("--tasks", required=True, help="comma-separated harness task names, e.g. niah_single_1,ruler_vt")
     t.add_argument("--lengths", default=None, help="RULER lengths in tokens (prompt + generation), e.g. 256,512,1k")
-    t.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
+    t.add_argument("--num-fewshot", type=nonnegative_int, default=None, help="few-shot examples (default: the task's)")
     t.add_argument("--limit", type=float, default=None,
                    help="samples per task (and per length) or a fraction, for a quick run")
-    t.add_argument("--batch-size", type=int, default=1, help="harness batch size (default 1)")
+    t.add_argument("--batch-size", type=positive_int, default=1, help="harness batch size (default 1)")
     t.add_argument("--allow-downloads", action="store_true",
                    help="let the harness fetch task data (off: the run is offline and such tasks are refused)")
     t.set_defaults(func=run_tasks)
@@ -77,15 +78,23 @@ def _common(p) -> None:
     p.add_argument("--scaling", default="model", help=_scaling_help())
     p.add_argument("--factor", type=float, default=None, help="factor for a bare --scaling name")
     p.add_argument("--seed", type=int, default=0, help="seed of sample selection / passkeys (default 0)")
-    p.add_argument("--out", default=None, help="write the results as JSON here")
+    p.add_argument("--out", default=None, help="write the results as JSON here (checked before the work)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
 
 
-def _load_scaled(args, lengths):
+def _load_scaled(args, lengths, *, what: str, held: list[int] | None = None, kv_cache: bool = False, batch: int = 1):
+    """The model and tokenizer with --scaling applied (a bare name's factor from `lengths`), after the
+    checks: --out can be written, and the longest sequence (`held`, default `lengths`) fits in memory."""
     from .. import patch
     from ..eval.compare import default_factor
+    from ..io import check_file_output
+    from ..memory import check_lengths
     from ._common import load_model_from_args
 
+    if args.out:
+        check_file_output(args.out, overwrite=args.overwrite)
     model, tok = load_model_from_args(args)
+    check_lengths(model, held or lengths, what=what, kv_cache=kv_cache, batch=batch, chunk=getattr(args, "chunk", 1024))
     if args.scaling.strip() == "model":  # no patch: the rotation the model's config asks for
         return model, tok, None
     fac = default_factor(model, lengths or [1], args.factor)
@@ -105,6 +114,8 @@ def _positions(text: str | None):
             raise LongRopeError(f"bad position range {part!r}; use START-END, e.g. 0-256") from None
         if not sep:
             raise LongRopeError(f"bad position range {part!r}; use START-END, e.g. 0-256")
+        if not 0 <= out[-1][0] < out[-1][1]:
+            raise LongRopeError(f"bad position range {part!r}: need 0 <= START < END")
     return out
 
 
@@ -123,17 +134,14 @@ def run_ppl(args) -> int:
 
     lengths = int_list(args.lengths)
     positions = _positions(args.positions)
-    if args.docs < 1:
-        raise LongRopeError(f"--docs must be >= 1, got {args.docs}")
-    if args.stride is not None and args.stride < 1:
-        raise LongRopeError(f"--stride must be >= 1, got {args.stride}")
-    model, tok, scaling = _load_scaled(args, lengths)
-    documents = load_tokenized(tok, args.data, args.split)
     spans = {n: (args.span or 2 * n) if args.stride else n for n in lengths}
     for n in lengths:
         if args.stride and (args.stride > n or spans[n] < n):
             raise LongRopeError(f"with --stride, need stride <= length <= span (got {args.stride}, {n}, {spans[n]})")
-    base = make_samples(documents.ids, tok, max(spans.values()), args.docs, seed=args.seed)  # same docs at every length
+    model, tok, scaling = _load_scaled(args, lengths, what="eval ppl", held=list(spans.values()), batch=args.batch_size)
+    documents = load_tokenized(tok, args.data, args.split)
+    base = make_samples(documents.ids, tok, max(spans.values()), args.docs, seed=args.seed,  # same docs at every length
+                        source=args.data, split=args.split)
     samples = {n: [t[:spans[n]] for t in base.tensors] for n in lengths}
     results = {}
     print(f"scaling: {_meta(args, scaling, model)['scaling']}")
@@ -163,9 +171,12 @@ def run_passkey(args) -> int:
 
     lengths = int_list(args.lengths)
     depths = float_list(args.depths) if args.depths is not None else None
-    if args.trials < 1:
-        raise LongRopeError(f"--trials must be >= 1, got {args.trials}")
-    model, tok, scaling = _load_scaled(args, lengths)
+    if depths is not None and not all(0 <= d <= 1 for d in depths):
+        raise LongRopeError(f"--depths must be numbers in [0, 1], got {args.depths}")
+    model, tok, scaling = _load_scaled(args, lengths, what="eval passkey", kv_cache=True,
+                                       held=[n + args.max_new_tokens for n in lengths])
+    from ..data.passkey import passkey_prompt
+    passkey_prompt(tok, min(lengths), 0.5, 1)  # a length too short for a prompt fails before any output
     print(f"scaling: {_meta(args, scaling, model)['scaling']}")
     res = passkey_eval(model, tok, lengths, trials=args.trials, depths=depths, seed=args.seed,
                        max_new_tokens=args.max_new_tokens, progress=True)
@@ -194,7 +205,7 @@ def run_tasks(args) -> int:
             raise LongRopeError("--num-fewshot does not apply to RULER tasks (--lengths)")
     elif not tasks:
         raise LongRopeError("the list of tasks is empty")
-    model, tok, scaling = _load_scaled(args, lengths)
+    model, tok, scaling = _load_scaled(args, lengths or [], what="eval tasks", kv_cache=True)
     if lengths is not None:
         res = harness.run_tasks_at_lengths(model, tok, tasks, lengths, limit=args.limit, batch_size=args.batch_size,
                                            seed=args.seed, allow_downloads=args.allow_downloads)

@@ -8,7 +8,9 @@ def register(sub) -> None:
                                    "stock runtimes read (type longrope: short/long factors), or with "
                                    "--format gguf a GGUF file llama.cpp runs (built with llama.cpp's own "
                                    "convert_hf_to_gguf.py, see --converter).")
-    p.add_argument("--model", default="builtin", help="source model folder, .gguf file, 'smollm2' or 'builtin' (default)")
+    from ._common import add_model_args
+    add_model_args(p)
+    p.set_defaults(dtype="auto")  # auto: the weights keep the source's dtype
     p.add_argument("--scaling", required=True, help="e.g. longrope:runs/search/factors.json or yarn:8")
     p.add_argument("--out", required=True, help="output folder (or .gguf file with --format gguf), written "
                                                 "atomically; what longrope did not write is never replaced")
@@ -34,7 +36,6 @@ def register(sub) -> None:
                         "recognise (the built-in model's is 'starcoder')")
     p.add_argument("--outtype", default="auto", choices=("auto", "f32", "f16", "bf16", "q8_0"),
                    help="gguf: weight type written by the converter (default auto)")
-    p.add_argument("--trust-remote-code", action="store_true", help="allow model code from the folder")
     p.set_defaults(func=run)
 
 
@@ -43,7 +44,8 @@ def run(args) -> int:
 
     scaling = parse_spec(args.scaling)  # a bad spec or factor file fails before --out is touched
     common = dict(drop_n_hat=args.drop_n_hat, drop_short_attention=args.drop_short_attention,
-                  portable=args.portable, trust_remote_code=args.trust_remote_code)
+                  portable=args.portable, trust_remote_code=args.trust_remote_code, dtype=args.dtype,
+                  device=args.device)
     if args.format == "gguf":
         from ..runtimes.gguf_export import export_gguf
         out = export_gguf(args.model, scaling, args.out, drop_dynamic=args.drop_dynamic,

@@ -35,21 +35,25 @@ HELP = {  # the defaults come from FinetuneConfig; only the words live here
     "distill_share": "share of each micro-batch's original-window pieces scored in the --distill term",
     "checkpoint_every": "checkpoint every N steps, 0 = never",
     "seed": "seed of the sample order and every random choice",
+    "fsdp": "shard parameters, gradients and optimizer state over the processes with torch FSDP2 (fully_shard); "
+            "an accelerate FSDP config does the same (docs/finetune.md)",
+    "sequence_parallel": "split every sequence over this many processes (DeepSpeed-Ulysses attention; needs "
+                         "longrope[deepspeed]); the others split the batch",
     "device": "cpu or cuda (each process takes its LOCAL_RANK GPU)",
     "threads": "torch CPU threads per process",
-    "cache_dir": "tokenization cache folder (default ~/.cache/longrope)",
+    "cache_dir": "tokenization cache folder (default $LONGROPE_CACHE_DIR, else ~/.cache/longrope)",
     "trust_remote_code": "allow model code from the model folder",
 }
 MAIN = ("model", "scaling", "length", "steps", "data", "split", "out", "work")
 TRAINING = ("batch_size", "micro_batch", "lr", "warmup", "min_lr_ratio", "weight_decay", "max_grad_norm", "bf16",
             "gradient_checkpointing", "loss_chunk", "mixed_window", "passkey_share", "distill",
             "distill_share", "checkpoint_every", "seed")
-RUNTIME = ("device", "threads", "cache_dir", "trust_remote_code")
+RUNTIME = ("fsdp", "sequence_parallel", "device", "threads", "cache_dir", "trust_remote_code")
 
 
 def register(sub) -> None:
     from ..schema import add_config_args
-    from ..train.finetune import FinetuneConfig
+    from ..train.config import FinetuneConfig
 
     p = sub.add_parser(
         "finetune", help="fine-tune a model at a longer length with a RoPE scaling applied",
@@ -66,6 +70,8 @@ def register(sub) -> None:
     add_config_args(p.add_argument_group("training"), FinetuneConfig, TRAINING, helps=HELP)
     r = p.add_argument_group("runtime")
     add_config_args(r, FinetuneConfig, RUNTIME, helps=HELP, choices={"device": ("cpu", "cuda")})
+    r.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "bf16"),
+                   help="float32 (default), or bfloat16: bfloat16 autocast with float32 master weights (as --bf16)")
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -73,11 +79,17 @@ def register(sub) -> None:
 def run(args) -> int:
     from ..io import prepare_output
     from ..schema import build, from_args
-    from ..train.finetune import FinetuneConfig, finetune
+    from ..train.config import FinetuneConfig
+    from ..train.finetune import finetune
 
-    cfg = build(FinetuneConfig, "finetune", **from_args(args, FinetuneConfig, MAIN + TRAINING + RUNTIME),
+    given = from_args(args, FinetuneConfig, MAIN + TRAINING + RUNTIME)
+    if args.dtype in ("bfloat16", "bf16"):  # weights stay float32 (the optimizer's master copy)
+        given["bf16"] = True
+    cfg = build(FinetuneConfig, "finetune", **given,
                 command="longrope " + shlex.join(sys.argv[1:] if "finetune" in sys.argv else ["finetune"]))
     cfg.validate()  # values checked before the output folders are made
+    from ..train.engine import require_accelerate
+    require_accelerate()
     work = cfg.work or cfg.out.rstrip("/") + ".work"
     with prepare_output(cfg.out, kind="finetune", overwrite=args.overwrite, resume=args.resume), \
             prepare_output(work, kind="finetune-work", overwrite=True, resume=args.resume,

@@ -21,7 +21,7 @@ FILLER = ("The grass is green.", "The sky is blue.", "The sun is yellow.", "Here
           "There and back again.")
 KEY_LINE = "The pass key is {k}. Remember it. {k} is the pass key."
 QUESTION = "What is the pass key? The pass key is"
-KEY_MIN, KEY_MAX = 1, 50000
+KEY_MIN, KEY_MAX = 1, 50000  # the papers' key range
 
 
 @dataclass

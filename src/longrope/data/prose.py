@@ -102,10 +102,6 @@ def parse_page(page: str) -> tuple[str, list[str]]:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip() + "\n", parser.toc
 
 
-def html_to_text(page: str) -> str:
-    return parse_page(page)[0]
-
-
 def split_of(name: str) -> str:
     h = int.from_bytes(hashlib.sha1(name.encode("utf-8")).digest()[:8], "big") % 1000
     return next(s for s, (lo, hi) in BOUNDS.items() if lo <= h < hi)

@@ -41,7 +41,8 @@ def _select(ids, length, count, bos_id, rng) -> list[torch.Tensor]:
     return [torch.tensor(prefix + list(ids[i][:body]), dtype=torch.long) for i in chosen], chosen
 
 
-def _join(ids, length, count, bos_id, sep_id, rng) -> list[torch.Tensor]:
+def _join(ids, length, count, bos_id, sep_id, rng) -> tuple[list[torch.Tensor], list[int]]:
+    """`count` samples cut from the shuffled documents joined, and the documents they use."""
     order = list(range(len(ids)))
     rng.shuffle(order)
     between = ([sep_id] if sep_id is not None else []) + ([bos_id] if bos_id is not None else [])
@@ -106,5 +107,5 @@ def build_samples(ids: list[list[int]], length: int, count: int | None, *, mode:
     tensors, used = _join(ids, length, want_join, bos_id, sep_id, rng)
     why = (f"only {n_long:,} documents have >= {length:,} tokens, fewer than {want_select:,}; "
            if mode == "auto" else "")
-    info["reason"] = f"{why}joined documents with separators into {len(tensors):,} samples"
-    return Samples(tensors, "join", {**info, "mode": "join"}, used)
+    info["reason"] = f"{why}joined {len(used):,} documents with separators into {len(tensors):,} samples"
+    return Samples(tensors, "join", {**info, "mode": "join", "joined": len(used)}, used)

@@ -31,12 +31,11 @@ import glob
 import hashlib
 import json
 import os
-import sys
 import re
 import sysconfig
 from pathlib import Path
 
-from ..errors import LongRopeError
+from ..errors import LongRopeError, warn
 from .documents import SPLITS, Document
 
 ALL = "all"  # every document, unsplit (loud)
@@ -85,8 +84,8 @@ def _check_split(split: str) -> None:
 
 
 def _warn_all(what: str) -> None:
-    print(f"longrope: warning: split {ALL!r} takes every document of {what}: nothing is held out, so "
-          "search, training and evaluation may see the same documents", file=sys.stderr)
+    warn(f"split {ALL!r} takes every document of {what}: nothing is held out, so search, training and "
+         "evaluation may see the same documents")
 
 
 def is_tabular(text: str) -> bool:
@@ -161,23 +160,26 @@ def _split_field(source: str, suffix: str) -> tuple[Path, str]:
 
 def _load_jsonl(path: Path, field: str) -> list[Document]:
     docs = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise LongRopeError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or field not in row:
-                keys = ", ".join(map(str, row)) if isinstance(row, dict) else type(row).__name__
-                raise LongRopeError(f"{path}: line {n} has no field {field!r} (found: {keys}); "
-                                    f"name the field as {path}:FIELD")
-            text = row[field]
-            if not isinstance(text, str):
-                raise LongRopeError(f"{path}: line {n} field {field!r} is not a string")
-            if text.strip():
-                docs.append(Document(f"{path.name}:{n}", text))
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")  # as file iteration: not at U+2028
+    except UnicodeDecodeError as e:
+        raise LongRopeError(f"{path} is not UTF-8 text (byte {e.start})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise LongRopeError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or field not in row:
+            keys = ", ".join(map(str, row)) if isinstance(row, dict) else type(row).__name__
+            raise LongRopeError(f"{path}: line {n} has no field {field!r} (found: {keys}); "
+                                f"name the field as {path}:FIELD")
+        text = row[field]
+        if not isinstance(text, str):
+            raise LongRopeError(f"{path}: line {n} field {field!r} is not a string")
+        if text.strip():
+            docs.append(Document(f"{path.name}:{n}", text))
     if not docs:
         raise LongRopeError(f"no non-empty {field!r} texts in {path}")
     return docs
@@ -255,6 +257,29 @@ def user_split(docs: list[Document], keys: list[str], split: str, what: str) -> 
     part.update({i: "validation" for i in order[:held]})
     part.update({i: "test" for i in order[held:2 * held]})
     return [d for i, d in enumerate(docs) if part[i] == split]
+
+
+def split_sizes(source: str | None, split: str) -> str:
+    """What a data error should say about the split it drew on: 'the validation split of D holds 1
+    of 20 documents (user data: 5% validation, 5% test, at least 1 each, the rest train)'."""
+    if split == ALL:
+        return f"--split {ALL} takes every document of {source or 'the built-in corpus'}"
+    try:
+        if source is None or str(source) in ("builtin", "pydocs"):
+            sizes = {s: len(load_documents(source, s)) for s in SPLITS}
+            rule = "split 90/5/5 by a hash of each document's name"
+        else:
+            docs, keys = _load_user(str(source), split)
+            if keys is None:
+                return f"the {split} split of dataset {source} holds {len(docs):,} documents (its own split)"
+            held = max(1, round(len(docs) * USER_HELD_OUT)) if len(docs) >= 3 else 0
+            sizes = {"train": len(docs) - 2 * held, "validation": held, "test": held}
+            rule = f"user data: {USER_HELD_OUT:.0%} validation, {USER_HELD_OUT:.0%} test, at least 1 each, the rest train"
+    except LongRopeError:
+        return ""
+    total = sum(sizes.values())
+    return (f"the {split} split of {source or 'the built-in corpus'} holds {sizes.get(split, 0):,} of {total:,} "
+            f"documents ({rule}): give more or longer documents, fewer --docs, or --split {ALL}")
 
 
 def load_documents(source: str | None = None, split: str = "test") -> list[Document]:

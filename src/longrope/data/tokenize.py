@@ -20,11 +20,10 @@ from ..errors import LongRopeError
 from ..io import atomic_path
 from .documents import Document
 
-DEFAULT_CACHE = Path("~/.cache/longrope").expanduser()
-
-
 def default_cache_dir() -> Path:
-    return DEFAULT_CACHE
+    """longrope's cache folder (`$LONGROPE_CACHE_DIR`, else ~/.cache/longrope); tokens go in its tokens/."""
+    from ..io import cache_root
+    return cache_root()
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
@@ -57,7 +56,7 @@ def tokenize_documents(docs: list[Document], tokenizer, cache_dir: str | os.Path
                        *, use_cache: bool = True, batch: int = 64) -> list[list[int]]:
     """Token ids of each document (no special tokens), read from / written to the disk cache.
 
-    `cache_dir` defaults to ~/.cache/longrope; entries live in its `tokens/` folder.
+    `cache_dir` defaults to `$LONGROPE_CACHE_DIR` (else ~/.cache/longrope); entries live in its `tokens/` folder.
     """
     from safetensors.torch import load_file, save_file
 

@@ -1,9 +1,10 @@
 """Passkey retrieval accuracy: greedy decoding with the KV cache, answer = first integer generated.
 
 Prompts come from `longrope.data.passkey.passkey_prompt` (the papers' format, see the facts file).
-For every length and depth, `trials` prompts are built with keys drawn uniformly from 1..50000 by a
-`random.Random` seeded from (seed, length, depth, trial), so every method sees the same keys and a
-cell's keys do not depend on which other lengths or depths are evaluated.
+For every length and depth, `trials` prompts are built with keys drawn uniformly from the papers'
+range (`KEY_MIN..KEY_MAX`) by a `random.Random` seeded from (seed, length, depth, trial), so every
+method sees the same keys and a cell's keys do not depend on which other lengths or depths are
+evaluated.
 """
 from __future__ import annotations
 
@@ -16,10 +17,11 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..data.passkey import KEY_MAX, KEY_MIN
 from ..errors import LongRopeError
+from ..models import model_device
 
 DEFAULT_DEPTHS = (0.0, 0.25, 0.5, 0.75, 1.0)
-KEY_MIN, KEY_MAX = 1, 50000
 _INT = re.compile(r"\d+")
 
 
@@ -30,7 +32,7 @@ def parse_answer(text: str) -> int | None:
 
 
 def trial_key(seed: int, length: int, depth: float, trial: int) -> int:
-    """The passkey of one trial: uniform in 1..50000, fixed by (seed, length, depth, trial)."""
+    """The passkey of one trial: uniform in KEY_MIN..KEY_MAX, fixed by (seed, length, depth, trial)."""
     return random.Random(f"{seed}:{length}:{depth:g}:{trial}").randint(KEY_MIN, KEY_MAX)
 
 
@@ -99,16 +101,9 @@ def _default_builder():
     return passkey_prompt
 
 
-def _device(model):
-    try:
-        return next(model.parameters()).device
-    except (AttributeError, StopIteration):
-        return torch.device("cpu")
-
-
 def generate_answer(model, tokenizer, input_ids: torch.Tensor, max_new_tokens: int = 8) -> str:
     """Greedy continuation (KV cache on) of one prompt, decoded without special tokens."""
-    ids = input_ids.reshape(1, -1).to(_device(model))
+    ids = input_ids.reshape(1, -1).to(model_device(model))
     pad = getattr(tokenizer, "pad_token_id", None)
     if pad is None:
         pad = getattr(tokenizer, "eos_token_id", None)

@@ -98,6 +98,15 @@ def short_table(result: CompareResult) -> str:
     return markdown_table(["method", f"ppl @ {result.short_length}", "unscaled", "cost"], rows)
 
 
+def samples_phrase(meta: dict) -> str:
+    """'8 documents' (selected long documents) or '8 samples joined from 6 documents'."""
+    info = meta.get("samples") or {}
+    n = meta.get("docs", "?")
+    if info.get("mode") == "join" and info.get("joined") is not None:
+        return f"{n} samples joined from {info['joined']} documents"
+    return f"{n} documents"
+
+
 def render_report(result: CompareResult, images: dict[str, str] | None = None) -> str:
     """The markdown report; `images` maps "ppl" and method labels to PNG files that exist."""
     meta = result.meta
@@ -105,7 +114,7 @@ def render_report(result: CompareResult, images: dict[str, str] | None = None) -
     out = ["# RoPE scaling comparison", ""]
     out.append(f"Model `{meta.get('model', '?')}`, original window {meta.get('original_window', '?')}, "
                f"baseline factor {meta.get('default_factor', 0):g}; data `{meta.get('data', '?')}` "
-               f"({meta.get('split', '?')}), {meta.get('docs', '?')} documents per length, perplexity "
+               f"({meta.get('split', '?')}), {samples_phrase(meta)} per length, perplexity "
                f"mode: {meta.get('ppl_mode', '?')}; dtype {meta.get('dtype', '?')}; seed {meta.get('seed', '?')}.")
     if meta.get("scaling"):
         out += ["", f"Model as loaded: scaling: {meta['scaling']}; `none` is the unscaled rotation."]
@@ -143,7 +152,34 @@ def tasks_section(result: CompareResult, images: dict[str, str] | None = None) -
     return out
 
 
-EXTRA_SECTIONS = [tasks_section]
+def shipped_section(result: CompareResult, images: dict[str, str] | None = None) -> list[str]:
+    """What each `shipped` row is, what its export dropped, and what that costs in perplexity."""
+    from ..exporter import DROPPED_MEANS
+    out = []
+    for s in result.meta.get("shipped") or []:
+        row, of = s["row"], s.get("of")
+        if s.get("whole"):  # the export holds the factors whole: the row already scores the shipped model
+            out += ["", f"## What was shipped: `{row}`", "", f"The exported folder `{s.get('folder')}` holds "
+                    f"the `{row}` factors whole (the export dropped nothing), so `{row}` is what stock "
+                    "runtimes run (`longrope check-runtime` measures transformers, vLLM and llama.cpp "
+                    "against it); it was not scored a second time."]
+            continue
+        where = f"the exported folder `{s['folder']}` as stock transformers loads it" if s.get("folder") else \
+            f"`{of}` as `longrope export --drop-n-hat --drop-short-attention` writes it (the stock form, applied)"
+        dropped = s.get("dropped") or {}
+        what = "; ".join(f"{k} = {v} ({DROPPED_MEANS.get(k, '')})" for k, v in dropped.items())
+        out += ["", f"## What was shipped: `{row}`", "", f"`{row}` is {where}. "
+                + (f"The export dropped what the stock config format cannot hold: {what}." if dropped
+                   else "The export dropped nothing.")]
+        if of in result.methods and row in result.methods:
+            a, b = result.methods[row].ppl, result.methods[of].ppl
+            cost = ", ".join(f"{n}: {_pct(a[n] / b[n] - 1)}" for n in sorted(a) if n in b and b[n])
+            if cost:
+                out += ["", f"Perplexity of `{row}` against `{of}` (what the search measured) per length: {cost}."]
+    return out
+
+
+EXTRA_SECTIONS = [tasks_section, shipped_section]
 
 
 def require_plots() -> None:

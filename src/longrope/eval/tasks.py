@@ -22,6 +22,7 @@ import tempfile
 from typing import Sequence
 
 from ..errors import LongRopeError
+from ..models import model_device
 
 INSTALL_HINT = "lm-evaluation-harness is not installed; install it with: pip install 'longrope[eval]'"
 
@@ -51,17 +52,14 @@ def require_harness():
     """The `lm_eval` module, or a one-line LongRopeError saying how to install it."""
     try:
         import lm_eval
-        from lm_eval.models.huggingface import HFLM  # noqa: F401
     except ImportError:
         raise LongRopeError(INSTALL_HINT) from None
+    try:  # the harness's HF model imports accelerate (and more) at import time
+        from lm_eval.models.huggingface import HFLM  # noqa: F401
+    except ImportError as e:
+        raise LongRopeError(f"lm-evaluation-harness is installed but its Hugging Face model cannot be "
+                            f"imported ({e}); install the eval extra: pip install 'longrope[eval]'") from None
     return lm_eval
-
-
-def _device(model) -> str:
-    try:
-        return str(next(model.parameters()).device)
-    except StopIteration:  # pragma: no cover
-        return "cpu"
 
 
 @contextlib.contextmanager
@@ -201,7 +199,7 @@ def run_tasks_at_lengths(model, tokenizer, tasks: Sequence[str], lengths: Sequen
         tokenizer.save_pretrained(tok_dir)
         for n in lengths:
             lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size,
-                      device=_device(model), max_length=n + PREFIX_ROOM)
+                      device=str(model_device(model)), max_length=n + PREFIX_ROOM)
             tm = task_manager(tasks, {"tokenizer": tok_dir, "max_seq_lengths": [n]})
             res = _evaluate(lm, tasks, tm, limit=limit, seed=seed, log_samples=samples is not None)
             for t in tasks:
@@ -228,7 +226,7 @@ def run_tasks(model, tokenizer, tasks: Sequence[str], *, num_fewshot: int | None
     if not tasks:
         raise LongRopeError("the list of tasks is empty")
     limit = check_limit(limit)
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=_device(model))
+    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=str(model_device(model)))
     with offline(not allow_downloads):
         tm = task_manager(tasks)
         tasks = check_tasks(tasks, tm.all_tasks, lengths=False, allow_downloads=allow_downloads)

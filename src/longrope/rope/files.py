@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import re
-import warnings
 from pathlib import Path
 from typing import Any
 
-from ..errors import LongRopeError
+from ..errors import LongRopeError, warn
 from .scaling import FORMAT, Scaling
 
 def load_scaling(path: str | Path, *, factor: float | None = None, target_length: int | None = None,
@@ -81,8 +80,7 @@ def _from_public_csv(text: str, path: Path, factor: float | None, target_length:
                       original_max_position=original_max_position,
                       provenance={"source": str(path), "format": "LongRoPE public factors", "note": note})
     if scaling.factor is not None and largest > 1 + scaling.factor + 1e-6:
-        warnings.warn(f"{path}: largest factor {largest:g} is above 1 + s = {1 + scaling.factor:g}; "
-                      "is the scale right?", stacklevel=2)
+        warn(f"{path}: largest factor {largest:g} is above 1 + s = {1 + scaling.factor:g}; is the scale right?")
     return scaling
 
 
@@ -94,14 +92,28 @@ def _from_hf_config(cfg: dict[str, Any], path: Path) -> Scaling:
     if kind not in ("longrope", "su"):
         raise LongRopeError(f"{path}: rope type {kind!r} is not longrope/su")
     original = cfg.get("original_max_position_embeddings") or rope.get("original_max_position_embeddings")
+    target = cfg.get("max_position_embeddings")
+    for name, v in (("max_position_embeddings", target), ("original_max_position_embeddings", original)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise LongRopeError(f"{path}: {name} must be a positive integer, got {v!r}")
     if not original:
-        original = cfg.get("max_position_embeddings")
+        original = target
+    if not original:
+        raise LongRopeError(f"{path}: a longrope rope entry needs the window: the config has neither "
+                            "original_max_position_embeddings nor max_position_embeddings")
     factor = rope.get("factor")
     if factor is None:  # as transformers: the ratio of the extended window to the original one
-        factor = cfg["max_position_embeddings"] / original
+        if not target:
+            raise LongRopeError(f"{path}: the rope entry has no factor and the config no max_position_embeddings "
+                                "to derive it from")
+        factor = target / original
+    if isinstance(factor, bool) or not isinstance(factor, (int, float)):
+        raise LongRopeError(f"{path}: the rope entry's factor must be a number, got {factor!r}")
     attention = rope.get("attention_factor")
+    if attention is not None and (isinstance(attention, bool) or not isinstance(attention, (int, float))):
+        raise LongRopeError(f"{path}: attention_factor must be a number, got {attention!r}")
     return Scaling("longrope", long_factor=rope.get("long_factor"), short_factor=rope.get("short_factor"),
                    factor=float(factor), original_max_position=int(original),
-                   target_length=cfg.get("max_position_embeddings"),
+                   target_length=target,
                    attention=float(attention) if attention is not None else "su",
                    provenance={"source": str(path), "format": "Hugging Face config"})

@@ -27,6 +27,11 @@ from . import registry, stock
 
 FORMAT = "longrope-scaling"
 VERSION = 1
+# Sanity bounds of a factor file's numbers: beyond them a value is a mistake, not a setting (the
+# papers' scales reach 512, their per-pair factors about 1 + s; windows a few million tokens).
+FACTOR_RANGE = (1e-3, 1e6)
+MAX_FACTOR = 1e6
+MAX_LENGTH = 2 ** 31 - 1
 
 
 @dataclass
@@ -61,16 +66,25 @@ class Scaling:
             raise LongRopeError(f"{self.method} needs a factor, e.g. '{self.method}:8'")
         for name in ("original_max_position", "target_length"):  # wrong JSON types: one line, not a traceback
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise LongRopeError(f"{name} must be a positive integer (or null), got {v!r}")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_LENGTH):
+                raise LongRopeError(f"{name} must be a positive integer up to {MAX_LENGTH:,} (or null), got {v!r}")
         if self.factor is not None and (isinstance(self.factor, bool) or not isinstance(self.factor, (int, float))):
-            raise LongRopeError(f"scale factor must be a positive number, got {self.factor!r}")
+            raise LongRopeError(f"scale factor must be a number >= 1, got {self.factor!r}")
         if not isinstance(self.params, dict) or not isinstance(self.provenance, dict):
             raise LongRopeError("params and provenance must be JSON objects")
-        if self.factor is not None and not (math.isfinite(self.factor) and self.factor > 0):
-            raise LongRopeError(f"scale factor must be a positive number, got {self.factor}")
-        if not isinstance(self.n_hat, int) or self.n_hat < 0:
+        if self.factor is not None and not (math.isfinite(self.factor) and 1 <= self.factor <= MAX_FACTOR):
+            below = (f" (target_length {self.target_length} is below the original window "
+                     f"{self.original_max_position})" if self.target_length and self.original_max_position
+                     and self.target_length < self.original_max_position else "")
+            raise LongRopeError(f"scale factor must be a number from 1 to {MAX_FACTOR:g} (s = target / original "
+                                f"window), got {self.factor:g}{below}")
+        if isinstance(self.n_hat, bool) or not isinstance(self.n_hat, int) or self.n_hat < 0:
             raise LongRopeError(f"n_hat must be a non-negative integer, got {self.n_hat!r}")
+        window = self.original_max_position or MAX_LENGTH
+        if self.n_hat > window:
+            what = "the original window" if self.original_max_position else "any window longrope takes"
+            raise LongRopeError(f"n_hat {self.n_hat:,} is above {what} ({window:,}): the start positions kept "
+                                "un-interpolated lie inside the window")
         if self.n_hat and not m.factors:
             raise LongRopeError("n_hat (un-interpolated start positions) applies to longrope only")
         self.attention = _check_attention(self.attention, "attention")
@@ -108,10 +122,17 @@ class Scaling:
         return registry.compute(self.method, dim=dim, base=base, original=original,
                                 seq_len=seq_len, **params)
 
-    def check_pairs(self, pairs: int) -> None:
+    def check_pairs(self, pairs: int, original: int | None = None) -> None:
+        """The scaling fits a model with `pairs` rotary pairs (and, when given, this window)."""
         if self.long_factor is not None and len(self.long_factor) != pairs:
             raise LongRopeError(f"the scaling has {len(self.long_factor)} factors but the model has "
                                 f"{pairs} rotary pairs")
+        window = self.original_max_position or original
+        if window and self.n_hat > window:
+            raise LongRopeError(f"n_hat {self.n_hat:,} is above the model's window ({window:,})")
+        if window and self.target_length and self.factor is None and self.target_length < window:
+            raise LongRopeError(f"target_length {self.target_length} is below the model's window ({window}): "
+                                "a scaling extends the window, it cannot shrink it")
 
     # -- files -----------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -123,7 +144,10 @@ class Scaling:
     def from_dict(cls, d: dict[str, Any]) -> "Scaling":
         if d.get("format") != FORMAT:
             raise LongRopeError("not a longrope scaling file (missing \"format\": \"longrope-scaling\")")
-        if d.get("version", 0) > VERSION:
+        version = d.get("version", 0)
+        if isinstance(version, bool) or not isinstance(version, int):
+            raise LongRopeError(f"scaling file version must be a whole number, got {version!r}")
+        if version > VERSION:
             raise LongRopeError(f"scaling file version {d.get('version')} is newer than this longrope "
                                 f"reads ({VERSION}); upgrade longrope")
         known = {f for f in cls.__dataclass_fields__}
@@ -172,13 +196,18 @@ def _check_attention(value, name: str) -> str | float:
 
 
 def _check_factors(values, name: str) -> list[float]:
-    try:
-        out = [float(v) for v in values]
-    except (TypeError, ValueError):
-        raise LongRopeError(f"{name} must be a list of numbers") from None
-    bad = [v for v in out if not (math.isfinite(v) and v > 0)]
+    """A list of numbers (not strings or booleans, which float() would accept) within FACTOR_RANGE."""
+    if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__iter__"):
+        raise LongRopeError(f"{name} must be a list of numbers, got {values!r}")
+    values = [v.item() if hasattr(v, "item") and not isinstance(v, (int, float)) else v for v in values]
+    wrong = next((v for v in values if isinstance(v, bool) or not isinstance(v, (int, float))), None)
+    if wrong is not None:
+        raise LongRopeError(f"{name} must be a list of numbers, got {wrong!r} in it")
+    out = [float(v) for v in values]
+    lo, hi = FACTOR_RANGE
+    bad = [v for v in out if not (math.isfinite(v) and lo <= v <= hi)]
     if bad:
-        raise LongRopeError(f"{name} values must be finite and positive, got {bad[0]}")
+        raise LongRopeError(f"{name} values must be numbers from {lo:g} to {hi:g}, got {bad[0]:g}")
     return out
 
 

@@ -27,17 +27,29 @@ def parse_spec(spec: str | Scaling | None, default_factor: float | None = None) 
     `longrope:PATH[:factor=8|:target_length=N][:n_hat=4]`; a bare method name takes `default_factor`."""
     if isinstance(spec, Scaling):
         return spec
-    if spec is None or str(spec).strip() in ("", "none", "default"):
+    if spec is None:
         return Scaling("none")
-    name, _, rest = str(spec).strip().partition(":")
+    if not isinstance(spec, str):
+        raise LongRopeError(f"a scaling is a spec string such as 'yarn:8' or a Scaling, got {type(spec).__name__}")
+    if not spec.strip():
+        raise LongRopeError("the scaling spec is empty; use e.g. none, yarn:8 or longrope:PATH")
+    if spec.strip() in ("none", "default"):
+        return Scaling("none")
+    name, _, rest = spec.strip().partition(":")
     m = registry.get(name)
     method = m.name
     segments = rest.split(":") if rest else []
     extras: dict[str, Any] = {}
     while segments and _KV.match(segments[-1]):
         k, v = _KV.match(segments.pop()).groups()
+        if k in extras:
+            raise LongRopeError(f"option {k!r} is given twice in {spec!r}")
         extras[k] = _value(v)
     arg = ":".join(segments)
+    if not m.factors and not m.params:  # a method that takes nothing (the plain rotation)
+        if arg or extras:
+            raise LongRopeError(f"{method} takes no factor or options, got {spec!r}")
+        return Scaling(method)
     if m.factors:
         if not arg:
             raise LongRopeError(f"{method} needs a factor file: '{method}:PATH'")

@@ -39,7 +39,8 @@ BUILTIN_PRE_TOKENIZER = "starcoder"
 def export_gguf(model: str | Path, scaling: Scaling | str, out: str | Path, *, drop_n_hat: bool = False,
                 drop_short_attention: bool = False, drop_dynamic: bool = False, portable: bool = False,
                 converter: str | Path | None = None, pre_tokenizer: str | None = None, outtype: str = "auto",
-                trust_remote_code: bool = False, overwrite: bool = False) -> Path:
+                trust_remote_code: bool = False, overwrite: bool = False, dtype: str = "auto",
+                device: str = "cpu") -> Path:
     """Write `out` (a .gguf file, atomically) holding `model` with `scaling`. Returns `out`. An
     existing file at `out` is replaced only with `overwrite`; a folder or a symlink never."""
     scaling = parse_spec(scaling)
@@ -59,7 +60,7 @@ def export_gguf(model: str | Path, scaling: Scaling | str, out: str | Path, *, d
         pre_tokenizer = BUILTIN_PRE_TOKENIZER
     out = Path(out).expanduser()
     with tempfile.TemporaryDirectory(prefix="longrope-gguf-") as tmp:
-        hf = export(src, stock, Path(tmp) / "hf", trust_remote_code=trust_remote_code)
+        hf = export(src, stock, Path(tmp) / "hf", trust_remote_code=trust_remote_code, dtype=dtype, device=device)
         converted = Path(tmp) / "converted.gguf"
         run_converter(script, hf, converted, outtype=outtype, pre_tokenizer=pre_tokenizer)
         _check_out(out, overwrite)  # again: it may have appeared during the work

@@ -70,12 +70,3 @@ def rewrite(src: str | Path, dst: str | Path, *, keys: dict[str, Any], tensors: 
     for arr in extra.values():
         writer.write_tensor_data(arr)
     writer.close()
-
-
-def read_back(path: str | Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """(keys, tensors) of a GGUF: every key's value and every tensor as a numpy array."""
-    import gguf
-
-    reader = gguf.GGUFReader(path)
-    keys = {f.name: f.contents() for f in reader.fields.values() if not f.name.startswith("GGUF.")}
-    return keys, {t.name: np.array(t.data) for t in reader.tensors}

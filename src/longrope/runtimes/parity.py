@@ -91,12 +91,6 @@ class Reference:
             return self.head(self.hidden[start:stop]).numpy()
 
 
-def transformers_logits(hf_dir: Path, ids: list[int]) -> np.ndarray:
-    """float32 [len(ids), vocab] from stock transformers in float32 (whole: short sequences only)."""
-    with torch.no_grad():
-        return load_transformers(hf_dir)(torch.tensor([ids])).logits[0].float().numpy()
-
-
 def llama_cpp_chunks(gguf: Path, ids: list[int], n_ctx: int, threads: int = 2,
                      batch: int = 512) -> tuple[int, Iterator[tuple[int, np.ndarray]]]:
     """(the context llama.cpp allocated, an iterator of (start, float32 [m, vocab]) logits batch by
@@ -119,25 +113,9 @@ def llama_cpp_chunks(gguf: Path, ids: list[int], n_ctx: int, threads: int = 2,
     return int(llm.n_ctx()), chunks()
 
 
-def llama_cpp_logits(gguf: Path, ids: list[int], n_ctx: int, threads: int = 2) -> tuple[np.ndarray, int]:
-    """(float32 [len(ids), vocab] whole, the context llama.cpp allocated): short sequences only."""
-    used, chunks = llama_cpp_chunks(gguf, ids, n_ctx, threads)
-    return np.concatenate([logits for _, logits in chunks]), used
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x.astype(np.float64)
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
-
-
 def _logsumexp(x: np.ndarray) -> np.ndarray:
     m = x.max(-1, keepdims=True)
     return (m + np.log(np.exp(x - m).sum(-1, keepdims=True)))[:, 0]
-
-
-def ppl_of(logprobs_next: np.ndarray) -> float:
-    return float(math.exp(-logprobs_next.mean()))
 
 
 class Tally:
@@ -193,31 +171,10 @@ class Tally:
                    math.exp(self.nll_ref / self.scored), gated, note=note)
 
 
-def compare_logits(runtime: str, ours: np.ndarray, ref: np.ndarray, ids: list[int], context: int,
-                   gated: bool = True) -> Row:
-    tally = Tally(ids)
-    tally.add_logits(0, ours, ref)
-    return tally.row(runtime, context, gated)
-
-
-def compare_logprobs(runtime: str, theirs: list[dict[int, float]], ref: np.ndarray, ids: list[int],
-                     context: int, gated: bool = True) -> Row:
-    """Row for a runtime that returns log-probs for positions 0..len(ids)-2 (the actual next token and
-    its top tokens): deltas over the tokens it reports."""
-    tally = Tally(ids)
-    tally.add_logprobs(0, theirs, ref[: len(theirs)])
-    return tally.row(runtime, context, gated)
-
-
 def installed(runtime: str) -> bool:
     import importlib.util
     name = {"llama.cpp": "llama_cpp", "vllm": "vllm"}[runtime]
     return importlib.util.find_spec(name) is not None
-
-
-def require(runtime: str) -> None:
-    if not installed(runtime):
-        raise LongRopeError(f"{runtime} is not installed: {INSTALL_HINT[runtime]}")
 
 
 def vllm_python() -> str | None:

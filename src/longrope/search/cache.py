@@ -32,12 +32,9 @@ except ImportError:  # pragma: no cover
 
 
 def default_dir() -> Path:
-    """`$LONGROPE_CACHE_DIR`, else `$XDG_CACHE_HOME/longrope/scores`, else `~/.cache/longrope/scores`."""
-    env = os.environ.get("LONGROPE_CACHE_DIR")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "longrope" / "scores"
+    """`scores/` in longrope's cache folder (`$LONGROPE_CACHE_DIR`, else ~/.cache/longrope: io.cache_root)."""
+    from ..io import cache_root
+    return cache_root() / "scores"
 
 
 def _digest(obj) -> str:

@@ -87,13 +87,14 @@ class FactorGradient:
 
     def __call__(self, factors) -> tuple[float, np.ndarray]:
         from .. import patch
+        from ..models import model_device
         from ..rope.basis import base_inv_freq
         from ..train.loss import CausalLMLoss, shifted_targets
 
         log_f = torch.tensor(np.log(np.asarray(factors, dtype=np.float64)), dtype=torch.float32,
                              requires_grad=True)
         loss = CausalLMLoss(self.model, self.chunk)
-        device = next(self.model.parameters()).device
+        device = model_device(self.model)
         n = len(self.samples)
         total = torch.zeros((), dtype=torch.float64)
         frozen = [(p, p.requires_grad) for p in self.model.parameters()]

@@ -16,11 +16,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..data.passkey import KEY_LINE, QUESTION
 from ..errors import LongRopeError
 from .space import Candidate
 
-NEEDLE = "The pass key is {k}. Remember it. {k} is the pass key."
-QUESTION = " What is the pass key? The pass key is"
 
 
 # ---- seeds ---------------------------------------------------------------------------------
@@ -71,7 +70,7 @@ def needle_samples(texts: Sequence[torch.Tensor], tokenizer, *, bos_id: int | No
     def enc(text):
         return list(tokenizer.encode(text, add_special_tokens=False))
 
-    question = enc(QUESTION)
+    question = enc(" " + QUESTION)  # after the document text, as the next sentence
     answer_len = None
     out = []
     head = [bos_id] if bos_id is not None else []
@@ -88,7 +87,7 @@ def needle_samples(texts: Sequence[torch.Tensor], tokenizer, *, bos_id: int | No
             raise LongRopeError("cannot find pass keys of a steady token length for the needle objective")
         if out and length != out[0].numel():
             raise LongRopeError("needle samples need text samples of one length")
-        needle = enc(NEEDLE.format(k=key) + " ")
+        needle = enc(KEY_LINE.format(k=key) + " ")
         doc = ids[len(head):] if head and ids[:1] == head else ids
         body = length - len(head) - len(needle) - len(question) - len(ans)
         if body < 1:
@@ -200,6 +199,16 @@ class Objective:
             self.on_score()
         nll = sum(nlls) / len(nlls)
         return math.exp(nll) if nll < 700 else (float("inf") if nll == nll else nll)
+
+    def counts(self) -> tuple[int, int]:
+        """(sample forward passes, cache hits) of every process together; collective under a launcher."""
+        if self.world == 1:
+            return self.forward_passes, self.cache_hits
+        import torch.distributed as dist
+
+        parts: list = [None] * self.world
+        dist.all_gather_object(parts, (self.forward_passes, self.cache_hits))
+        return sum(p[0] for p in parts), sum(p[1] for p in parts)
 
     def score_many(self, items: list[tuple], docs: int | None = None) -> list[float]:
         """Scores of [(scaling, cache key), ...] on the first `docs` samples, gathered over ranks."""

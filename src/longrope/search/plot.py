@@ -11,9 +11,11 @@ from .space import Candidate
 
 def have_matplotlib() -> bool:
     """Whether search.png can be drawn (checked before a search, which then says so up front)."""
-    import importlib.util
-
-    return importlib.util.find_spec("matplotlib") is not None
+    try:
+        import matplotlib  # noqa: F401 - importable, not merely present (a broken install counts as missing)
+    except ImportError:
+        return False
+    return True
 
 
 def plot_search(path: str | Path, doc: dict, best: Candidate) -> bool:

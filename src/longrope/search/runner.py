@@ -89,23 +89,26 @@ def run_evolution(run: SearchRun) -> Result:
 
 
 def finish(run: SearchRun, result: Result) -> dict:
-    """The cost report, the distributed teardown, the non-finite check and the summary."""
+    """The cost report (every process's passes), the distributed teardown (only by the run that joined
+    the group), the non-finite check and the summary."""
     from .cost import run_cost
 
-    cfg, w, objective, prior = run.cfg, run.window, run.objective, run.prior
-    cost = run_cost(cfg, result.evaluations, result.screened, prior.forward_passes + objective.forward_passes,
-                    prior.cache_hits + objective.cache_hits, (run.descent or {}).get("passes", 0))
+    cfg, w, prior = run.cfg, run.window, run.prior
+    passes, hits = run.objective.counts()
+    cost = run_cost(cfg, result.evaluations, result.screened, prior.forward_passes + passes,
+                    prior.cache_hits + hits, (run.descent or {}).get("passes", 0))
     if run.world > 1:
         import torch.distributed as dist
         dist.barrier()  # no process leaves before rank 0 has written the outputs
-        dist.destroy_process_group()
+        if run.owns_group:
+            dist.destroy_process_group()
     if not math.isfinite(result.score):
         raise LongRopeError("every candidate scored a non-finite perplexity; check the model and data")
     return {"best": result.best.to_json(), "ppl": result.score, "baselines": run.baselines,
             "evaluations": result.evaluations, "screened": result.screened,
             "generations": result.generations, "stopped_early": result.stopped_early,
             "critical_dim": run.critical_dim, "scale": w.scale, "original": w.original, "rank": run.rank,
-            "world": run.world, "forward_passes": objective.forward_passes, "cache_hits": objective.cache_hits,
+            "world": run.world, "forward_passes": passes, "cache_hits": hits,
             "cost": cost, "descent": run.descent,
             "cache": str(run.store.path) if run.store is not None else None,
             "seconds": prior.seconds + time.time() - run.t0}
@@ -124,21 +127,23 @@ def _recorder(run: SearchRun):
 
     def record(evo: dict, done: bool = False) -> None:
         run.bar.generation(evo)
+        passes, hits = objective.counts()  # every rank takes part
         if run.rank != 0:
             return
         doc = {"format": FORMAT, "config": asdict(cfg), "info": info, "baselines": run.baselines,
                "seeds": {k: v.tolist() for k, v in run.seeds.items()}, "done": done,
                "seconds": prior.seconds + time.time() - run.t0,
-               "scored_here": objective.forward_passes,  # this run's (the key's name predates the cache)
-               "forward_passes": prior.forward_passes + objective.forward_passes,  # by rank 0, every run
-               "cache_hits": prior.cache_hits + objective.cache_hits,
+               "scored_here": passes,  # this run's, every process (the key's name predates the cache)
+               "forward_passes": prior.forward_passes + passes,  # every process, every run
+               "cache_hits": prior.cache_hits + hits,
                "evolution": evo}
         best = best_of(doc)
         write_state(run.out, doc, _factors(run, evo, best), final=done)
         if done:  # results first, then the marker, then the optional figure
             mark_finished(run.out)
-            from .plot import plot_search
-            plot_search(run.out / "search.png", doc, best)
+            from .plot import have_matplotlib, plot_search
+            if have_matplotlib():  # without it the search said so up front; a finished search is not an error
+                plot_search(run.out / "search.png", doc, best)
 
     return record
 

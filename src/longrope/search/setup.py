@@ -35,7 +35,7 @@ class Window:
 @dataclass
 class Counters:
     """What the runs of one search spent, added up over resumes: seconds, sample forward passes
-    (rank 0) and sample scores taken from the score cache instead."""
+    (every process) and sample scores taken from the score cache instead."""
     seconds: float = 0.0
     forward_passes: int = 0
     cache_hits: int = 0
@@ -62,6 +62,7 @@ class SearchRun:
     terms: tuple | None  # the loss terms of the needle/combined objective (longrope2.objective_terms), else None
     documents: list[dict]  # the documents the samples hold, by name and token count (data.Tokenized.cite)
     critical_dim: int | None
+    owns_group: bool  # joined the process group itself (else a recipe holds it and leaves it last)
     seeds: dict  # name -> factor vector: the exact methods', the carried one, later the descent's
     space: Space
     objective: object  # search.objective.Objective
@@ -96,6 +97,8 @@ def prepare(cfg: SearchConfig | None, out: str | Path, resume: bool = False, *, 
         where = {k: getattr(cfg, k) for k in WHERE} if cfg else {}
         cfg = SearchConfig.from_saved((state or read_descent(out))["config"], **where)
     cfg = cfg.resolved()
+    import torch.distributed as dist
+    owns_group = not (dist.is_available() and dist.is_initialized())
     rank, world, device = init_distributed(cfg.device)
     model, tokenizer = _load(cfg, device, model, tokenizer)
     w = window(cfg, model)
@@ -107,7 +110,8 @@ def prepare(cfg: SearchConfig | None, out: str | Path, resume: bool = False, *, 
     store = for_search(cache, cfg, model, terms)
     info = state["info"] if state else {}
     run = SearchRun(cfg=cfg, out=out, resume=resume, rank=rank, world=world, model=model, window=w,
-                    samples=samples, terms=terms, documents=documents, critical_dim=crit, seeds=seeds, space=space,
+                    samples=samples, terms=terms, documents=documents, critical_dim=crit,
+                    owns_group=owns_group, seeds=seeds, space=space,
                     objective=None, store=store, bar=bar,
                     baselines=state["baselines"] if state else None, descent=info.get("descent"),
                     screen_samples=info.get("screen_samples"),
@@ -121,12 +125,13 @@ def prepare(cfg: SearchConfig | None, out: str | Path, resume: bool = False, *, 
 
 def _load(cfg: SearchConfig, device, model, tokenizer):
     """The model and tokenizer, loaded where not passed in."""
-    from ..models import load_model, load_tokenizer
+    from ..models import check_vocabulary, load_model, load_tokenizer
 
     if model is None:
         model = load_model(cfg.model, dtype=cfg.dtype, device=device, trust_remote_code=cfg.trust_remote_code)
     if tokenizer is None:
         tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+    check_vocabulary(model, tokenizer, cfg.model)
     return model, tokenizer
 
 
@@ -142,8 +147,12 @@ def load_samples(cfg: SearchConfig, tok, model, count: int):
     bos = getattr(tok, "bos_token_id", None)
     if bos is None:
         bos = getattr(model.config, "bos_token_id", None)
-    s = build_samples(documents.ids, cfg.target_length, count, mode=cfg.sample_mode, bos_id=bos,
-                      sep_id=getattr(tok, "eos_token_id", None), seed=cfg.seed)
+    try:
+        s = build_samples(documents.ids, cfg.target_length, count, mode=cfg.sample_mode, bos_id=bos,
+                          sep_id=getattr(tok, "eos_token_id", None), seed=cfg.seed)
+    except LongRopeError as e:
+        from ..data.sources import split_sizes
+        raise LongRopeError("; ".join(x for x in (str(e), split_sizes(cfg.data, cfg.split)) if x)) from None
     if cfg.objective == "ppl":
         return s.tensors, None, documents.cite(s.used)
     samples, answer = needle_samples(s.tensors, tok, bos_id=bos, seed=cfg.seed)
@@ -166,6 +175,8 @@ def window(cfg: SearchConfig, model) -> Window:
     elif cfg.target_length <= original:
         raise LongRopeError(f"target length {cfg.target_length} is not above the model's window "
                             f"({original}): nothing to extend")
+    from ..memory import check_lengths
+    check_lengths(model, [cfg.target_length], what="search", chunk=cfg.chunk, option="--target-length")
     return Window(dim, base, original, cfg.target_length / original, long)
 
 

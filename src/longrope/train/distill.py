@@ -24,6 +24,7 @@ import torch
 
 from ..errors import LongRopeError
 from ..lm_head import LMHead, chunked_kl
+from .data import short_pieces
 from .loss import CausalLMLoss
 
 
@@ -42,8 +43,6 @@ def frozen_copy(lm: torch.nn.Module, bf16: bool = False) -> torch.nn.Module:
 def pick_pieces(x: torch.Tensor, window: int, share: float, seed: int, step: int, micro: int) -> torch.Tensor:
     """[k, window] original-window pieces of the micro-batch `x` [m, N] for the KL term: a `share` of
     them (at least one), chosen by a generator seeded with (seed, step, micro), in their order."""
-    from .finetune import short_pieces
-
     pieces = short_pieces(x, window)
     k = min(len(pieces), max(1, round(share * len(pieces))))
     gen = torch.Generator().manual_seed(((seed * 1_000_003 + step) * 65_537 + micro) % (2 ** 63))
@@ -62,26 +61,23 @@ class DistillLoss(CausalLMLoss):
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, targets: torch.Tensor | None = None,
-                short_ids: torch.Tensor | None = None):
+                short_ids: torch.Tensor | None = None, short_pos: torch.Tensor | None = None):
         nll, count = super().forward(input_ids, labels, position_ids, targets)
         if short_ids is None:
             zero = nll.new_zeros(())
             return nll, count, zero, zero
-        return nll, count, self.short_kl(short_ids), nll.new_tensor(float(short_ids.numel()))
+        return nll, count, self.short_kl(short_ids, short_pos), nll.new_tensor(float(short_ids.numel()))
 
-    def short_kl(self, ids: torch.Tensor) -> torch.Tensor:
-        """Summed KL(teacher || student) over the positions of `ids` [k, w], original rotation."""
-        from ..patch import apply, current, remove
+    def short_kl(self, ids: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """Summed KL(teacher || student) over the positions of `ids` [k, w] (at `pos`, default
+        0 .. w-1: a slice of the pieces under sequence parallelism), original rotation."""
+        from ..patch import unscaled
 
-        pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids).contiguous()
-        scaling = current(self.lm)
-        if scaling is not None:
-            remove(self.lm)
-        try:
+        if pos is None:
+            pos = torch.arange(ids.shape[1], device=ids.device).expand_as(ids).contiguous()
+        # the backward pass recomputes from the saved rotary tables, not from the module
+        with unscaled(self.lm):
             hidden = _last_hidden(self.lm.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False))
-        finally:  # the backward pass recomputes from the saved rotary tables, not from the module
-            if scaling is not None:
-                apply(self.lm, scaling)
         teacher = self.__dict__["teacher"]
         with torch.no_grad():
             t_hidden = _last_hidden(teacher.get_decoder()(input_ids=ids, position_ids=pos, use_cache=False))

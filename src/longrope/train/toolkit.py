@@ -6,10 +6,11 @@
   biases), betas (0.9, 0.95).
 - `lr_at`: the learning-rate schedule, linear warm-up then a linear or cosine decay to
   `min_ratio x peak`.
-- `save_checkpoint` / `load_weights` / `load_state`: weights as safetensors; optimizer, scheduler
-  and RNG state (global torch and CUDA generators, and the data generator when there is one) with
-  torch.save, read back with weights_only=True; `state.json` (read back checked, `read_json_object`);
-  each checkpoint replaced atomically (`atomic_dir`).
+- `save_checkpoint` / `load_weights` / `read_optimizer` / `load_state`: weights as safetensors (loaded
+  back only when every name matches); optimizer, scheduler and RNG state (global torch and CUDA
+  generators, and the data generator when there is one) with torch.save, read back with
+  weights_only=True; `state.json` (read back checked, `read_json_object`); each checkpoint replaced
+  atomically (`atomic_dir`).
 - `StepLog`: the progress (`longrope.progress`: a bar in a terminal, plain lines elsewhere) and the
   JSON-lines loss log, truncated past the checkpoint on resume
   so a resumed run's log reads as one run.
@@ -87,43 +88,79 @@ def rng_state(generator: torch.Generator | None = None) -> dict:
     return state
 
 
-def save_checkpoint(ckpt: Path, model, state: dict, *, optimizer=None, scheduler=None,
-                    generator: torch.Generator | None = None, weights: dict | None = None) -> None:
-    """Weights (safetensors), optimizer, scheduler and RNG state and `state.json`, replaced
-    atomically. `weights` is the gathered full state dict under a sharded engine (FSDP, DeepSpeed),
-    whose optimizer state is not saved (it is sharded): a resume there restarts AdamW's moments."""
-    from safetensors.torch import save_file, save_model
+def save_checkpoint(ckpt: Path, weights: dict, state: dict, *, optimizer: dict | None = None, scheduler=None,
+                    generator: torch.Generator | None = None) -> None:
+    """Weights (a full state dict, as safetensors), the optimizer's state dict (when given), scheduler
+    and RNG state and `state.json`, replaced atomically. Under a sharded engine the caller gathers
+    `weights` and `optimizer` first (`train.engine`); tied weights are stored once."""
+    from safetensors.torch import save_file
 
     with atomic_dir(ckpt) as tmp:
-        if weights is None:
-            save_model(model, str(tmp / "model.safetensors"))
-            if optimizer is not None:
-                torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        else:
-            save_file({k: v.detach().cpu().contiguous().clone() for k, v in weights.items()},
-                      str(tmp / "model.safetensors"))
+        save_file(_untied(weights), str(tmp / "model.safetensors"))
+        if optimizer is not None:
+            torch.save(optimizer, tmp / "optimizer.pt")
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
         torch.save(rng_state(generator), tmp / "rng.pt")
         write_json(tmp / "state.json", state)
 
 
+def _untied(weights: dict) -> dict:
+    """CPU copies of the tensors, one per storage: a tied weight keeps its first name only."""
+    out, seen = {}, set()
+    for name, t in weights.items():
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape)) if t.device.type != "meta" else name
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = t.detach().cpu().contiguous().clone()
+    return out
+
+
 def load_weights(ckpt: Path, model) -> None:
-    """The checkpoint's weights into `model` (before an engine wraps it)."""
-    from safetensors.torch import load_file, load_model
+    """The checkpoint's weights into `model` (before an engine wraps it). Every name must match: a
+    name missing (other than the second name of a tied weight) or unexpected is refused in one line,
+    never loaded partly."""
+    from safetensors.torch import load_file
 
-    if (ckpt / "optimizer.pt").is_file():
-        load_model(model, str(ckpt / "model.safetensors"), device=str(next(model.parameters()).device))
-    else:  # a gathered state dict from a sharded engine
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")), strict=False)
+    path = ckpt / "model.safetensors"
+    try:
+        loaded = load_file(str(path))
+    except FileNotFoundError:
+        raise LongRopeError(f"cannot resume: the checkpoint lacks {path}") from None
+    except Exception as e:  # safetensors raises its own error types for a damaged file
+        raise LongRopeError(f"cannot resume: {path} is damaged ({type(e).__name__})") from None
+    own = model.state_dict()
+    storages: dict = {}
+    for name, t in own.items():
+        storages.setdefault(t.untyped_storage().data_ptr(), []).append(name)
+    missing = [n for n in own if n not in loaded and not any(
+        m in loaded for m in storages[own[n].untyped_storage().data_ptr()])]
+    unexpected = [n for n in loaded if n not in own]
+    if missing or unexpected:
+        raise LongRopeError(f"cannot resume: {path} does not match the model ({_names('missing', missing)}"
+                            f"{'; ' if missing and unexpected else ''}{_names('unexpected', unexpected)})")
+    try:
+        model.load_state_dict(loaded, strict=False)  # names checked above; the tied second names follow
+    except RuntimeError as e:  # shapes
+        raise LongRopeError(f"cannot resume: {path} does not fit the model: "
+                            f"{str(e).strip().splitlines()[-1].strip()}") from None
 
 
-def load_state(ckpt: Path, *, optimizer=None, scheduler=None, generator: torch.Generator | None = None) -> bool:
-    """Optimizer (when saved), scheduler and RNG state, read with weights_only=True. Returns whether
-    the optimizer state was restored."""
-    has_opt = optimizer is not None and (ckpt / "optimizer.pt").is_file()
-    if has_opt:
-        optimizer.load_state_dict(_load_pt(ckpt / "optimizer.pt"))
+def _names(kind: str, names: list[str]) -> str:
+    if not names:
+        return ""
+    return f"{len(names)} {kind} name{'s' * (len(names) > 1)}, e.g. {', '.join(names[:2])}"
+
+
+def read_optimizer(ckpt: Path) -> dict | None:
+    """The optimizer's state dict saved with the checkpoint, or None when it holds none."""
+    return _load_pt(ckpt / "optimizer.pt") if (ckpt / "optimizer.pt").is_file() else None
+
+
+def load_state(ckpt: Path, *, scheduler=None, generator: torch.Generator | None = None) -> None:
+    """Scheduler and RNG state (global torch and CUDA generators, and `generator`), read with
+    weights_only=True."""
     if scheduler is not None:
         scheduler.load_state_dict(_load_pt(ckpt / "scheduler.pt"))
     rng = _load_pt(ckpt / "rng.pt")
@@ -133,7 +170,6 @@ def load_state(ckpt: Path, *, optimizer=None, scheduler=None, generator: torch.G
         torch.cuda.set_rng_state_all(rng["cuda"])
     if generator is not None:
         generator.set_state(rng["generator"])
-    return has_opt
 
 
 # -- logging ------------------------------------------------------------------------------------
