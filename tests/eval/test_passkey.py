@@ -9,7 +9,7 @@ import torch
 
 from tests.helpers import make_tiny
 from longrope.errors import LongRopeError
-from longrope.eval.passkey import parse_answer, passkey_eval, summarize, trial_key
+from longrope.eval.passkey import parse_answer, passkey_eval, summarize, trial_key, wilson
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -31,6 +31,21 @@ def test_summarize_per_length_depth_and_cell():
     assert res.by_length == {"64": pytest.approx(2 / 3), "128": pytest.approx(1 / 3)}
     assert res.by_depth == {"0": pytest.approx(1 / 3), "1": pytest.approx(2 / 3)}
     assert res.grid == {"64": {"0": 0.5, "1": 1.0}, "128": {"0": 0.0, "1": 0.5}}
+    assert res.count_by_length == {"64": [2, 3], "128": [1, 3]}
+    assert res.interval_by_length["64"] == pytest.approx(list(wilson(2, 3)))
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    # Wilson 95%: 10 of 20 -> 0.299-0.701; 50 of 100 -> 0.404-0.596; the ends stay inside [0, 1]
+    assert wilson(10, 20) == pytest.approx((0.2993, 0.7007), abs=1e-4)
+    assert wilson(50, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    lo, hi = wilson(0, 20)
+    assert lo == 0.0 and hi == pytest.approx(0.1611, abs=1e-4)
+    assert wilson(20, 20)[1] == 1.0 and wilson(20, 20)[0] == pytest.approx(1 - 0.1611, abs=1e-4)
+    # 25% vs 75% of 20 prompts: the intervals overlap hardly; 25% vs 35% do
+    assert wilson(5, 20)[1] < wilson(15, 20)[0] + 0.1 and wilson(5, 20)[1] > wilson(7, 20)[0]
+    with pytest.raises(LongRopeError):
+        wilson(3, 2)
 
 
 def test_keys_are_seeded_uniform_and_order_independent():

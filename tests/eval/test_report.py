@@ -34,6 +34,17 @@ def test_tables_values_and_order():
     assert markdown_table(["a", "bb"], [["x", "y"]]).splitlines()[1] == "|---|----|"
 
 
+def test_passkey_table_shows_the_wilson_interval_where_recorded():
+    from longrope.eval.report import passkey_table
+
+    doc = dict(DOC, passkey_ci={"yarn": {"256": [0.57, 1.0], "512": [0.376, 0.964]}})
+    r = CompareResult.from_json(doc)
+    t = passkey_table(r)
+    assert "| 80% (38-96)" in t and "| 100% (57-100)" in t and "0%" in t  # `none` has no interval recorded
+    assert CompareResult.from_json(r.to_json()).table("passkey_ci") == doc["passkey_ci"]
+    assert "95% Wilson interval" in render_report(r) and "Wilson" not in render_report(RESULTS)
+
+
 def test_report_mentions_everything():
     md = render_report(RESULTS, {"ppl": "ppl.png", "yarn": "passkey_yarn.png"})
     assert md.count("## ") == 3 and "![perplexity vs length](ppl.png)" in md

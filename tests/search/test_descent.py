@@ -60,6 +60,19 @@ def test_held_pairs_stay_at_the_start_and_the_rest_descends():
     np.testing.assert_allclose(r.best[2:], [2.0, 3.0, 5.0, 8.0], rtol=0.02)
 
 
+def test_descent_on_a_ramp_space_moves_the_low_pairs_only_through_the_critical_factor():
+    from longrope.search.gradient import held
+
+    sp = Space.critical(None, 3, 4.0, pairs=6, window=64)
+    assert held(sp, [1.0] * 6, 0.25) == (sp, 0)  # nothing to hold: the low pairs follow pair 3
+    # the bowl's low pairs sit exactly on the ramp of 6.0; the chain rule must find the 6.0
+    target = [6.0 ** (i / 3) for i in range(3)] + [6.0, 6.5, 7.0]
+    r = descend(bowl(target), sp, [1.0, 1.5, 2.0, 4.0, 4.0, 4.0], steps=200, lr=0.05, lr_end=0.001)
+    np.testing.assert_allclose(r.best, target, rtol=0.01)
+    u = np.log(r.best)
+    np.testing.assert_allclose(u[:3], np.arange(3) / 3 * u[3], rtol=1e-12, atol=1e-15)
+
+
 def test_descent_resumed_from_any_step_ends_exactly_as_uninterrupted():
     sp = Space([1.0] * 3, [10.0] * 3)
     f = bowl([1.2, 3.0, 7.0])
@@ -116,6 +129,34 @@ def test_factor_gradient_is_the_objectives_ppl_and_its_derivative(files, monkeyp
         assert v2 == pytest.approx(value, rel=1e-6)
         torch.testing.assert_close(torch.from_numpy(g2), torch.from_numpy(grad), rtol=1e-4, atol=1e-7)
         assert "forward" not in model.model.layers[0].__dict__  # the layers are restored
+
+
+@pytest.mark.parametrize("objective", ["needle", "combined"])
+def test_factor_gradient_of_the_needle_objectives_is_their_score_and_its_derivative(files, objective):
+    from longrope.models import load_model, load_tokenizer
+    from longrope.search.gradient import FactorGradient
+    from longrope.search.objective import Objective
+    from longrope.search.config import SearchConfig
+    from longrope.search.setup import load_samples
+    from longrope.search.space import Candidate
+
+    model, tok = load_model(str(files[0])), load_tokenizer(str(files[0]))
+    cfg = SearchConfig(model=str(files[0]), data=str(files[1]), target_length=128, docs=2, objective=objective,
+                       needle_weight=0.5).resolved()
+    with torch_threads(1):
+        samples, terms, _ = load_samples(cfg, tok, model, 2)
+        assert len(terms) == (1 if objective == "needle" else 2)
+        x = np.linspace(1.0, 5.0, 8)
+        g = FactorGradient(model, samples, attn=1.1, terms=terms)
+        value, grad = g(x)
+        obj = Objective(model, samples, original=32, target=128, terms=terms)
+        assert value == pytest.approx(obj.score_many([(obj.scaling(Candidate(tuple(x), 0, 1.1)), "x")])[0], rel=1e-5)
+        h, i = 1e-2, int(np.argmax(np.abs(grad)))
+        up, dn = np.log(x).copy(), np.log(x).copy()
+        up[i] += h
+        dn[i] -= h
+        fd = (math.log(g(np.exp(up))[0]) - math.log(g(np.exp(dn))[0])) / (2 * h)
+        assert grad[i] == pytest.approx(fd, rel=0.05, abs=1e-4) and abs(grad[i]) > 1e-4
 
 
 def _cfg(files, **kw):
@@ -194,9 +235,12 @@ def test_descent_settings_are_checked(files, tmp_path):
 
     with pytest.raises(LongRopeError, match="descent-steps must be >= 0"):
         SearchConfig(target_length=128, descent_steps=-1).resolved()
-    with pytest.raises(LongRopeError, match="ppl objective of a long-factor search"):
-        SearchConfig(target_length=128, descent_steps=3, objective="needle").resolved()
-    assert SearchConfig(target_length=128, objective="needle").resolved().descent_steps == 0
+    with pytest.raises(LongRopeError, match="for long-factor searches"):
+        SearchConfig(target_length=128, descent_steps=3, short_of="f.json").resolved()
+    assert SearchConfig(target_length=128, short_of="f.json").resolved().descent_steps == 0
+    # the needle and combined objectives are differentiable: the preset's descent applies
+    assert SearchConfig(target_length=128, objective="needle").resolved().descent_steps == 40
+    assert SearchConfig(target_length=128, objective="combined").resolved().descent_steps == 40
     with pytest.raises(LongRopeError, match="descent-hold in"):
         SearchConfig(target_length=128, descent_hold=1.0).resolved()
     assert SearchConfig(target_length=128).resolved().descent_hold == 0.0625

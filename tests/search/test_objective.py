@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from longrope.errors import LongRopeError
-from longrope.search.objective import carry_factors, critical_dim, needle_samples, resolve_critical, seed_factors
+from longrope.search.longrope2 import critical_dim, critical_values, objective_terms, resolve_critical, wide_seeds
+from longrope.search.objective import carry_factors, needle_samples, seed_factors
 
 from tests.helpers import char_tokenizer
 
@@ -52,23 +53,80 @@ def test_critical_dimension_formula():
             resolve_critical(bad, 128, 10000.0, 4096)
 
 
-def test_needle_samples_put_the_key_early_and_score_only_the_answer():
+def test_critical_sweep_starts_at_the_theoretical_value_and_lists_are_checked():
+    # builtin geometry: d 64, b 1e4, L 256 -> d_tcd 26 (13 pairs); the sweep: 26, 22, 18, 30
+    assert critical_values("sweep", 64, 10000.0, 256) == [26, 22, 18, 30]
+    assert critical_values("auto", 64, 10000.0, 256) == [26] and critical_values(None, 64, 1e4, 256) is None
+    assert critical_values("20,24", 64, 10000.0, 256) == [20, 24]
+    assert critical_values("sweep", 16, 10000.0, 32) == [4, 8]  # only values inside (0, dim)
+    for bad, msg in (("20,20", "twice"), ("20,x", "comma-separated"), ("20,21", "even"), (",", "no value")):
+        with pytest.raises(LongRopeError, match=msg):
+            critical_values(bad, 64, 10000.0, 256)
+    with pytest.raises(LongRopeError, match="sweep runs one search per value"):
+        resolve_critical("sweep", 64, 10000.0, 256)
+
+
+def test_wide_seeds_are_ntk_ramps_at_two_to_3_4_times_the_scale():
+    seeds = wide_seeds(8, 3, 4.0)
+    assert list(seeds) == [f"ntk-ramp:{m:g}s" for m in (2.0, 2.2, 2.4, 2.6, 2.8, 3.0, 3.2, 3.4)]
+    v = seeds["ntk-ramp:3s"]
+    np.testing.assert_allclose(v[:3], 12.0 ** (np.arange(3) / 3))
+    np.testing.assert_allclose(v[3:], 12.0 + 0.1 * np.arange(5))
+
+
+def needle_texts(tok, n=4, length=300):
+    text = tok.encode("the river runs north and the stone stays " * 20, add_special_tokens=False)
+    return [torch.tensor([1] + text[i:i + length - 1]) for i in range(n)]
+
+
+def test_needle_samples_plant_a_key_at_spread_depths_and_ask_for_it_at_the_end():
     tok = char_tokenizer()
-    ids = [tok.encode("the river runs north " * 20, add_special_tokens=False) for _ in range(3)]
-    samples, (a, b), used = needle_samples(ids, tok, 300, 4, bos_id=1, seed=0)
-    assert len(samples) == 4 and all(s.shape == (300,) for s in samples) and b == 300
-    for s in samples:
+    texts = needle_texts(tok)
+    samples, a = needle_samples(texts, tok, bos_id=1, seed=0)
+    assert len(samples) == 4 and all(s.shape == (300,) for s in samples)
+    where = []
+    for s, t in zip(samples, texts):
         text = tok.decode(s.tolist())
-        key = text[-(b - a):].strip()
-        assert key.isdigit() and len(key) == 5
-        assert text.startswith(f"<s>The pass key is {key}.")  # planted at the start
-        assert text.rstrip().endswith(f"The pass key is {key}")
-        assert s[0].item() == 1
-    assert used == [0, 1, 2]  # 4 x ~240 text tokens from 3 documents of 420, in turn
-    again, _, _ = needle_samples(ids, tok, 300, 4, bos_id=1, seed=0)
+        key = tok.decode(s[a:].tolist()).strip()
+        assert key.isdigit() and len(key) == 5 and s[0].item() == 1
+        assert text.rstrip().endswith(f"What is the pass key? The pass key is {key}")
+        where.append(text.index(f"The pass key is {key}. Remember it."))
+        # around the needle, the document itself, in order
+        assert text.startswith(tok.decode(t[:where[-1] - 2].tolist()))
+    assert where[0] == len("<s>") and where == sorted(where) and where[-1] > 140  # depths 0, 1/4, 1/2, 3/4
+    again, _ = needle_samples(texts, tok, bos_id=1, seed=0)
     assert all(torch.equal(x, y) for x, y in zip(samples, again))
-    with pytest.raises(LongRopeError, match="too few tokens"):
-        needle_samples([ids[0][:50]], tok, 300, 1, bos_id=1)
+    with pytest.raises(LongRopeError, match="too short"):
+        needle_samples([texts[0][:40]], tok, bos_id=1)
+    assert objective_terms("ppl", 300, a) is None
+    assert objective_terms("needle", 300, a) == ((a, 300, 1.0),)
+    assert objective_terms("combined", 300, a, 0.5) == ((1, a, 1.0), (a, 300, 0.5))
+    with pytest.raises(LongRopeError, match="answer range"):
+        objective_terms("needle", 300, None)
+
+
+def test_needle_and_combined_scores_are_the_range_nlls_of_one_forward_pass():
+    from longrope import patch
+    from longrope.eval.perplexity import perplexity
+    from longrope.search.objective import Objective
+    from longrope.search.space import Space
+    from tests.helpers import make_tiny
+
+    tok = char_tokenizer()
+    samples, a = needle_samples(needle_texts(tok, 2, 120), tok, bos_id=1, seed=0)
+    model = make_tiny("llama")
+    c = Space.paper(8, 4.0, window=32).snap(np.linspace(1, 4, 8))
+    needle = Objective(model, samples, original=32, target=120, terms=objective_terms("needle", 120, a))
+    both = Objective(model, samples, original=32, target=120, terms=objective_terms("combined", 120, a, 0.5))
+    sn, sb = needle.fitness()([c])[0], both.fitness()([c])[0]
+    patch.apply(model, needle.scaling(c))
+    parts = [perplexity(model, [s], positions=[(1, a), (a, 120)]).by_range for s in samples]
+    patch.remove(model)
+    ans = [p[f"{a}-120"]["nll"] for p in parts]
+    text = [p[f"1-{a}"]["nll"] for p in parts]
+    assert sn == pytest.approx(math.exp(sum(ans) / 2), rel=1e-9)
+    assert sb == pytest.approx(math.exp(sum(t + 0.5 * x for t, x in zip(text, ans)) / 2), rel=1e-9)
+    assert needle.forward_passes == 2 and both.forward_passes == 2  # one pass per sample, whatever the terms
 
 
 def test_objective_reuses_screened_documents_and_matches_perplexity():

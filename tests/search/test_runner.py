@@ -76,16 +76,85 @@ def test_paper_preset_scores_every_candidate_on_all_documents(files, tmp_path):
     assert s["screened"] == 0 and s["evaluations"] == 8 + 3 * 6 and not s["stopped_early"]
 
 
-def test_critical_dim_fixes_low_pairs_to_ntk_and_searches_the_rest(files, tmp_path):
+def test_critical_dim_ntk_fixes_low_pairs_to_ntk_and_searches_the_rest(files, tmp_path):
     from longrope.rope.files import load_scaling
     from longrope.search.objective import seed_factors
 
-    s = run_search(cfg(files, critical_dim="auto"), tmp_path / "o", progress=False)
+    s = run_search(cfg(files, critical_dim="auto", critical_low="ntk"), tmp_path / "o", progress=False)
     # d 16, b 1e4, L 32: 2*ceil(8 * log_1e4(32 / 2pi)) = 2*ceil(1.41) = 4
     assert s["critical_dim"] == 4
     f = load_scaling(tmp_path / "o" / "factors.json").long_factor
     ntk = seed_factors(16, 10000.0, 32, 4.0)["ntk"]
     assert f[:2] == ntk[:2].tolist() and all(4.0 <= x <= 8.0 for x in f[2:])
+    # a state saved before the LongRoPE2 options existed resumes as the NTK-fixed search it was
+    from longrope.search.state import load_state
+    path = tmp_path / "o" / "state.json"
+    doc = json.loads(path.read_text())
+    for k in ("critical_low", "critical_seeds", "needle_weight"):
+        del doc["config"][k]
+    path.write_text(json.dumps(doc))
+    assert load_state(tmp_path / "o")["config"]["critical_low"] == "ntk"
+
+
+def ramp_ok(f, cd, step=0.01):
+    """the low pairs are lambda_cd ** (i / cd) up to the grid step"""
+    return all(abs(f[i] - f[cd] ** (i / cd)) <= step / 2 + 1e-9 for i in range(cd)) and f[0] == 1.0
+
+
+def test_cli_critical_dim_auto_puts_the_low_pairs_on_the_critical_factors_ramp(files, tmp_path, capsys):
+    """Issue 26's acceptance: `longrope search --critical-dim auto` gives low pairs equal to
+    lambda_cd^(i/cd) up to the grid step (LongRoPE2's code), the rest searched in [s, 2s]."""
+    from longrope.rope.files import load_scaling
+
+    model, texts = files
+    out = tmp_path / "o"
+    small = ["--population", 8, "--parents", 4, "--mutations", 3, "--crossovers", 3, "--iterations", 3,
+             "--docs", 3, "--descent-steps", 3, "--no-cache"]
+    rc, err = run_cli(["--model", model, "--data", texts, "--target-length", 128, "--critical-dim", "auto",
+                       "--critical-seeds", "wide", "--out", out, *small], capsys)
+    assert rc == 0, err
+    f = load_scaling(out / "factors.json").long_factor
+    assert ramp_ok(f, 2) and 4.0 <= f[2] and all(a <= b for a, b in zip(f, f[1:]))
+    state = json.loads((out / "state.json").read_text())
+    assert state["info"]["critical_dim"] == 4 and set(state["baselines"]) == {"pi", "ntk", "yarn"}
+    assert sum(k.startswith("ntk-ramp:") for k in state["seeds"]) == 8
+    # every candidate the search scored, not only the winner, is on the ramp
+    for line in (out / "history.jsonl").read_text().splitlines():
+        assert ramp_ok(json.loads(line)["factors"], 2)
+    assert state["info"]["descent"]["held_pairs"] == 0 and ramp_ok(state["info"]["descent"]["factors"], 2, 1e-6)
+
+
+def test_cli_critical_dim_sweep_searches_each_value_in_one_run_and_keeps_the_best(files, tmp_path, capsys):
+    from longrope.rope.files import load_scaling
+
+    model, texts = files
+    out = tmp_path / "sw"
+    base = ["--model", model, "--data", texts, "--target-length", 128, "--out", out, "--population", 6,
+            "--parents", 3, "--mutations", 2, "--crossovers", 2, "--iterations", 2, "--docs", 2,
+            "--descent-steps", 0, "--no-cache"]
+    rc, err = run_cli([*base, "--critical-dim", "sweep"], capsys)
+    assert rc == 0, err
+    sweep = json.loads((out / "sweep.json").read_text())
+    assert [r["critical_dim"] for r in sweep["values"]] == [4, 8] and sweep["done"]  # d_tcd = 4 first
+    for r in sweep["values"]:
+        sub = out / r["out"]
+        f = load_scaling(sub / "factors.json").long_factor
+        assert ramp_ok(f, r["critical_dim"] // 2)
+        assert json.loads((sub / "state.json").read_text())["info"]["critical_dim"] == r["critical_dim"]
+    best = min(sweep["values"], key=lambda r: r["ppl"])
+    top = load_scaling(out / "factors.json")
+    assert sweep["best"] == best["critical_dim"]
+    assert top.long_factor == load_scaling(out / best["out"] / "factors.json").long_factor
+    assert top.provenance["sweep_best"] == best["critical_dim"]
+    # a resumed finished sweep ends with the same result
+    rc, err = run_cli(["--out", out, "--resume", "--no-cache"], capsys)
+    assert rc == 0, err
+    again = json.loads((out / "sweep.json").read_text())["values"]
+    assert [(r["critical_dim"], r["ppl"]) for r in again] == [(r["critical_dim"], r["ppl"]) for r in sweep["values"]]
+    # a list names the values itself; a repeated one is a one-line error before any work
+    rc, err = run_cli(["--model", model, "--data", texts, "--target-length", 128, "--critical-dim", "6,6",
+                       "--out", tmp_path / "bad"], capsys)
+    assert rc == 2 and "distinct even" in err and "\n" not in err and not (tmp_path / "bad").exists()
 
 
 def test_needle_objective_and_attention_scale_search(files, tmp_path):

@@ -107,6 +107,42 @@ def test_critical_dim_space_fixes_low_pairs_and_bounds_the_rest():
         Space.critical(low, 6, 4.0, window=64)
 
 
+def ramp_of(c, cd, step=0.01):
+    """LongRoPE2's low pairs from the critical factor, on the grid."""
+    return tuple(round(round(c.factors[cd] ** (i / cd) / step) * step, 9) for i in range(cd))
+
+
+def test_ramp_space_ties_low_pairs_to_the_critical_factor_after_every_move():
+    sp = Space.critical(None, 4, 4.0, pairs=8, window=64)
+    assert sp.ramp == 4 and sp.tied.tolist() == [True] * 4 + [False] * 4 and not sp.fixed.any()
+    c = sp.snap([7.0] * 8)
+    assert c.factors[4:] == (7.0,) * 4 and c.factors[:4] == ramp_of(c, 4) and c.factors[0] == 1.0
+    assert sp.is_valid(c)
+    rng = np.random.default_rng(0)
+    tops = set()
+    for _ in range(500):
+        c = sp.mutate(c, rng)
+        assert sp.is_valid(c) and monotone(c) and c.factors[:4] == ramp_of(c, 4)
+        assert all(4.0 <= x <= 8.0 for x in c.factors[4:])
+        tops.add(c.factors[4])
+    assert len(tops) > 10  # the critical factor itself is searched
+    a, b = sp.snap([5.0] * 8), sp.snap([5, 5, 5, 5, 7.5, 7.5, 7.9, 8.0])
+    kids = [k for k in (sp.crossover(a, b, rng) for _ in range(200)) if k is not None]
+    assert {k.factors[4] for k in kids} == {5.0, 7.5}
+    assert all(sp.is_valid(k) and k.factors[:4] == ramp_of(k, 4) for k in kids)
+    # a low pair off the ramp is not a point of the space
+    assert not sp.is_valid(Candidate((1.0, 1.5) + c.factors[2:], c.n_hat, c.attn))
+    assert "ramp" in sp.describe() and "ramp" not in Space.paper(8, 4.0, window=64).describe()
+    with pytest.raises(LongRopeError):
+        Space.critical(None, 0, 4.0, pairs=8, window=64)
+
+
+def test_ramp_space_upper_bound_can_be_raised_for_wide_seeds():
+    sp = Space.critical(None, 3, 4.0, pairs=6, top=13.6, window=64)
+    assert sp.hi[3:].tolist() == [13.6] * 3 and math.isclose(sp.hi[2], 13.6 ** (2 / 3))
+    assert sp.snap([13.6] * 6).factors[3] == 13.6
+
+
 def test_attention_scale_search_stays_on_grid_within_bounds():
     sp = Space.paper(4, 4.0, window=64, attn=1.14, attn_bounds=(1.0, 1.3))
     rng = np.random.default_rng(0)

@@ -10,7 +10,8 @@ from ._common import add_data_args, add_model_args
 _SEARCH = ("screen_pick", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
            "screen_docs", "promote", "patience", "docs", "seed", "preset", "objective", "critical_dim",
            "target_length", "data", "split", "model", "dtype", "sample_mode", "search_attention_scale",
-           "search_n_hat", "short_of", "seed_from", "descent_steps", "descent_hold", "descent_lr", "descent_lr_end")
+           "search_n_hat", "short_of", "seed_from", "descent_steps", "descent_hold", "descent_lr", "descent_lr_end",
+           "needle_weight", "critical_low", "critical_seeds")
 
 
 HELP = {  # the defaults come from SearchConfig (and its preset); only the words live here
@@ -33,10 +34,17 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
     "patience": "stop after this many generations without improvement (0: never; default: the preset's)",
     "search_n_hat": "do not search the start-token window (n_hat stays 0)",
     "search_attention_scale": "search the attention scale too (default: fixed sqrt(1 + ln s / ln L))",
-    "objective": "ppl: perplexity at the target length; needle: perplexity of the answer tokens "
-                 "of a pass key planted at the start",
-    "critical_dim": "'auto' (theoretical d_tcd) or an even dimension K: pairs below K/2 get NTK factors, the "
-                    "rest are searched in [s, 2s]",
+    "objective": "ppl: perplexity at the target length; needle (LongRoPE2): perplexity of the answer tokens "
+                 "of a pass key planted in each document (depths spread over the documents) and asked for at "
+                 "the end; combined: the text's NLL plus --needle-weight times the answer's",
+    "needle_weight": "combined objective: weight of the needle answer's NLL next to the text's",
+    "critical_dim": "LongRoPE2: 'auto' (theoretical d_tcd), an even dimension K, 'sweep' (d_tcd and d_tcd-4, "
+                    "d_tcd-8, d_tcd+4: one search each into OUT/critical-K/, the best one's factors in OUT/), "
+                    "or a list K1,K2,...; pairs from K/2 up are searched in [s, 2s]",
+    "critical_low": "pairs below the critical pair: ramp (LongRoPE2's code: lambda_cd ** (i / cd), following "
+                    "the searched critical factor) or ntk (fixed to the NTK factors)",
+    "critical_seeds": "methods (PI, NTK, YaRN) or wide (also LongRoPE2's NTK ramps with critical factor 2.0, "
+                      "2.2, ..., 3.4 x s; the space's top is raised to hold them)",
     "short_of": "search the short factors (used up to the original window) of this long-factor file, at "
                 "--target-length <= the window; writes both into factors.json",
     "sample_mode": "select long documents, join short ones, or auto",
@@ -50,12 +58,14 @@ HELP = {  # the defaults come from SearchConfig (and its preset); only the words
                  "carried to this scale (each pair keeps its blend of interpolated and original frequency, "
                  "so yarn:2 becomes yarn:4), join the PI/NTK/YaRN seeds",
 }
-CHOICES = {"preset": ("fast", "paper"), "screen_pick": ("first", "spread"), "objective": ("ppl", "needle"), "sample_mode": ("auto", "select", "join")}
+CHOICES = {"preset": ("fast", "paper"), "screen_pick": ("first", "spread"), "objective": ("ppl", "needle", "combined"),
+           "sample_mode": ("auto", "select", "join"), "critical_low": ("ramp", "ntk"),
+           "critical_seeds": ("methods", "wide")}
 MAIN = ("target_length", "docs", "seed")
 EVOLUTION = ("preset", "population", "iterations", "parents", "mutations", "crossovers", "mutation_prob", "step",
              "screen_docs", "screen_pick", "promote", "patience", "search_n_hat", "search_attention_scale",
              "seed_from", "descent_steps", "descent_hold", "descent_lr", "descent_lr_end")
-LONGROPE2 = ("objective", "critical_dim", "short_of", "sample_mode")
+LONGROPE2 = ("objective", "needle_weight", "critical_dim", "critical_low", "critical_seeds", "short_of", "sample_mode")
 
 
 def register(sub) -> None:
@@ -95,8 +105,10 @@ def run(args) -> int:
     from ..io import prepare_output
     from ..search.config import SearchConfig
     from ..search.plot import have_matplotlib
+    from ..search.longrope2 import is_sweep
     from ..search.runner import run_search
-    from ..search.state import FILES, saved_config
+    from ..search.state import FILES, SWEEP_FILE, saved_config
+    from ..search.sweep import run_sweep
 
     from ..schema import from_args
     given = {k: v for k, v in from_args(args, SearchConfig, _SEARCH).items() if v is not None}
@@ -110,18 +122,22 @@ def run(args) -> int:
     else:
         if "target_length" not in given:
             raise LongRopeError("--target-length is required (unless --resume)")
-        if (Path(args.out) / "state.json").exists() and not args.overwrite:
+        if any((Path(args.out) / f).exists() for f in ("state.json", SWEEP_FILE)) and not args.overwrite:
             raise LongRopeError(f"{args.out} already holds a search; pass --resume to continue it, "
                                 "--overwrite to replace it, or choose another --out")
         cfg = SearchConfig(**given, device=args.device, trust_remote_code=args.trust_remote_code)
         cfg.resolved()  # values checked before the output folder is made
     with prepare_output(args.out, kind="search", overwrite=args.overwrite, resume=args.resume,
-                        clear=FILES,
+                        clear=FILES + (SWEEP_FILE,),
                         adopt="state.json"):
         if not have_matplotlib():
             print("longrope search: note: matplotlib is not installed, so search.png will not be drawn "
                   "(pip install 'longrope[plot]'); the results are written as usual", file=sys.stderr)
-        summary = run_search(cfg, args.out, resume=args.resume, progress=True, cache=args.cache)
+        if is_sweep(cfg.critical_dim):
+            summary = run_sweep(cfg, args.out, resume=args.resume, overwrite=args.overwrite, progress=True,
+                                cache=args.cache)
+        else:
+            summary = run_search(cfg, args.out, resume=args.resume, progress=True, cache=args.cache)
     if summary["rank"] == 0:
         from ..search.cost import describe
         base = ", ".join(f"{k} {v:.3f}" for k, v in summary["baselines"].items())
@@ -131,6 +147,10 @@ def run(args) -> int:
         print(f"{summary['generations']} generations{' (early stop)' if summary['stopped_early'] else ''}, "
               f"{summary['seconds']:.1f} s; wrote {args.out}/factors.json")
         print(f"cost: {describe(summary['cost'])}")
+        if summary.get("sweep"):
+            print("critical-dimension sweep: " + ", ".join(f"{r['critical_dim']}: {r['ppl']:.4f}"
+                                                           for r in summary["sweep"])
+                  + f"; best {summary['sweep_best']}, its factors in {args.out}/factors.json")
         if summary["cache"]:
             print(f"score cache: {summary['cache_hits']} hits, {summary['forward_passes']} forward passes run "
                   f"this time ({summary['cache']})")

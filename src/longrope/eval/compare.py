@@ -264,8 +264,10 @@ def _score(r: MethodResult, model, tokenizer, cfg: CompareConfig, ppl, lengths, 
         pk = passkey_eval(model, tokenizer, cfg.passkey_lengths or lengths, trials=cfg.passkey_trials, depths=cfg.depths,
                           seed=cfg.seed, progress=progress)
         r.passkey = {int(n): v for n, v in pk.by_length.items()}
+        r.passkey_ci = {int(n): v for n, v in pk.interval_by_length.items()}
         r.passkey_depth = {int(n): v for n, v in pk.grid.items()}
-        say(f"  passkey: {', '.join(f'{k}: {v:.0%}' for k, v in pk.by_length.items())}")
+        say("  passkey: " + ", ".join(f"{k}: {v:.0%} ({pk.interval_by_length[k][0]:.0%}-"
+                                      f"{pk.interval_by_length[k][1]:.0%})" for k, v in pk.by_length.items()))
     if cfg.tasks:
         from .tasks import run_tasks_at_lengths
         res = run_tasks_at_lengths(model, tokenizer, cfg.tasks, cfg.task_lengths or lengths, limit=cfg.task_limit,

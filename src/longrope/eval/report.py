@@ -77,8 +77,18 @@ def ppl_table(result: CompareResult) -> str:
 
 
 def passkey_table(result: CompareResult) -> str:
+    """Accuracy per method and length, with its 95% Wilson interval where the run recorded one."""
     table = result.table("passkey")
-    return length_table(table, pct=True) if table else ""
+    if not table:
+        return ""
+    ci = result.table("passkey_ci")
+    lengths = _lengths(table)
+
+    def cell(m, n):
+        v, lohi = table[m].get(n), ci.get(m, {}).get(n)
+        return _fmt(v, True) + (f" ({100 * lohi[0]:.0f}-{100 * lohi[1]:.0f})" if v is not None and lohi else "")
+
+    return markdown_table(["method"] + lengths, [[m] + [cell(m, n) for n in lengths] for m in table])
 
 
 def short_table(result: CompareResult) -> str:
@@ -117,8 +127,9 @@ def render_report(result: CompareResult, images: dict[str, str] | None = None) -
         out += ["", f"## Perplexity of the positions beyond the original window "
                 f"({meta.get('original_window', '?')} to L)", "", length_table(beyond)]
     if result.table("passkey"):
+        ci = " (in parentheses: the 95% Wilson interval)" if result.table("passkey_ci") else ""
         out += ["", f"## Passkey retrieval accuracy ({meta.get('passkey_trials', '?')} trials per length "
-                f"and depth, depths {', '.join(f'{d:g}' for d in meta.get('depths', []))})", "",
+                f"and depth, depths {', '.join(f'{d:g}' for d in meta.get('depths', []))}){ci}", "",
                 passkey_table(result)]
         out += [line for m in result.table("passkey") if m in images
                 for line in ("", f"![passkey {m}]({images[m]})")]

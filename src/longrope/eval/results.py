@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 # method-level tables kept per length in results.json (key -> MethodResult attribute)
-_PER_LENGTH = ("ppl", "ppl_detail", "passkey", "passkey_depth", "seconds")
+_PER_LENGTH = ("ppl", "ppl_detail", "passkey", "passkey_ci", "passkey_depth", "seconds")
 
 
 @dataclass
@@ -22,6 +22,7 @@ class MethodResult:
     ppl: dict[int, float] = field(default_factory=dict)            # length -> perplexity
     ppl_detail: dict[int, dict] = field(default_factory=dict)      # length -> PerplexityResult.to_dict()
     passkey: dict[int, float] = field(default_factory=dict)        # length -> accuracy (empty: not run)
+    passkey_ci: dict[int, list[float]] = field(default_factory=dict)  # length -> 95% Wilson [lo, hi]
     passkey_depth: dict[int, dict[str, float]] = field(default_factory=dict)  # length -> depth -> acc
     tasks: dict[str, dict[str, float]] = field(default_factory=dict)  # harness task -> metrics (issue 14)
     seconds: dict[int, float] = field(default_factory=dict)        # length -> seconds spent on it

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from ..errors import LongRopeError
 from .evolution import Settings
+from .longrope2 import OBJECTIVES, check_critical
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,7 @@ PRESETS = {
     # The paper and its code: 64 + 40 * 32 = 1,344 evaluations, each on all documents.
     "paper": Preset(64, 40, 32, 16, 16, 0.3),
     # Default: a gradient descent on the factors from the best seed (search/descent.py; where it does
-    # not apply -- the needle objective, short factors -- the evolution alone), then a small
+    # not apply -- short factors -- the evolution alone), then a small
     # population over a few generations whose children are screened on one document, and only the
     # best quarter of them (those beating the worst parent there) is scored on all documents.
     # The descent holds the first 1/16 of the pairs (the highest frequencies), along which the
@@ -41,8 +42,9 @@ PRESETS = {
 }
 PRESET_FIELDS = tuple(f.name for f in fields(Preset))  # a SearchConfig's None there: the preset's value
 WHERE = ("device", "trust_remote_code")  # the only settings a resumed run may change (where it runs)
-# Saved configs from before a field existed hold no value for it: the value their run had.
-BEFORE = {"descent_hold": 0.0}
+# Saved configs from before a field existed hold no value for it: the value their run had (critical-dim
+# searches before issue 26 fixed the pairs below the critical pair to NTK's factors).
+BEFORE = {"descent_hold": 0.0, "critical_low": "ntk", "critical_seeds": "methods", "needle_weight": 1.0}
 
 
 @dataclass
@@ -67,8 +69,11 @@ class SearchConfig:
     step: float = 0.01
     search_n_hat: bool = True
     search_attention_scale: bool = False
-    objective: str = "ppl"
-    critical_dim: str | None = None
+    objective: str = "ppl"  # ppl | needle | combined (search/longrope2.py)
+    needle_weight: float = 1.0  # combined: sample loss = text NLL + this x the needle answer's NLL
+    critical_dim: str | None = None  # auto | K | sweep | K1,K2,... (search/longrope2.py, search/sweep.py)
+    critical_low: str = "ramp"  # pairs below the critical pair: ramp (lambda_cd ** (i / cd)) | ntk (fixed)
+    critical_seeds: str = "methods"  # methods (PI/NTK/YaRN) | wide (+ LongRoPE2's NTK ramps at 2-3.4 s)
     short_of: str | None = None  # a long-factor file: search its short factors (target <= window)
     seed_from: str | None = None  # a factor file of an earlier stage: its factors, carried to this scale, seed
     descent_steps: int | None = None  # gradient steps before the evolution (search/descent.py)
@@ -108,15 +113,18 @@ class SearchConfig:
             c.screen_docs = 0  # screening on all documents is just the full fitness: off
         if c.screen_pick not in ("first", "spread"):
             raise LongRopeError(f"unknown --screen-pick {c.screen_pick!r}; choose first or spread")
-        if c.objective not in ("ppl", "needle"):
-            raise LongRopeError(f"unknown objective {c.objective!r}; choose ppl or needle")
+        if c.objective not in OBJECTIVES:
+            raise LongRopeError(f"unknown objective {c.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+        if isinstance(c.needle_weight, bool) or not isinstance(c.needle_weight, (int, float)) or c.needle_weight < 0:
+            raise LongRopeError(f"--needle-weight must be a number >= 0, got {c.needle_weight!r}")
+        check_critical(c)
         if c.descent_steps < 0 or not c.descent_lr > 0 or not c.descent_lr_end >= 0 or not 0 <= c.descent_hold < 1:
             raise LongRopeError("--descent-steps must be >= 0, --descent-lr > 0, --descent-lr-end >= 0, "
                                 "--descent-hold in [0, 1)")
-        if c.descent_steps and (c.objective != "ppl" or c.short_of):
+        if c.descent_steps and c.short_of:  # every objective is differentiable; short factors are not descended
             if self.descent_steps:  # asked for explicitly
-                raise LongRopeError("the gradient descent (--descent-steps) takes the ppl objective of a "
-                                    "long-factor search; set --descent-steps 0")
+                raise LongRopeError("the gradient descent (--descent-steps) is for long-factor searches; "
+                                    "set --descent-steps 0")
             c.descent_steps = 0  # the preset's descent: only where it applies
         return c
 

@@ -39,10 +39,29 @@ class DescentResult:
 
 
 def project(u: np.ndarray, space: Space) -> np.ndarray:
-    """log factors back into the space: fixed pairs exact, free pairs clipped, non-decreasing."""
+    """log factors back into the space: fixed pairs exact, free pairs clipped, a ramp's pairs
+    (i / cd) * u_cd (LongRoPE2's lambda_cd ** (i / cd), off the grid), non-decreasing."""
     lo, hi = np.log(space.lo), np.log(space.hi)
     v = np.where(space.fixed, lo, np.clip(u, lo, hi))
+    if space.ramp is not None:
+        v[:space.ramp] = _ramp_weights(space) * v[space.ramp]
     return np.maximum.accumulate(v)
+
+
+def _ramp_weights(space: Space) -> np.ndarray:
+    return np.arange(space.ramp) / space.ramp
+
+
+def tie_gradient(grad: np.ndarray, space: Space) -> np.ndarray:
+    """The gradient in the space's own coordinates: with a ramp, the pairs below the critical pair
+    move only through it (chain rule: d/du_cd gains sum_i (i / cd) * d/du_i), their own part zero."""
+    if space.ramp is None:
+        return grad
+    g = np.array(grad, dtype=np.float64)
+    cd = space.ramp
+    g[cd] += float(np.dot(_ramp_weights(space), g[:cd]))
+    g[:cd] = 0.0
+    return g
 
 
 def lr_at(step: int, steps: int, lr: float, lr_end: float) -> float:
@@ -84,7 +103,7 @@ def descend(value_and_grad: ValueAndGrad, space: Space, start: Sequence[float], 
                         "value": value if math.isfinite(value) else repr(value)})
         if math.isfinite(value) and value < best_v:
             best_u, best_v = x, value
-        grad = np.asarray(grad, dtype=np.float64)
+        grad = tie_gradient(np.asarray(grad, dtype=np.float64), space)
         if not np.all(np.isfinite(grad)):
             grad = np.zeros_like(grad)  # a non-finite step: stay, let the schedule move on
         opt.zero_grad()

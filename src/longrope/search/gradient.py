@@ -7,8 +7,9 @@ evolutionary search needs a forward pass per candidate to learn about one point.
 
 `FactorGradient(model, samples, ...)(factors)` returns (perplexity, d log(perplexity) / d log
 lambda): the perplexity is the same number the search's `Objective` reports for these factors (the
-exp of the mean of the per-sample mean NLLs, the mean in sample order), here for factors that need
-not lie on the search grid. The model's weights get no gradient; `n_hat` and the attention scale
+exp of the mean of the per-sample mean NLLs, the mean in sample order; with the needle or combined
+objective's `terms`, of the per-sample weighted range NLLs), here for factors that need not lie on
+the search grid. The model's weights get no gradient; `n_hat` and the attention scale
 stay fixed. Under torchrun the samples are dealt round-robin over the processes and the sums
 all-reduced, so every process gets the same value and gradient.
 """
@@ -76,8 +77,9 @@ class FactorGradient:
 
     def __init__(self, model, samples: Sequence[torch.Tensor], *, n_hat: int = 0, attn: float = 1.0,
                  chunk: int = 1024, rank: int = 0, world: int = 1, on_pass=None,
-                 checkpoint_from: int = CHECKPOINT_FROM):
+                 checkpoint_from: int = CHECKPOINT_FROM, terms=None):
         self.model, self.samples = model, list(samples)
+        self.terms = tuple(tuple(t) for t in terms) if terms else None  # the objective's (longrope2.objective_terms)
         self.n_hat, self.attn, self.chunk = int(n_hat), float(attn), chunk
         self.checkpoint_from = checkpoint_from
         self.rank, self.world, self.on_pass = rank, world, on_pass
@@ -107,8 +109,11 @@ class FactorGradient:
                 for i in range(self.rank, n, self.world):
                     ids = self.samples[i].reshape(1, -1).to(device=device, dtype=torch.long)
                     with _checkpointed_layers(self.model, ids.shape[-1] >= self.checkpoint_from):
-                        nll_sum, count = loss(ids, targets=shifted_targets(ids))
-                    mean = nll_sum / count
+                        if self.terms is None:
+                            nll_sum, count = loss(ids, targets=shifted_targets(ids))
+                            mean = nll_sum / count
+                        else:
+                            mean = _terms_loss(self.model, ids, self.terms, self.chunk)
                     (mean / n).backward()
                     total += float(mean.detach())
                     self.passes += 1
@@ -128,6 +133,22 @@ class FactorGradient:
         return (math.exp(nll) if nll < 700 else math.inf), packed[1:].numpy().copy()
 
 
+def _terms_loss(model, ids: torch.Tensor, terms, chunk: int) -> torch.Tensor:
+    """sum of weight * mean NLL over the target-position ranges (a, b) of one sample, from one
+    decoder pass: target position p is predicted from the hidden state at p - 1 (as in
+    `eval.perplexity`), so range (a, b) takes hidden states a-1 .. b-2."""
+    from ..lm_head import LMHead, chunked_nll, shifted_targets
+
+    out = model.get_decoder()(input_ids=ids, use_cache=False)
+    hidden = out[0] if isinstance(out, tuple) else out.last_hidden_state
+    targets = shifted_targets(ids)
+    head = LMHead(model)
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for a, b, w in terms:
+        total = total + float(w) * chunked_nll(head, hidden[:, a - 1:b - 1], targets[:, a - 1:b - 1], chunk) / (b - a)
+    return total
+
+
 # ---- the search's descent phase ---------------------------------------------------------------
 def _same_run(a: dict, b: dict) -> bool:
     return {k: v for k, v in a.items() if k not in WHERE} == {k: v for k, v in b.items() if k not in WHERE}
@@ -137,11 +158,12 @@ def held(space, start, share: float):
     """(the descent's space, k): the first k = round(share * pairs) pairs (the highest frequencies)
     fixed at the start point's values (clipped to the bounds), the rest as in `space` but never below
     them. `descent.project` does the same clip in log space; here the held values stay the start's
-    own floats, bit for bit."""
+    own floats, bit for bit. A space with a ramp holds nothing: its first pairs follow the critical
+    pair's factor."""
     from .space import Space
 
     k = int(round(share * space.pairs))
-    if k == 0:
+    if k == 0 or space.ramp is not None:
         return space, 0
     x0 = np.clip(np.asarray(start, dtype=np.float64), space.lo, space.hi)
     x0[:k] = np.maximum.accumulate(x0[:k])
@@ -171,7 +193,7 @@ def descent_phase(run, start) -> dict:
         state = doc["descent"]
     space, hold = held(run.space, start, cfg.descent_hold)
     grad = FactorGradient(run.model, run.samples, n_hat=0, attn=space.attn, chunk=cfg.chunk, rank=run.rank,
-                          world=run.world, on_pass=run.bar.descent_tick)
+                          world=run.world, on_pass=run.bar.descent_tick, terms=run.terms)
 
     def on_step(st: dict) -> None:
         if run.rank == 0:

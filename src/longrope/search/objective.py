@@ -1,9 +1,10 @@
-"""What the search minimises on a real model: perplexity at the target length, optionally counted
-only on the answer tokens of needles planted early (LongRoPE2), scored data-parallel over the
-processes of a `torchrun` launch.
+"""What the search minimises on a real model: perplexity at the target length, the NLL of the answer
+tokens of needles planted in the documents (LongRoPE2's needle-driven objective), or the two
+combined, scored data-parallel over the processes of a `torchrun` launch.
 
 Also here: the exact seed factors of PI, NTK and YaRN (lambda_i = theta_i / theta'_i, computed
-from `longrope.rope.methods`) and LongRoPE2's theoretical critical dimension.
+from `longrope.rope.methods`). LongRoPE2's settings (critical dimension, objectives) are in
+search/longrope2.py.
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from .space import Candidate
 
 
 
-# ---- seeds and the critical dimension ---------------------------------------------------------
+# ---- seeds ---------------------------------------------------------------------------------
 def seed_factors(dim: int, base: float, original: int, scale: float) -> dict[str, np.ndarray]:
     """{'pi', 'ntk', 'yarn'}: the exact per-pair factors each method implies."""
     from ..rope import methods
@@ -52,32 +53,18 @@ def carry_factors(factors, from_scale: float, to_scale: float) -> np.ndarray:
         return np.where(inv > 0, 1.0 / np.where(inv > 0, inv, 1.0), np.inf)
 
 
-def critical_dim(dim: int, base: float, original: int) -> int:
-    """LongRoPE2's theoretical critical dimension d_tcd = 2*ceil((d/2) * log_b(L / (2*pi)))."""
-    return 2 * math.ceil((dim / 2) * math.log(original / (2 * math.pi)) / math.log(base))
-
-
-def resolve_critical(spec: str | int | None, dim: int, base: float, original: int) -> int | None:
-    """`--critical-dim auto|K` -> an even dimension 0 < K < dim, or None when not set."""
-    if spec is None or spec == "none":
-        return None
-    value = critical_dim(dim, base, original) if spec == "auto" else spec
-    try:
-        value = int(value)
-    except (TypeError, ValueError):
-        raise LongRopeError(f"--critical-dim must be 'auto' or an even number, got {spec!r}") from None
-    if value % 2 or not 0 < value < dim:
-        raise LongRopeError(f"critical dimension {value} must be even and between 2 and {dim - 2} "
-                            f"(rotary dim {dim})")
-    return value
-
-
 # ---- samples ----------------------------------------------------------------------------------
-def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, bos_id: int | None,
-                   seed: int = 0) -> tuple[list[torch.Tensor], tuple[int, int], list[int]]:
-    """`count` samples of `length` tokens: BOS, a pass-key needle, document text, the question and
-    the key as answer. Every answer has the same token count, so one position range covers them.
-    Returns (samples, (first answer position, length), the documents used: indices into `ids`)."""
+def needle_samples(texts: Sequence[torch.Tensor], tokenizer, *, bos_id: int | None,
+                   seed: int = 0) -> tuple[list[torch.Tensor], int]:
+    """The text samples with a pass-key needle planted in each and the question and key appended:
+    BOS, document, needle, document, " What is the pass key? The pass key is", key; as long as the
+    text sample it replaces (the document is cut to make room). Sample k of n has its needle at depth
+    k/n of the document (0: right after BOS, the farthest from the question), so the samples cover
+    distances from the whole length down; the keys are five-digit numbers of one token count, so
+    one position range [answer start, length) covers every answer. Returns (samples, answer start).
+
+    LongRoPE2 scores "the answer tokens of needles in long documents" from its own data set (its
+    generator is not released); this is that shape on the search's own documents."""
     rng = random.Random(seed)
 
     def enc(text):
@@ -86,10 +73,10 @@ def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, 
     question = enc(" " + QUESTION)  # after the document text, as the next sentence
     answer_len = None
     out = []
-    docs = [i for i, d in enumerate(ids) if d]
-    used: set[int] = set()
-    pos = 0
-    for _ in range(count):
+    head = [bos_id] if bos_id is not None else []
+    for k, t in enumerate(texts):
+        ids = t.reshape(-1).tolist()
+        length = len(ids)
         for _ in range(1000):
             key = rng.randint(10000, 99999)
             ans = enc(f" {key}")
@@ -98,20 +85,18 @@ def needle_samples(ids: list[list[int]], tokenizer, length: int, count: int, *, 
                 break
         else:  # pragma: no cover - tokenizers give five-digit numbers a steady length
             raise LongRopeError("cannot find pass keys of a steady token length for the needle objective")
-        head = ([bos_id] if bos_id is not None else []) + enc(KEY_LINE.format(k=key) + " ")
-        body = length - len(head) - len(question) - len(ans)
+        if out and length != out[0].numel():
+            raise LongRopeError("needle samples need text samples of one length")
+        needle = enc(KEY_LINE.format(k=key) + " ")
+        doc = ids[len(head):] if head and ids[:1] == head else ids
+        body = length - len(head) - len(needle) - len(question) - len(ans)
         if body < 1:
             raise LongRopeError(f"target length {length} is too short for the needle objective")
-        if sum(len(ids[i]) for i in docs) < body:
-            raise LongRopeError(f"the data holds too few tokens for needle samples of {length} tokens")
-        text: list[int] = []
-        while len(text) < body:  # documents in turn, joined when one is too short
-            i = docs[pos % len(docs)]
-            text.extend(ids[i])
-            used.add(i)
-            pos += 1
-        out.append(torch.tensor(head + text[:body] + question + ans, dtype=torch.long))
-    return out, (length - answer_len, length), sorted(used)
+        at = (k * body) // len(texts)
+        out.append(torch.tensor(head + doc[:at] + needle + doc[at:body] + question + ans, dtype=torch.long))
+    if not out:
+        raise LongRopeError("no text samples to plant needles in")
+    return out, out[0].numel() - answer_len
 
 
 # ---- data-parallel scoring --------------------------------------------------------------------
@@ -134,8 +119,9 @@ def init_distributed(device: str) -> tuple[int, int, str]:
 class Objective:
     """Batch fitness: candidates -> perplexities at one of several fidelities (numbers of documents).
 
-    The score on the first `docs` samples is exp(mean of the per-sample NLL), the mean taken in
-    sample order, so it is the same number whichever way the per-sample NLLs were obtained. They
+    The score on the first `docs` samples is exp(mean of the per-sample loss), the mean taken in
+    sample order; a sample's loss is its mean NLL, or with `terms` (`objective_terms`) the weighted
+    sum of its ranges' mean NLLs. The mean is taken in sample order, so it is the same number whichever way the per-sample NLLs were obtained. They
     are cached per (candidate, sample): a candidate promoted from screening on one document to all
     documents only runs the documents it has not seen. Candidates are dealt round-robin over the
     processes and the scores gathered, so every process gets the full, identical list (a
@@ -143,11 +129,11 @@ class Objective:
     """
 
     def __init__(self, model, samples: Sequence[torch.Tensor], *, original: int, target: int,
-                 positions: tuple[int, int] | None = None, chunk: int = 1024,
+                 terms: Sequence[tuple[int, int, float]] | None = None, chunk: int = 1024,
                  rank: int = 0, world: int = 1, on_score=None, make_scaling=None, store=None):
         self.model, self.samples, self.original, self.target = model, list(samples), original, target
         self.make_scaling = make_scaling  # Candidate -> Scaling; default: long factors at the target
-        self.positions, self.chunk = positions, chunk
+        self.terms, self.chunk = (tuple(tuple(t) for t in terms) if terms else None), chunk
         self.rank, self.world, self.on_score = rank, world, on_score
         self.forward_passes = 0  # sample forward passes run by this process
         self.nll: dict[tuple, float] = {}
@@ -193,15 +179,11 @@ class Objective:
         if todo:
             patch.apply(self.model, scaling)
             try:
-                groups = [[i] for i in todo] if self.positions else [todo]
-                for g in groups:  # answer-only NLL is reported per call, so one sample per call
+                groups = [[i] for i in todo] if self.terms else [todo]
+                for g in groups:  # range NLLs are reported per call, so one sample per call
                     r = perplexity(self.model, [self.samples[i] for i in g], chunk=self.chunk,
-                                   positions=[self.positions] if self.positions else None)
-                    if self.positions:
-                        nll = next(iter(r.by_range.values()))["nll"]
-                        vals = [float("inf") if nll is None else nll]
-                    else:
-                        vals = r.doc_nll
+                                   positions=[t[:2] for t in self.terms] if self.terms else None)
+                    vals = [_terms_loss(r, self.terms)] if self.terms else r.doc_nll
                     for i, v in zip(g, vals):
                         self.nll[(key, i)] = float(v)
                         if self.store is not None:
@@ -242,3 +224,14 @@ class Objective:
         for r, part in enumerate(parts):
             out[r::self.world] = part
         return out
+
+
+def _terms_loss(r, terms) -> float:
+    """sum of weight * mean NLL over the ranges of one scored sample (inf when a range is empty)."""
+    total = 0.0
+    for a, b, w in terms:
+        nll = r.by_range[f"{a}-{b}"]["nll"]
+        if nll is None:
+            return float("inf")
+        total += w * nll
+    return total

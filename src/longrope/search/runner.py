@@ -19,6 +19,7 @@ from ..errors import LongRopeError
 from ..io import mark_finished
 from .config import SearchConfig
 from .evolution import Result, evolve
+from .longrope2 import WIDE_PREFIX
 from .setup import CARRIED, DESCENT, SearchRun, prepare, with_short
 from .space import Candidate
 from .state import FORMAT, best_of, write_state
@@ -44,7 +45,8 @@ def score_baselines(run: SearchRun) -> None:
     if run.baselines is None:
         from ..rope.scaling import Scaling
 
-        names = [n for n in run.seeds if n not in (CARRIED, DESCENT)]  # the carried seed is no method
+        # the carried seed and LongRoPE2's wide seeds are no method: scored in generation 0
+        names = [n for n in run.seeds if n not in (CARRIED, DESCENT) and not n.startswith(WIDE_PREFIX)]
         if w.long is not None:
             ones = [1.0] * (w.dim // 2)
             exact = [with_short(w.long, ones), w.long]
@@ -119,7 +121,8 @@ def _recorder(run: SearchRun):
     info = {"descent": run.descent, "screen_samples": objective.screen_samples, "rotary_dim": w.dim,
             "base": w.base, "original": w.original, "scale": w.scale, "world": run.world,
             "critical_dim": run.critical_dim, "samples": len(run.samples), "sample_length": cfg.target_length,
-            "answer_positions": list(run.positions) if run.positions else None,
+            "answer_positions": [run.terms[-1][0], run.terms[-1][1]] if run.terms else None,
+            "loss_terms": [list(t) for t in run.terms] if run.terms else None,
             "short_of": w.long.to_dict() if w.long is not None else None, "documents": run.documents}
 
     def record(evo: dict, done: bool = False) -> None:

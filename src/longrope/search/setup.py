@@ -59,7 +59,7 @@ class SearchRun:
     model: object
     window: Window
     samples: list
-    positions: tuple[int, int] | None  # the scored position range (needle objective), else None
+    terms: tuple | None  # the loss terms of the needle/combined objective (longrope2.objective_terms), else None
     documents: list[dict]  # the documents the samples hold, by name and token count (data.Tokenized.cite)
     critical_dim: int | None
     owns_group: bool  # joined the process group itself (else a recipe holds it and leaves it last)
@@ -102,21 +102,21 @@ def prepare(cfg: SearchConfig | None, out: str | Path, resume: bool = False, *, 
     rank, world, device = init_distributed(cfg.device)
     model, tokenizer = _load(cfg, device, model, tokenizer)
     w = window(cfg, model)
-    samples, positions, documents = load_samples(cfg, tokenizer, model, cfg.docs)
+    samples, terms, documents = load_samples(cfg, tokenizer, model, cfg.docs)
     crit, seeds, space = space_and_seeds(cfg, w)
     bar = SearchProgress(progress and rank == 0, cfg,
                          baselines=len(seeds) + bool(w.long is not None and cfg.search_attention_scale),
                          done_generations=state["evolution"].get("generation") if state else None, world=world)
-    store = for_search(cache, cfg, model, positions)
+    store = for_search(cache, cfg, model, terms)
     info = state["info"] if state else {}
     run = SearchRun(cfg=cfg, out=out, resume=resume, rank=rank, world=world, model=model, window=w,
-                    samples=samples, positions=positions, documents=documents, critical_dim=crit,
+                    samples=samples, terms=terms, documents=documents, critical_dim=crit,
                     owns_group=owns_group, seeds=seeds, space=space,
                     objective=None, store=store, bar=bar,
                     baselines=state["baselines"] if state else None, descent=info.get("descent"),
                     screen_samples=info.get("screen_samples"),
                     evolution_state=state["evolution"] if state else None, prior=Counters.of(state))
-    run.objective = Objective(model, samples, original=w.original, target=cfg.target_length, positions=positions,
+    run.objective = Objective(model, samples, original=w.original, target=cfg.target_length, terms=terms,
                               chunk=cfg.chunk, rank=rank, world=world, on_score=bar.tick, store=store,
                               make_scaling=run.short_scaling if w.long is not None else None)
     bar.objective = run.objective
@@ -136,26 +136,28 @@ def _load(cfg: SearchConfig, device, model, tokenizer):
 
 
 def load_samples(cfg: SearchConfig, tok, model, count: int):
-    """(`count` samples of the target length, the scored position range or None, the documents they
-    hold by name and token count) from cfg's data."""
+    """(`count` samples of the target length, the loss terms of the needle/combined objective or None,
+    the documents they hold by name and token count) from cfg's data. Every objective reads the
+    same documents; needle and combined plant a needle in each (search/objective.py)."""
     from ..data import build_samples, load_tokenized
+    from .longrope2 import objective_terms
     from .objective import needle_samples
 
     documents = load_tokenized(tok, cfg.data, cfg.split)
     bos = getattr(tok, "bos_token_id", None)
     if bos is None:
         bos = getattr(model.config, "bos_token_id", None)
-    if cfg.objective == "needle":
-        samples, positions, used = needle_samples(documents.ids, tok, cfg.target_length, count, bos_id=bos,
-                                                  seed=cfg.seed)
-        return samples, positions, documents.cite(used)
     try:
         s = build_samples(documents.ids, cfg.target_length, count, mode=cfg.sample_mode, bos_id=bos,
                           sep_id=getattr(tok, "eos_token_id", None), seed=cfg.seed)
     except LongRopeError as e:
         from ..data.sources import split_sizes
         raise LongRopeError("; ".join(x for x in (str(e), split_sizes(cfg.data, cfg.split)) if x)) from None
-    return s.tensors, None, documents.cite(s.used)
+    if cfg.objective == "ppl":
+        return s.tensors, None, documents.cite(s.used)
+    samples, answer = needle_samples(s.tensors, tok, bos_id=bos, seed=cfg.seed)
+    terms = objective_terms(cfg.objective, cfg.target_length, answer, cfg.needle_weight)
+    return samples, terms, documents.cite(s.used)
 
 
 def window(cfg: SearchConfig, model) -> Window:
@@ -181,7 +183,8 @@ def window(cfg: SearchConfig, model) -> Window:
 def space_and_seeds(cfg: SearchConfig, w: Window):
     """(critical dim or None, the named seed factors, the search space)."""
     from ..rope.basis import attention_scale
-    from .objective import resolve_critical, seed_factors
+    from .longrope2 import resolve_critical
+    from .objective import seed_factors
 
     dim, base, original, scale, long = w.dim, w.base, w.original, w.scale, w.long
     crit = None if long else resolve_critical(cfg.critical_dim, dim, base, original)
@@ -203,12 +206,28 @@ def space_and_seeds(cfg: SearchConfig, w: Window):
         seeds = seed_factors(dim, base, original, scale)
         space = Space.paper(dim // 2, scale, window=original, search_n_hat=cfg.search_n_hat, **space_kw)
     else:
-        seeds = seed_factors(dim, base, original, scale)
-        space = Space.critical(seeds["ntk"], crit // 2, scale, window=original,
-                               search_n_hat=cfg.search_n_hat, **space_kw)
+        seeds, space = _critical_space(cfg, w, crit // 2, space_kw)
     if cfg.seed_from:
         seeds[CARRIED] = _carried(cfg.seed_from, dim, scale)
     return crit, seeds, space
+
+
+def _critical_space(cfg: SearchConfig, w: Window, cd: int, space_kw: dict):
+    """LongRoPE2's space from critical pair `cd` (search/longrope2.py) and its seeds."""
+    from .longrope2 import wide_seeds
+    from .objective import seed_factors
+
+    pairs = w.dim // 2
+    seeds = seed_factors(w.dim, w.base, w.original, w.scale)
+    top = None
+    if cfg.critical_seeds == "wide":
+        wide = wide_seeds(pairs, cd, w.scale)
+        top = max(2.0 * w.scale, max(float(v.max()) for v in wide.values()))
+        seeds.update(wide)
+    low = None if cfg.critical_low == "ramp" else seeds["ntk"]
+    space = Space.critical(low, cd, w.scale, pairs=pairs, top=top, window=w.original,
+                           search_n_hat=cfg.search_n_hat, **space_kw)
+    return seeds, space
 
 
 def _carried(path: str, dim: int, scale: float) -> np.ndarray:

@@ -2,9 +2,14 @@
 
 A `Candidate` is one point of the space: a non-decreasing vector of per-pair rescale factors
 (`lambda_i`, on a 0.01 grid), a start-token window `n_hat`, and an attention scale. The `Space`
-knows the bounds of each pair (the paper's `[1.0, 1.25*s]`, or LongRoPE2's fixed pairs below the
-critical dimension and `[s, 2s]` above), the grid step, the allowed `n_hat` values, and how to
-mutate, cross and seed candidates. Every random choice comes from a `numpy.random.Generator` the
+knows the bounds of each pair (the paper's `[1.0, 1.25*s]`, or LongRoPE2's `[s, 2s]` from the
+critical pair up, with the pairs below it fixed or on a ramp), the grid step, the allowed `n_hat`
+values, and how to mutate, cross and seed candidates.
+
+The ramp is LongRoPE2's search as its code does it: with `ramp=cd`, pairs i < cd are not searched
+but follow the critical pair's factor, lambda_i = lambda_cd ** (i / cd) rounded to the grid (pair 0
+stays 1), recomputed after every snap, mutation and crossover, so the factor curve has no jump at
+the critical pair. Every random choice comes from a `numpy.random.Generator` the
 caller passes in. Nothing here knows about models.
 """
 from __future__ import annotations
@@ -48,7 +53,8 @@ class Space:
 
     def __init__(self, lo: Sequence[float], hi: Sequence[float], *, step: float = 0.01,
                  n_hats: Sequence[int] = (0,), attn: float = 1.0,
-                 attn_bounds: tuple[float, float] | None = None, mutation_prob: float = 0.3):
+                 attn_bounds: tuple[float, float] | None = None, mutation_prob: float = 0.3,
+                 ramp: int | None = None):
         lo = np.asarray(lo, dtype=np.float64)
         hi = np.asarray(hi, dtype=np.float64)
         if lo.ndim != 1 or lo.shape != hi.shape or lo.size == 0:
@@ -64,11 +70,15 @@ class Space:
         if not n_hats:
             raise LongRopeError("no n_hat value is allowed (the window is too small)")
         self.step = float(step)
-        self.fixed = lo == hi
+        if ramp is not None and not (0 < ramp < lo.size and lo[ramp] >= 1.0):
+            raise LongRopeError(f"the ramp's critical pair {ramp} must be in 1..{lo.size - 1} with factors >= 1")
+        self.ramp = None if ramp is None else int(ramp)
+        self.tied = np.arange(lo.size) < (self.ramp or 0)  # pairs that follow the critical pair's factor
+        self.fixed = (lo == hi) & ~self.tied
         # Free pairs live on the grid k*step, k in [lo_k, hi_k]; fixed pairs keep their exact value.
-        self.lo_k = np.where(self.fixed, 0, np.ceil(lo / step - 1e-9)).astype(np.int64)
-        self.hi_k = np.where(self.fixed, 0, np.floor(hi / step + 1e-9)).astype(np.int64)
-        if np.any(~self.fixed & (self.lo_k > self.hi_k)):
+        self.lo_k = np.where(self.fixed | self.tied, 0, np.ceil(lo / step - 1e-9)).astype(np.int64)
+        self.hi_k = np.where(self.fixed | self.tied, 0, np.floor(hi / step + 1e-9)).astype(np.int64)
+        if np.any(~self.fixed & ~self.tied & (self.lo_k > self.hi_k)):
             raise LongRopeError(f"a pair's bounds contain no point of the {step} grid")
         self.lo, self.hi = lo, hi
         self.n_hats = tuple(int(n) for n in n_hats)
@@ -94,27 +104,45 @@ class Space:
         return cls([1.0] * pairs, [1.25 * scale] * pairs, n_hats=n_hats, **kw)
 
     @classmethod
-    def critical(cls, low_factors: Sequence[float], critical_pair: int, scale: float, *, window: int,
-                 search_n_hat: bool = True, **kw) -> "Space":
-        """LongRoPE2: pairs below `critical_pair` fixed to `low_factors`, the rest in [s, 2s]."""
-        low = np.asarray(low_factors, dtype=np.float64)
-        pairs = low.size
-        if not 0 <= critical_pair < pairs:
-            raise LongRopeError(f"critical pair {critical_pair} is outside 0..{pairs - 1}")
-        lo = np.concatenate([low[:critical_pair], np.full(pairs - critical_pair, float(scale))])
-        hi = np.concatenate([low[:critical_pair], np.full(pairs - critical_pair, 2.0 * scale)])
+    def critical(cls, low_factors: Sequence[float] | None, critical_pair: int, scale: float, *, window: int,
+                 pairs: int | None = None, top: float | None = None, search_n_hat: bool = True, **kw) -> "Space":
+        """LongRoPE2: pairs from `critical_pair` up in [s, top] (default 2s); below it fixed to
+        `low_factors`, or with `low_factors=None` (and `pairs`) on the ramp lambda_cd ** (i / cd)."""
+        low = None if low_factors is None else np.asarray(low_factors, dtype=np.float64)
+        pairs = low.size if low is not None else int(pairs or 0)
+        if not 0 <= critical_pair < pairs or (low is None and critical_pair == 0):
+            raise LongRopeError(f"critical pair {critical_pair} is outside {int(low is None)}..{pairs - 1}")
+        top = 2.0 * scale if top is None else max(float(top), float(scale))
+        if low is None:  # the ramp's own bounds: those of the critical pair, to the power i / cd
+            w = np.arange(critical_pair) / critical_pair
+            low_lo, low_hi = float(scale) ** w, top ** w
+        else:
+            low_lo = low_hi = low[:critical_pair]
+        lo = np.concatenate([low_lo, np.full(pairs - critical_pair, float(scale))])
+        hi = np.concatenate([low_hi, np.full(pairs - critical_pair, top)])
         n_hats = allowed_n_hats(window) if search_n_hat else (0,)
-        return cls(lo, hi, n_hats=n_hats, **kw)
+        return cls(lo, hi, n_hats=n_hats, ramp=critical_pair if low is None else None, **kw)
 
     @property
     def pairs(self) -> int:
         return self.lo.size
 
     def describe(self) -> dict:
-        return {"pairs": self.pairs, "step": self.step, "lo": self.lo.tolist(), "hi": self.hi.tolist(),
-                "n_hats": list(self.n_hats), "attn": self.attn,
-                "attn_bounds": None if self.attn_bounds is None else [self._val(k) for k in self.attn_bounds],
-                "mutation_prob": self.mutation_prob}
+        out = {"pairs": self.pairs, "step": self.step, "lo": self.lo.tolist(), "hi": self.hi.tolist(),
+               "n_hats": list(self.n_hats), "attn": self.attn,
+               "attn_bounds": None if self.attn_bounds is None else [self._val(k) for k in self.attn_bounds],
+               "mutation_prob": self.mutation_prob}
+        if self.ramp is not None:  # only then, so the saved settings of other spaces stay as they were
+            out["ramp"] = self.ramp
+        return out
+
+    def _tie(self, f: list[float]) -> list[float]:
+        """Pairs below the ramp's critical pair set from its factor (a no-op without a ramp)."""
+        cd = self.ramp
+        if cd is None:
+            return f
+        top = float(f[cd])
+        return [self._val(round(top ** (i / cd) / self.step)) for i in range(cd)] + list(f[cd:])
 
     # ---- grid --------------------------------------------------------------------------------
     def _val(self, k: int) -> float:
@@ -131,6 +159,9 @@ class Space:
         out: list[float] = []
         prev = -math.inf
         for i, x in enumerate(v):
+            if self.tied[i]:
+                out.append(math.nan)  # set from the critical pair below
+                continue
             if self.fixed[i]:
                 val = float(self.lo[i])
             else:
@@ -142,7 +173,7 @@ class Space:
             prev = val
         if n_hat is None or n_hat not in self.n_hats:
             n_hat = self.n_hats[0] if n_hat is None else min(self.n_hats, key=lambda n: (abs(n - n_hat), n))
-        return Candidate(tuple(out), int(n_hat), self._snap_attn(attn))
+        return Candidate(tuple(self._tie(out)), int(n_hat), self._snap_attn(attn))
 
     def _snap_attn(self, attn: float | None) -> float:
         if attn is None or self.attn_bounds is None:
@@ -157,11 +188,15 @@ class Space:
                 return False
         elif not (self.attn_bounds[0] <= self._k(c.attn) <= self.attn_bounds[1] and c.attn == self._val(self._k(c.attn))):
             return False
+        if self.ramp is not None and list(c.factors[:self.ramp]) != self._tie(list(c.factors))[:self.ramp]:
+            return False
         prev = -math.inf
         for i, x in enumerate(c.factors):
             if x < prev:
                 return False
-            if self.fixed[i]:
+            if self.tied[i]:
+                pass
+            elif self.fixed[i]:
                 if x != self.lo[i]:
                     return False
             else:
@@ -177,16 +212,17 @@ class Space:
 
         Pairs are visited in order, so the left neighbour is already the new value and the right
         one the old: the vector stays non-decreasing. n_hat and the attention scale (when searched)
-        change with the same probability. The result may equal `c`; callers retry.
+        change with the same probability. The result may equal `c`; callers retry. A ramp's pairs
+        are not drawn; they follow the critical pair afterwards.
         """
         f = list(c.factors)
         p = self.mutation_prob
         n = len(f)
         for i in range(n):
-            if self.fixed[i] or rng.random() >= p:
+            if self.fixed[i] or self.tied[i] or rng.random() >= p:
                 continue
             low = self.lo_k[i]
-            if i > 0:
+            if i > 0 and not self.tied[i - 1]:
                 low = max(low, int(math.ceil(f[i - 1] / self.step - 1e-9)))
             high = self.hi_k[i]
             if i + 1 < n:
@@ -201,15 +237,16 @@ class Space:
         if self.attn_bounds is not None and rng.random() < p:
             k = self._k(attn) + int(rng.integers(-10, 11))
             attn = self._val(min(max(k, self.attn_bounds[0]), self.attn_bounds[1]))
-        return Candidate(tuple(f), n_hat, attn)
+        return Candidate(tuple(self._tie(f)), n_hat, attn)
 
     def crossover(self, a: Candidate, b: Candidate, rng: np.random.Generator) -> Candidate | None:
         """Take each pair (and n_hat, attention scale) from `b` with probability 0.5.
 
-        Returns None when the child is not monotone (the caller draws again).
+        Returns None when the child is not monotone (the caller draws again). A ramp's pairs follow
+        the child's own critical factor.
         """
         take = rng.random(self.pairs) < 0.5
-        f = tuple(bv if t else av for av, bv, t in zip(a.factors, b.factors, take))
+        f = tuple(self._tie([bv if t else av for av, bv, t in zip(a.factors, b.factors, take)]))
         n_hat = b.n_hat if rng.random() < 0.5 else a.n_hat
         attn = b.attn if rng.random() < 0.5 else a.attn
         if any(x > y for x, y in zip(f, f[1:])):

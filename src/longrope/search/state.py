@@ -6,6 +6,8 @@
     factors.partial.json  the best factors so far, while the search runs
     factors.json          the result, written once at the end
     descent.json          the descent's state after every step, until the first state.json
+    sweep.json            a critical-dimension sweep's settings and results (search/sweep.py); its
+                          searches are in the folder's critical-K/ subfolders
 
 Every file is written atomically (rank 0 only), so a run killed at any moment resumes from its
 last generation (or descent step).
@@ -25,6 +27,8 @@ FORMAT = "longrope-search/1"
 PARTIAL = "factors.partial.json"
 DESCENT_FILE = "descent.json"
 FILES = ("state.json", "history.jsonl", "factors.json", PARTIAL, "search.png", DESCENT_FILE)
+SWEEP_FILE = "sweep.json"
+SWEEP_FORMAT = "longrope-sweep/1"
 
 
 def _read(path: Path, what: str) -> dict:
@@ -79,10 +83,23 @@ def descent_only(out: str | Path) -> bool:
     return not (Path(out) / "state.json").is_file() and (Path(out) / DESCENT_FILE).is_file()
 
 
+def read_sweep(out: str | Path) -> dict | None:
+    """OUT/sweep.json, or None; a broken file is a one-line error."""
+    path = Path(out) / SWEEP_FILE
+    if not path.is_file():
+        return None
+    doc = _read(path, "critical-dimension sweep")
+    if doc.get("format") != SWEEP_FORMAT or not isinstance(doc.get("config"), dict):
+        raise LongRopeError(f"{path} is not a longrope critical-dimension sweep")
+    doc["config"] = _config(path, doc["config"])
+    return doc
+
+
 def saved_config(out: str | Path) -> SearchConfig:
-    """The settings of the search in `out` to resume: from state.json, or from descent.json when
-    the run was stopped during its descent (before the first state.json)."""
-    doc = read_descent(out) if descent_only(out) else load_state(out)
+    """The settings of the search in `out` to resume: from sweep.json (a critical-dimension sweep),
+    state.json, or descent.json when the run was stopped during its descent (before the first
+    state.json)."""
+    doc = read_sweep(out) or (read_descent(out) if descent_only(out) else load_state(out))
     return SearchConfig.from_saved(doc["config"])
 
 
