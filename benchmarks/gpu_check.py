@@ -186,13 +186,16 @@ STEPS = {"tests": step_tests, "builtin": step_builtin, "smollm2": step_smollm2, 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated, from {', '.join(STEPS)}")
-    ap.add_argument("--out", default=None, help="default: benchmarks/results/gpu-<device name>.json")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/gpu-<device name>.json "
+                                                 "(the smoke: the temp folder)")
     a = ap.parse_args()
     if not SMOKE and not torch.cuda.is_available():
         print("gpu-check: torch sees no CUDA device; GPU_CHECK_SMOKE=1 runs the CPU smoke instead")
         return 2
     device = torch.cuda.get_device_name(0) if DEVICE == "cuda" else "cpu-smoke"
-    out = Path(a.out or ROOT / "benchmarks" / "results" / f"gpu-{device.replace(' ', '-').lower()}.json")
+    # the smoke's figures are no result: they go to the temp folder unless --out says otherwise
+    results = Path(tempfile.gettempdir()) if SMOKE else ROOT / "benchmarks" / "results"
+    out = Path(a.out or results / f"gpu-{device.replace(' ', '-').lower()}.json")
     doc = {"device": device, "torch": torch.__version__, "smoke": SMOKE, "dtype": DTYPE, "steps": {}}
     failed = False
     with tempfile.TemporaryDirectory() as tmp:
