@@ -25,14 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
-
-
-def _status(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError(f"{field} not in /proc/self/status")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from eval_memory import _status  # noqa: E402 - the same /proc/self/status reader
 
 
 def estimate(model: str, length: int, lora_rank: int, bf16: bool = False):
