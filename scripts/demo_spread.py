@@ -119,17 +119,20 @@ def main() -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--runs", default="runs/spread", help="folder of the run folders")
     ap.add_argument("--out", default="docs/results/builtin-8x-spread")
+    ap.add_argument("--pairs", default=None, help="SEED:THREADS,... instead of every seed at every thread "
+                    "count, e.g. 0:1,0:2,1:1,2:1")
     a = ap.parse_args()
+    pairs = ([tuple(int(v) for v in p.split(":")) for p in a.pairs.split(",")] if a.pairs else
+             [(int(s), int(t)) for s in a.seeds.split(",") for t in a.threads.split(",")])
     runs = {}
-    for seed in [int(x) for x in a.seeds.split(",")]:
-        for threads in [int(x) for x in a.threads.split(",")]:
-            name = f"seed{seed}-threads{threads}"
-            folder = Path(a.runs) / name
-            doc = json.loads(run_one(a.recipe, seed, threads, folder).read_text(encoding="utf-8"))
-            state = next(folder.glob("*-search/state.json"), None)
-            if state is not None:
-                doc["search_best"] = json.loads(state.read_text())["evolution"]["history"][-1]["best_score"]
-            runs[name] = doc
+    for seed, threads in pairs:
+        name = f"seed{seed}-threads{threads}"
+        folder = Path(a.runs) / name
+        doc = json.loads(run_one(a.recipe, seed, threads, folder).read_text(encoding="utf-8"))
+        state = next(folder.glob("*-search/state.json"), None)
+        if state is not None:
+            doc["search_best"] = json.loads(state.read_text())["evolution"]["history"][-1]["best_score"]
+        runs[name] = doc
     s = summarize(runs)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
