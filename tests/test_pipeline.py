@@ -147,6 +147,44 @@ def test_tiny_recipe_end_to_end(tmp_path):
     assert sum("skipped" in m for m in logs) == 3
 
 
+def test_interrupted_compare_stage_scores_only_the_methods_it_had_not_finished(tmp_path, monkeypatch):
+    """The compare stage saves each method as it finishes (part-N.json); a resumed stage keeps those
+    and scores the rest, and its results equal the uninterrupted run's. A part written for other
+    settings is not used."""
+    import longrope.eval.compare as cmp
+    ctx, recipe, model, data, out = _run_tiny(tmp_path, TINY)
+    stage = out / "03-compare"
+    whole = json.loads((stage / "results.json").read_text())
+    part = json.loads((stage / "part-1.json").read_text())
+    ours = f"longrope:{out / '01-search' / 'factors.json'}"  # renamed `longrope` in results.json
+    assert part["complete"] and set(part["result"]["ppl"]) == {"none", "pi", "yarn", ours}
+    # as if killed while scoring yarn: none and pi saved, the stage not finished
+    for key in ("ppl", "ppl_detail", "seconds", "short_ppl"):
+        for m in ("yarn", ours):
+            part["result"][key].pop(m, None)
+    part["result"]["meta"]["methods"] = {m: v for m, v in part["result"]["meta"]["methods"].items()
+                                         if m in ("none", "pi")}
+    part["complete"] = False
+    (stage / "part-1.json").write_text(json.dumps(part))
+    for name in ("done.json", "results.json", "report.md"):
+        (stage / name).unlink()
+    scored = []
+    real = cmp._score
+    monkeypatch.setattr(cmp, "_score", lambda r, *a, **k: (scored.append(r.spec), real(r, *a, **k))[1])
+    run(load_recipe(str(recipe)), out, resume=True, model=str(model), data=str(data), log=lambda m: None)
+    assert len(scored) == 2
+    assert not any(s.startswith(("none", "pi")) for s in scored)
+    again = json.loads((stage / "results.json").read_text())
+    assert again["ppl"] == whole["ppl"] and again["short"] == whole["short"]
+    # a part made with other settings (here: other methods) is scored afresh
+    part["key"]["methods"] = ["none", "ntk"]
+    (stage / "part-1.json").write_text(json.dumps(part))
+    (stage / "done.json").unlink()
+    scored.clear()
+    run(load_recipe(str(recipe)), out, resume=True, model=str(model), data=str(data), log=lambda m: None)
+    assert len(scored) == 4
+
+
 def test_killed_extend_resumes_and_finishes(tmp_path):
     model = save_tiny(tmp_path / "m")
     data = write_texts(tmp_path / "docs", n=6, words=300)

@@ -132,6 +132,8 @@ def _begun(kind: str, work: Path) -> bool:
     from .search.state import DESCENT_FILE
     if kind == "finetune":
         return (work / "work" / "checkpoint" / "state.json").is_file()
+    if kind == "compare":
+        return any(work.glob("part-*.json"))
     return kind in ("search", "short") and ((work / "state.json").is_file() or (work / DESCENT_FILE).is_file())
 
 
@@ -234,13 +236,26 @@ def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     if ctx.exported and not same:
         runs.append((ctx.exported, ["model"], {"model": "shipped"}))
     result = None
-    for model_name, names, relabel in runs:
-        model = load_model(model_name, dtype=cfg.dtype or "float32", device=cfg.device or "cpu",
-                           trust_remote_code=remote)
-        tok = load_tokenizer(model_name, trust_remote_code=remote)
-        check_vocabulary(model, tok, model_name)
-        part = compare(model, tok, dataclasses.replace(cfg, methods=names), log=log, model_name=model_name)
-        del model
+    for i, (model_name, names, relabel) in enumerate(runs, 1):
+        # each model's methods are saved as they finish (part-N.json), so a resumed stage scores only
+        # the methods it had not finished: on a CPU one method at 32k tokens costs an hour
+        path, key = work / f"part-{i}.json", _jsonable({"model": model_name, "methods": names,
+                                                        "config": dataclasses.asdict(cfg)})
+        saved = _saved_part(path, key) if resume else None
+        if saved is not None and saved[1]:
+            part = saved[0]
+            log(f"  {model_name}: {', '.join(names)} kept from the interrupted run")
+        else:
+            model = load_model(model_name, dtype=cfg.dtype or "float32", device=cfg.device or "cpu",
+                               trust_remote_code=remote)
+            tok = load_tokenizer(model_name, trust_remote_code=remote)
+            check_vocabulary(model, tok, model_name)
+            part = compare(model, tok, dataclasses.replace(cfg, methods=names), log=log, model_name=model_name,
+                           saved=saved[0] if saved else None,
+                           on_method=lambda r, path=path, key=key: write_json(path, {"key": key, "complete": False,
+                                                                                     "result": r.to_json()}))
+            del model
+            write_json(path, {"key": key, "complete": True, "result": part.to_json()})
         if result is None:
             result = part
         else:
@@ -258,6 +273,23 @@ def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     ctx.report = str(work / "report.md")
     log(ppl_table(result))
     return {"report": ctx.report}
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=str))
+
+
+def _saved_part(path: Path, key: dict):
+    """(CompareResult, complete) of an interrupted compare stage's part-N.json when it was written for
+    the same model, methods and config; None otherwise (then the part is scored afresh)."""
+    from .eval.results import CompareResult
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(doc, dict) or doc.get("key") != key:
+        return None
+    return CompareResult.from_json(doc["result"]), bool(doc.get("complete"))
 
 
 def _shipped(folder: str, of: str | None) -> dict:

@@ -287,10 +287,15 @@ def _check_sizes(model, scalings: dict) -> None:
 
 
 def compare(model, tokenizer, config: CompareConfig, *, documents=None, progress: bool = True,
-            log=None, model_name: str | None = None) -> CompareResult:
+            log=None, model_name: str | None = None, saved: CompareResult | None = None,
+            on_method=None) -> CompareResult:
     """Perplexity and passkey for every method of `config` at every length, on the model as loaded
     (`model`: no patch; `none`: the explicitly unscaled rotation). `documents`: a `data.Tokenized`
-    (default: cfg's data and split, loaded here). Returns a CompareResult."""
+    (default: cfg's data and split, loaded here). Returns a CompareResult.
+
+    Resuming (the recipe's compare stage, where one method at 32k tokens costs a CPU-hour): the
+    methods of `saved` (an interrupted run of the same config on the same model) are kept, not
+    scored again, and `on_method(partial CompareResult)` is called after each method is scored."""
     import longrope
     from longrope import patch
 
@@ -329,8 +334,12 @@ def compare(model, tokenizer, config: CompareConfig, *, documents=None, progress
         patch.remove(model)
         if own_scaling(model) is not None:
             patch.apply(model, "none")  # the short-window reference is the unscaled rotation
-        base_short = ppl(short)
+        base_short = saved.unscaled_short_ppl if saved is not None else ppl(short).ppl
         for label in methods:
+            if saved is not None and label in saved.methods:
+                results[label] = saved.methods[label]
+                say(f"{label}: kept from the interrupted run")
+                continue
             scaling = scalings.get(label)
             spec = describe_model_scaling(model) if scaling is None else scaling.describe()
             if label in shipped:
@@ -341,6 +350,8 @@ def compare(model, tokenizer, config: CompareConfig, *, documents=None, progress
                 patch.apply(model, scaling)
             results[label] = r = MethodResult(spec=spec, model=model_name)
             _score(r, model, tokenizer, cfg, ppl, lengths, short, progress, say, scaling=scaling, window=window)
+            if on_method is not None:
+                on_method(CompareResult(dict(results), short, base_short))
     finally:
         patch.remove(model)
         if was_patched is not None:
@@ -361,4 +372,4 @@ def compare(model, tokenizer, config: CompareConfig, *, documents=None, progress
         **({"shipped": [{"row": k, "of": v["of"], "dropped": v["dropped"]} for k, v in shipped.items()]}
            if shipped else {}),
     }
-    return CompareResult(results, short, base_short.ppl, meta)
+    return CompareResult(results, short, base_short, meta)
