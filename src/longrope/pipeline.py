@@ -220,46 +220,26 @@ def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     baselines on the recipe's starting model (what a user would otherwise run), the found factors
     on the final (fine-tuned) model; the default scores everything on the final model. After an
     export stage the exported folder is scored too, as stock transformers loads it: `shipped`."""
-    from .eval.compare import compare
     from .eval.outputs import write_outputs
     from .eval.report import ppl_table
-    from .models import check_vocabulary, load_model, load_tokenizer
     cfg = dataclasses.replace(compare_config(recipe, stage), shipped=False)
     remote = bool(recipe.overrides.get("trust_remote_code"))
     ours = [f"longrope:{ctx.scaling}"] if ctx.scaling else []
     runs = [(ctx.model, cfg.methods + ours, {})]
     if cfg.baselines_on == "initial" and recipe.model != ctx.model:
-        final = [m for m in cfg.final_methods if m not in ours] + ours
+        final = ours + [m for m in cfg.final_methods if m not in ours]
         runs = [(recipe.model, cfg.methods, {}),
                 (ctx.model, final, {m: f"{m} (final model)" for m in final if m not in ours})]
     same = ctx.exported and _drops_nothing(Path(ctx.exported))
     if ctx.exported and not same:
         runs.append((ctx.exported, ["model"], {"model": "shipped"}))
-    result = None
-    for i, (model_name, names, relabel) in enumerate(runs, 1):
-        # each model's methods are saved as they finish (part-N.json), so a resumed stage scores only
-        # the methods it had not finished: on a CPU one method at 32k tokens costs an hour
-        path, key = work / f"part-{i}.json", _jsonable({"model": model_name, "methods": names,
-                                                        "config": dataclasses.asdict(cfg)})
-        saved = _saved_part(path, key) if resume else None
-        if saved is not None and saved[1]:
-            part = saved[0]
-            log(f"  {model_name}: {', '.join(names)} kept from the interrupted run")
-        else:
-            model = load_model(model_name, dtype=cfg.dtype or "float32", device=cfg.device or "cpu",
-                               trust_remote_code=remote)
-            tok = load_tokenizer(model_name, trust_remote_code=remote)
-            check_vocabulary(model, tok, model_name)
-            part = compare(model, tok, dataclasses.replace(cfg, methods=names), log=log, model_name=model_name,
-                           saved=saved[0] if saved else None,
-                           on_method=lambda r, path=path, key=key: write_json(path, {"key": key, "complete": False,
-                                                                                     "result": r.to_json()}))
-            del model
-            write_json(path, {"key": key, "complete": True, "result": part.to_json()})
-        if result is None:
-            result = part
-        else:
-            result.merge(part, relabel)
+    # the model holding the found factors is scored first: an interrupted stage has the row it is for
+    first = next((i for i, (_, names, _) in enumerate(runs) if set(ours) & set(names)), 0)
+    parts = {i: _compare_part(i + 1, runs[i][0], runs[i][1], cfg, work, resume, remote, log)
+             for i in [first] + [j for j in range(len(runs)) if j != first]}
+    result = parts[0]
+    for i in range(1, len(runs)):
+        result.merge(parts[i], runs[i][2])
     if ours:
         result.rename(ours[0], "longrope")
         result.meta["longrope_factors"] = ctx.scaling
@@ -273,6 +253,30 @@ def _run_compare(recipe, stage, ctx: Context, work, resume, log):
     ctx.report = str(work / "report.md")
     log(ppl_table(result))
     return {"report": ctx.report}
+
+
+def _compare_part(i: int, model_name: str, names: list[str], cfg, work: Path, resume: bool, remote: bool, log):
+    """compare() of one model's methods. Each method is saved as it finishes (part-N.json), so a resumed
+    stage scores only the methods it had not finished: on a CPU one method at 32k tokens costs an hour."""
+    from .eval.compare import compare
+    from .models import check_vocabulary, load_model, load_tokenizer
+    path = work / f"part-{i}.json"
+    key = _jsonable({"model": model_name, "methods": names, "config": dataclasses.asdict(cfg)})
+    saved = _saved_part(path, key) if resume else None
+    if saved is not None and saved[1]:
+        log(f"  {model_name}: {', '.join(names)} kept from the interrupted run")
+        return saved[0]
+    model = load_model(model_name, dtype=cfg.dtype or "float32", device=cfg.device or "cpu", trust_remote_code=remote)
+    tok = load_tokenizer(model_name, trust_remote_code=remote)
+    check_vocabulary(model, tok, model_name)
+
+    def keep(partial):
+        write_json(path, {"key": key, "complete": False, "result": partial.to_json()})
+
+    part = compare(model, tok, dataclasses.replace(cfg, methods=names), log=log, model_name=model_name,
+                   saved=saved[0] if saved else None, on_method=keep)
+    write_json(path, {"key": key, "complete": True, "result": part.to_json()})
+    return part
 
 
 def _jsonable(obj):
