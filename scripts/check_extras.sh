@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Each optional extra, installed alone in a fresh venv, runs the command it is for.
 #
-#   scripts/check_extras.sh [EXTRA ...]     # default: base plot dist data eval gguf
+#   scripts/check_extras.sh [EXTRA ...]     # default: base plot dist data eval gguf lora deepspeed
 #
 # `base` is the package without extras: the commands that need an extra must fail in one line naming
 # it. Each venv gets the CPU torch wheel first (TORCH, default torch==2.13.0: a bare `torch` would
@@ -16,7 +16,7 @@ TORCH="${TORCH:-torch==2.13.0}"
 DIR="${EXTRAS_DIR:-/tmp/longrope-extras}"
 PY="${PY:-python3}"
 EXTRAS=("$@")
-[ ${#EXTRAS[@]} -gt 0 ] || EXTRAS=(base plot dist data eval gguf)
+[ ${#EXTRAS[@]} -gt 0 ] || EXTRAS=(base plot dist data eval gguf lora deepspeed)
 
 venv() {  # venv NAME SPEC: a fresh venv at $DIR/NAME with torch and SPEC installed
     local name="$1" spec="$2" v="$DIR/$1"
@@ -86,6 +86,22 @@ EOF
         "$L" inspect none --model tiny.gguf >/dev/null
         "$L" export --model tiny.gguf --scaling yarn:2 --out exported
         test -f exported/config.json
+        ;;
+    lora)  # LoRA adapters through peft (which brings accelerate): a plain merged model and OUT/adapter
+        "$L" finetune --scaling yarn:2 --length 512 --steps 2 --batch-size 1 --micro-batch 1 --lora-rank 4 \
+            --out ft --no-progress
+        test -f ft/config.json && test -f ft/adapter/adapter_config.json
+        ;;
+    deepspeed)  # the shipped ZeRO-3 config builds accelerate's DeepSpeed plugin under `accelerate launch`
+        local cfg
+        cfg="$("$v/bin/python" -c 'import longrope, pathlib; print(pathlib.Path(longrope.__file__).parent / "recipes/accelerate/deepspeed_zero3.yaml")')"
+        cat > probe.py <<'EOF'
+from accelerate.utils import DeepSpeedPlugin
+plugin = DeepSpeedPlugin()
+assert plugin.zero_stage == 3 and isinstance(plugin.deepspeed_config["gradient_accumulation_steps"], int)
+print("zero stage", plugin.zero_stage)
+EOF
+        "$v/bin/accelerate" launch --config_file "$cfg" --num_processes 1 probe.py
         ;;
     runtimes)
         "$L" export --scaling yarn:8 --out exported

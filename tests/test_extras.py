@@ -13,7 +13,7 @@ SCRIPT = SRC.parent / "scripts" / "check_extras.sh"
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", ["base", "plot", "dist", "data", "eval", "gguf"])
+@pytest.mark.parametrize("extra", ["base", "plot", "dist", "data", "eval", "gguf", "lora", "deepspeed"])
 def test_extra_alone_in_a_fresh_venv_runs_its_command(extra, tmp_path):
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     r = run_group(["bash", str(SCRIPT), extra], timeout=1800, env={**env, "EXTRAS_DIR": str(tmp_path / "venvs")})
