@@ -178,6 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--task-lengths", default=None, help="default: the target length")
     ap.add_argument("--task-limit", type=int, default=10)
     ap.add_argument("--reuse", action="append", default=[], metavar="OBJECTIVE:SEED=DIR")
+    ap.add_argument("--searches-only", action="store_true", help="run (or continue) the searches, then stop")
     ap.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     args.seeds = [int(s) for s in args.seeds.split(",")]
@@ -204,6 +205,8 @@ def main(argv=None) -> int:
             runs[label] = _search(replace(base, seed=seed, objective=obj), out / "search" / label, model, tok,
                                   Path(ref) if ref else None)
             print(f"{label}: search score {runs[label]['score']:.4f}", file=sys.stderr, flush=True)
+    if args.searches_only:
+        return 0
     methods = {**{b: b for b in BASELINES}, **{lb: f"longrope:{r['factors']}" for lb, r in runs.items()}}
     cfg = CompareConfig(methods=list(methods.values()), lengths=sorted({*args.passkey_lengths, args.target_length}),
                         docs=args.test_docs, passkey_trials=args.passkey_trials, data=args.data, split="test",
