@@ -26,7 +26,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from longrope.errors import LongRopeError
+from longrope.errors import LongRopeError, script_main
 
 BASELINES = ("pi", "ntk", "dynamic", "yarn")
 
@@ -233,8 +233,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except LongRopeError as e:
-        print(f"objective_ablation: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    script_main(main, "objective_ablation")

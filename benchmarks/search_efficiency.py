@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from longrope.errors import LongRopeError
+from longrope.errors import LongRopeError, script_main
 
 
 def _reuse(ref: Path, cfg) -> dict:
@@ -162,8 +162,4 @@ def _report(args, res, target, window, threads) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except LongRopeError as e:
-        print(f"search_efficiency: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    script_main(main, "search_efficiency")

@@ -19,3 +19,14 @@ class LongRopeWarning(UserWarning):
 def warn(message: str) -> None:
     """Warn about the caller's caller (the code that asked for the doubtful thing)."""
     warnings.warn(message, LongRopeWarning, stacklevel=3)
+
+
+def script_main(main, name: str) -> None:
+    """`if __name__ == "__main__": script_main(main, "NAME")` for a script (a benchmark): run `main()`
+    and exit with its status; a LongRopeError is one line `NAME: error: ...` and exit status 2."""
+    import sys
+    try:
+        sys.exit(main())
+    except LongRopeError as e:
+        print(f"{name}: error: {e}", file=sys.stderr)
+        sys.exit(2)
