@@ -154,3 +154,39 @@ def test_ruler_tasks_on_the_device(cuda):
     model = longrope.apply(load_model("builtin", device="cuda"), "yarn:2")
     res = run_tasks_at_lengths(model, load_tokenizer("builtin"), ["niah_single_1"], [256], limit=1, log=None)
     assert 0.0 <= res["niah_single_1"][256] <= 1.0
+
+
+PROGRESSIVE_ON_DEVICE = """name: tiny-progressive-on-device
+seed: 0
+dtype: bfloat16
+stages:
+  - search: {target_length: 64, docs: 1, population: 3, parents: 2, mutations: 1, crossovers: 1, iterations: 1, screen_docs: 0, descent_steps: 0, search_n_hat: false}
+  - finetune: {length: 64, steps: 2, batch_size: 1, lr: 1.0e-3, warmup: 0, bf16: true, distill: 1.0, checkpoint_every: 1}
+  - search: {target_length: 128, docs: 1, population: 3, parents: 2, mutations: 1, crossovers: 1, iterations: 1, screen_docs: 0, descent_steps: 0, search_n_hat: false, seed_from: previous}
+  - short: {docs: 1, population: 3, parents: 2, mutations: 1, crossovers: 1, iterations: 1, screen_docs: 0}
+  - export: {}
+  - compare: {lengths: [32, 256], methods: [none, yarn], final_methods: [none, yarn], docs: 2, passkey_trials: 1, passkey_lengths: [256], depths: [0.5], plots: false, baselines_on: initial}
+"""
+
+
+def test_the_smollm2_progressive_shape_runs_on_the_device(cuda, files, tmp_path, monkeypatch):
+    """`extend --device cuda` with the stages of recipes/smollm2-progressive.yaml (search, fine-tune
+    with distillation in bf16, search seeded from it, short factors, export, compare with the
+    baselines on the initial model and the control on the fine-tuned one), on the pretend device:
+    the GPU run of that recipe goes through these paths."""
+    import json
+
+    import accelerate
+
+    from longrope.pipeline import run
+    from longrope.recipe import load_recipe
+
+    monkeypatch.setattr(accelerate.Accelerator, "device", property(lambda self: torch.device("cuda", 0)))
+    path = tmp_path / "r.yaml"
+    path.write_text(PROGRESSIVE_ON_DEVICE)
+    out = tmp_path / "out"
+    run(load_recipe(str(path)), out, model=str(files[0]), data=str(files[1]), device="cuda", log=lambda m: None)
+    res = json.loads((out / "06-compare" / "results.json").read_text())
+    assert {"none", "yarn", "longrope", "yarn (final model)"} <= set(res["ppl"])
+    assert all(v > 1 for row in res["ppl"].values() for v in row.values())
+    assert set(res["passkey"]["longrope"]) == {"256"}
