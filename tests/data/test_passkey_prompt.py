@@ -91,3 +91,44 @@ def test_mixed_passkey_samples_hold_prompt_answer_then_text():
     assert torch.equal(mix_passkey_samples(tok, samples, 0.25, seed=3), mixed)  # seeded
     assert not torch.equal(mix_passkey_samples(tok, samples, 0.25, seed=4), mixed)
     assert torch.equal(mix_passkey_samples(tok, samples, 0.0, seed=3), samples)
+
+
+def _walk_filler(tok, length, depth, key):
+    """The builder's earlier rule, one sentence at a time: the most filler sentences that fit."""
+    n = 0
+    while len(tok(prompt_text(n + 1, depth, key)[0])["input_ids"]) <= length:
+        n += 1
+    return n
+
+
+@pytest.mark.parametrize("length,depth", [(300, 0.0), (777, 0.5), (1500, 1.0)])
+def test_the_bisection_finds_the_most_filler_that_fits(length, depth):
+    tok = small_tokenizer()
+    p = passkey_prompt(tok, length, depth, 123)
+    expect, _ = prompt_text(_walk_filler(tok, length, depth, 123), depth, 123)
+    assert p.input_ids.tolist() == tok(expect)["input_ids"]
+
+
+class _Denser:
+    """A word tokenizer whose words past the 200th cost two tokens: the first 10 filler sentences
+    underestimate a long prompt's rate, so the first guess overshoots by ~2x (as SmolLM2's did)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, text, return_offsets_mapping=False, **kw):
+        import re
+        self.calls += 1
+        spans = [m.span() for m in re.finditer(r"\S+", text)]
+        spans = [sp for i, sp in enumerate(spans) for _ in range(1 + (i >= 200))]
+        out = {"input_ids": [1] * len(spans)}
+        if return_offsets_mapping:
+            out["offset_mapping"] = spans
+        return out
+
+
+def test_a_long_prompt_costs_logarithmically_many_tokenizations():
+    tok = _Denser()
+    p = passkey_prompt(tok, 20000, 0.5, 99)
+    assert 19990 < p.input_ids.numel() <= 20000
+    assert tok.calls <= 40  # one sentence at a time from the first guess took 2,610 calls here
